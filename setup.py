@@ -1,0 +1,90 @@
+"""ament_python package; also a plain pip package (``pip install -e .[ros,train,test]``)."""
+
+import os
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "simreal_ros"
+
+
+def tree(folder: str) -> list[tuple[str, list[str]]]:
+    """data_files entries that install ``folder`` (recursively) under share/<package>/."""
+    out: dict[str, list[str]] = {}
+    for path in glob(f"{folder}/**/*", recursive=True):
+        if os.path.isfile(path) and "__pycache__" not in path:
+            out.setdefault(f"share/{PACKAGE}/{os.path.dirname(path)}", []).append(path)
+    return sorted(out.items())
+
+
+ROS_WHEELS = [
+    # ROS 2 Kilted as PyPI wheels, for machines without a ROS install. On a robot with ROS 2
+    # from apt, do not install this extra: the system rclpy is used.
+    "ros-rclpy>=9.1,<10",
+    "ros-rmw-fastrtps-cpp>=9.3,<10",
+    "ros-sensor-msgs>=5.5,<6",
+    "ros-std-msgs>=5.5,<6",
+    "ros-std-srvs>=5.5,<6",
+    "ros-geometry-msgs>=5.5,<6",
+    "ros-trajectory-msgs>=5.5,<6",
+    "ros-diagnostic-msgs>=5.5,<6",
+    "ros-rosgraph-msgs>=2.3,<3",
+    "ros-lifecycle-msgs>=2.3,<3",
+]
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*", "bench"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        *tree("launch"),
+        *tree("config"),
+        *tree("urdf"),
+        *tree("policies"),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "setuptools",
+        "numpy>=1.24",
+        "pyyaml>=6",
+        "transforms3d>=0.4.1",
+        "mujoco>=3.2",
+        "onnxruntime>=1.17",
+        "gymnasium>=1.0",
+        "rosbags>=0.10",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "ros": ROS_WHEELS,
+        "train": [
+            # torch as a range that the locally available CPU wheel (2.13.0) satisfies;
+            # install that wheel first (`pip install torch==2.13.0`), see README.
+            "torch>=2.3,<=2.13.0",
+            "stable-baselines3>=2.3",
+            "onnx>=1.15",
+            "scipy>=1.10",
+            "matplotlib>=3.7",
+            "imageio>=2.30",
+        ],
+        "test": [
+            "pytest>=7",
+            "pytest-timeout>=2",
+            "hypothesis>=6.100",
+            "mcap>=1.1",
+            "mcap-ros2-support>=0.5",
+            "ruff>=0.5",
+        ],
+    },
+    zip_safe=True,
+    maintainer="simreal_ros developers",
+    maintainer_email="dev@simreal-ros.local",
+    description="Sim-to-real deployment of RL policies on a Franka-style arm with ROS 2.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "simreal = simreal_ros.cli:main",
+        ],
+    },
+)

@@ -1,0 +1,224 @@
+"""The simulated arm, driven the way the real one is (ROS-free core of the sim bridge).
+
+* Position mode: joint position targets tracked by a joint impedance controller
+  ``tau = K (q_target - q) - D dq`` plus gravity compensation, evaluated by MuJoCo at the
+  physics rate (native actuators, so the controller costs almost nothing).
+* Effort mode: joint torques, gravity compensated as the real arm's torque interface is.
+* Measurements (position, velocity, measured torque) at ``measurement_period`` with noise,
+  bias, latency and drops drawn per episode from the randomization ranges.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import mujoco
+import numpy as np
+
+from simreal_ros.robot import RobotModel
+from simreal_ros.sim.model import SimModel, build_model
+from simreal_ros.sim.randomize import Draw, RandomizationRanges, randomize
+
+COMMAND_MODES = ("position", "effort")
+DEFAULT_STIFFNESS = (600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0)  # N m/rad (Franka's example gains)
+DEFAULT_DAMPING = (50.0, 50.0, 50.0, 50.0, 30.0, 25.0, 15.0)  # N m s/rad
+
+
+def ticks(period: float, step: float, what: str) -> int:
+    """Number of ``step``s in ``period``; raises unless it is a positive integer multiple."""
+    if not (math.isfinite(period) and period > 0):
+        raise ValueError(f"{what} must be > 0, got {period}")
+    n = round(period / step)
+    if n < 1 or abs(n * step - period) > 1e-9 * max(1.0, period):
+        raise ValueError(f"{what} ({period} s) must be an integer multiple of the step ({step} s)")
+    return n
+
+
+@dataclass(frozen=True)
+class ArmSimConfig:
+    """Settings of :class:`ArmSim`.
+
+    Attributes:
+        physics_dt: MuJoCo time step (s); the impedance controller runs at this rate.
+        measurement_period: period of joint measurements (s); integer multiple of physics_dt.
+        stiffness: impedance stiffness per joint (N m/rad).
+        damping: impedance damping per joint (N m s/rad).
+        command_mode: ``position`` (impedance targets) or ``effort`` (torques).
+        ranges: domain randomization ranges, drawn at every :meth:`ArmSim.reset`.
+    """
+
+    physics_dt: float = 0.001
+    measurement_period: float = 0.001
+    stiffness: tuple[float, ...] = DEFAULT_STIFFNESS
+    damping: tuple[float, ...] = DEFAULT_DAMPING
+    command_mode: str = "position"
+    ranges: RandomizationRanges = field(default_factory=RandomizationRanges)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.physics_dt) and 0 < self.physics_dt <= 0.01):
+            raise ValueError(f"physics_dt must be in (0, 0.01] s, got {self.physics_dt}")
+        ticks(self.measurement_period, self.physics_dt, "measurement_period")
+        if self.command_mode not in COMMAND_MODES:
+            raise ValueError(f"command_mode must be one of {COMMAND_MODES}, got {self.command_mode!r}")
+        for name in ("stiffness", "damping"):
+            vals = np.asarray(getattr(self, name), dtype=float)
+            if not np.all(np.isfinite(vals)) or np.any(vals < 0):
+                raise ValueError(f"{name} must be finite and >= 0, got {vals}")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One joint measurement as the driver would publish it (robot joint order)."""
+
+    stamp: float  # sim time the sample was taken (s)
+    position: np.ndarray
+    velocity: np.ndarray
+    effort: np.ndarray
+
+
+class ArmSim:
+    """MuJoCo arm with an impedance controller, randomization, noise, latency and drops.
+
+    Args:
+        config: see :class:`ArmSimConfig`.
+        robot: robot model (default: the package's Panda).
+        seed: seed of the generator used for every random draw.
+    """
+
+    def __init__(self, config: ArmSimConfig | None = None, robot: RobotModel | None = None,
+                 seed: int | None = None) -> None:
+        self.config = config or ArmSimConfig()
+        self.sim: SimModel = build_model(robot, self.config.physics_dt)
+        self.robot = self.sim.robot
+        self.nominal = self.sim.model
+        self.model = copy.copy(self.nominal)
+        self.data = mujoco.MjData(self.model)
+        self.rng = np.random.default_rng(seed)
+        self._substeps = ticks(self.config.measurement_period, self.config.physics_dt, "measurement_period")
+        self._n = self.robot.n_joints
+        self._pending_cmd: deque[tuple[float, np.ndarray, str]] = deque()
+        self._pending_meas: deque[tuple[float, Measurement]] = deque()
+        self.draw: Draw | None = None
+        self.mode = self.config.command_mode
+        self.dropped = 0
+        self.reset()
+
+    # ------------------------------------------------------------------ episode
+    def reset(self, seed: int | None = None, q0: np.ndarray | None = None) -> Draw:
+        """Reset to the ``home`` keyframe (or ``q0``) with a fresh randomization draw."""
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.draw = randomize(self.model, self.nominal, self.sim, self.rng, self.config.ranges)
+        mujoco.mj_resetDataKeyframe(self.model, self.data, 0)
+        if q0 is not None:
+            self.data.qpos[self.sim.qpos_adr] = self._checked(q0, "q0")
+        self._pending_cmd.clear()
+        self._pending_meas.clear()
+        self.dropped = 0
+        self.set_mode(self.config.command_mode)
+        self.data.ctrl[self.sim.actuator_ids] = self.data.qpos[self.sim.qpos_adr] if self.mode == "position" else 0.0
+        mujoco.mj_forward(self.model, self.data)
+        return self.draw
+
+    def set_mode(self, mode: str) -> None:
+        """Switch between impedance (``position``) and torque (``effort``) actuation."""
+        if mode not in COMMAND_MODES:
+            raise ValueError(f"command mode must be one of {COMMAND_MODES}, got {mode!r}")
+        a = self.sim.actuator_ids
+        if mode == "position":
+            kp = np.asarray(self.config.stiffness) * self.draw.stiffness_scale
+            kd = np.asarray(self.config.damping) * self.draw.damping_scale
+            self.model.actuator_gainprm[a, 0] = kp
+            self.model.actuator_biasprm[a, 0] = 0.0
+            self.model.actuator_biasprm[a, 1] = -kp
+            self.model.actuator_biasprm[a, 2] = -kd
+        else:
+            self.model.actuator_gainprm[a, 0] = 1.0
+            self.model.actuator_biasprm[a, :3] = 0.0
+        if mode != self.mode:
+            self.data.ctrl[a] = self.data.qpos[self.sim.qpos_adr] if mode == "position" else 0.0
+        self.mode = mode
+
+    # ------------------------------------------------------------------ io
+    def _checked(self, values: np.ndarray, what: str) -> np.ndarray:
+        arr = np.asarray(values, dtype=float)
+        if arr.shape != (self._n,):
+            raise ValueError(f"{what} must have {self._n} values, got shape {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{what} contains non-finite values: {arr}")
+        return arr
+
+    def set_command(self, values: np.ndarray, mode: str | None = None) -> None:
+        """Queue a command (targets or torques); it takes effect after the action latency."""
+        mode = mode or self.mode
+        if mode not in COMMAND_MODES:
+            raise ValueError(f"command mode must be one of {COMMAND_MODES}, got {mode!r}")
+        self._pending_cmd.append((self.time + self.draw.action_latency, self._checked(values, "command").copy(), mode))
+
+    @property
+    def time(self) -> float:
+        return float(self.data.time)
+
+    def advance(self, duration: float) -> None:
+        """Simulate ``duration`` seconds (an integer multiple of the measurement period)."""
+        n = ticks(duration, self.config.measurement_period, "duration")
+        m, d, sim, draw = self.model, self.data, self.sim, self.draw
+        qa, da, aid = sim.qpos_adr, sim.dof_adr, sim.actuator_ids
+        pend = self._pending_cmd
+        noisy = draw.position_noise_std > 0 or draw.velocity_noise_std > 0 or draw.effort_noise_std > 0
+        for _ in range(n):
+            while pend and pend[0][0] <= d.time + 1e-12:
+                _, cmd, mode = pend.popleft()
+                if mode != self.mode:
+                    self.set_mode(mode)
+                d.ctrl[aid] = cmd
+            mujoco.mj_step(m, d, self._substeps)
+            if draw.drop_probability > 0 and self.rng.random() < draw.drop_probability:
+                self.dropped += 1
+                continue
+            q = d.qpos[qa] + draw.position_bias
+            dq = d.qvel[da].copy()
+            tau = d.qfrc_actuator[da].copy()
+            if noisy:
+                z = self.rng.standard_normal((3, self._n))
+                q += draw.position_noise_std * z[0]
+                dq += draw.velocity_noise_std * z[1]
+                tau += draw.effort_noise_std * z[2]
+            self._pending_meas.append((d.time + draw.observation_latency, Measurement(d.time, q, dq, tau)))
+
+    def pop_measurements(self) -> list[Measurement]:
+        """Measurements whose observation latency has elapsed, oldest first.
+
+        Each is stamped with the sim time it was *taken*, as a driver stamps at acquisition,
+        so a consumer sees the latency as ``now - stamp``.
+        """
+        out = []
+        t = self.time + 1e-12
+        while self._pending_meas and self._pending_meas[0][0] <= t:
+            out.append(self._pending_meas.popleft()[1])
+        return out
+
+    def true_state(self) -> Measurement:
+        """Noise-free state now (ground truth; for evaluation only)."""
+        d, sim = self.data, self.sim
+        return Measurement(self.time, d.qpos[sim.qpos_adr].copy(), d.qvel[sim.dof_adr].copy(),
+                           d.qfrc_actuator[sim.dof_adr].copy())
+
+    def flange_position(self) -> np.ndarray:
+        return self.data.site_xpos[self.sim.flange_site].copy()
+
+    def flange_velocity(self) -> np.ndarray:
+        """Linear velocity of the flange in the world frame."""
+        res = np.zeros(6)
+        mujoco.mj_objectVelocity(self.model, self.data, mujoco.mjtObj.mjOBJ_SITE, self.sim.flange_site, res, 0)
+        return res[3:]
+
+    def set_target(self, position: np.ndarray) -> None:
+        """Move the target marker (visual only)."""
+        self.data.mocap_pos[self.sim.target_mocap] = np.asarray(position, dtype=float)
+
+    def has_warnings(self) -> bool:
+        return any(w.number > 0 for w in self.data.warning)

@@ -1,0 +1,121 @@
+"""Build the MuJoCo model of the arm from the package's URDF (no third-party model files).
+
+The URDF is compiled with MjSpec and then edited: a scene (floor, table, lights, a mocap
+target marker), one joint-impedance actuator per joint, gravity compensation through the
+actuators (as the arm's own controller does), a payload body on the flange (not gravity
+compensated: an unknown payload is part of the reality gap), sensors and a ``home``
+keyframe at the SRDF's ready pose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+from simreal_ros.robot import RobotModel, load_robot
+
+TARGET_BODY = "target"
+PAYLOAD_BODY = "payload"
+FLANGE_SITE = "flange"
+#: Minimal payload mass (MuJoCo needs a positive mass on the body); "no payload".
+PAYLOAD_MIN_MASS = 1e-4
+
+
+@dataclass(frozen=True)
+class SimModel:
+    """A compiled MuJoCo model plus the index maps the sim core needs."""
+
+    model: mujoco.MjModel
+    robot: RobotModel
+    qpos_adr: np.ndarray  # per robot joint, in robot order
+    dof_adr: np.ndarray
+    actuator_ids: np.ndarray
+    flange_site: int
+    target_mocap: int
+    payload_body: int
+    link_bodies: np.ndarray  # bodies of the moving links (for mass/CoM randomization)
+
+
+def build_spec(robot: RobotModel, physics_dt: float = 0.001) -> mujoco.MjSpec:
+    """Return an editable MjSpec of the arm in its scene."""
+    spec = mujoco.MjSpec.from_file(robot.source["urdf"])
+    spec.compiler.fusestatic = False  # keep the flange frame (fixed joint) as its own body
+    spec.option.timestep = physics_dt
+    spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
+    spec.modelname = f"simreal_{robot.name}"
+
+    world = spec.worldbody
+    spec.add_texture(name="grid", type=mujoco.mjtTexture.mjTEXTURE_2D, builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
+                     rgb1=[0.2, 0.3, 0.4], rgb2=[0.1, 0.15, 0.2], width=300, height=300)
+    spec.add_material(name="grid", texrepeat=[8, 8], reflectance=0.1).textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = "grid"
+    world.add_light(pos=[0, 0, 3], dir=[0, 0, -1], diffuse=[0.8, 0.8, 0.8])
+    world.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[2, 2, 0.05], material="grid",
+                   contype=2, conaffinity=1)
+    # A table in front of the arm; its top is below the reach workspace used by the task.
+    world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_BOX, pos=[0.55, 0, 0.05], size=[0.25, 0.45, 0.05],
+                   rgba=[0.55, 0.4, 0.3, 1], contype=2, conaffinity=1)
+    target = world.add_body(name=TARGET_BODY, mocap=True, pos=[0.5, 0, 0.5])
+    target.add_geom(type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[0.02, 0, 0], rgba=[0.1, 0.9, 0.2, 0.6],
+                    contype=0, conaffinity=0)
+    world.add_camera(name="overview", pos=[1.6, -1.3, 1.1], xyaxes=[0.63, 0.78, 0, -0.3, 0.24, 0.92])
+
+    # The arm collides with the scene, not with itself (adjacent links overlap by design).
+    for geom in spec.geoms:
+        if geom.name not in ("floor", "table") and geom.parent.name != TARGET_BODY:
+            geom.contype, geom.conaffinity = 1, 2
+            geom.rgba = [0.92, 0.92, 0.95, 1]
+
+    flange = spec.body(robot.flange_link)
+    flange.add_site(name=FLANGE_SITE, size=[0.01, 0, 0])
+    payload = flange.add_body(name=PAYLOAD_BODY, pos=[0, 0, 0.03])
+    payload.mass = PAYLOAD_MIN_MASS
+    payload.inertia = [1e-6, 1e-6, 1e-6]
+    payload.explicitinertial = True
+    payload.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.03, 0.03, 0.03], rgba=[0.9, 0.5, 0.1, 1],
+                     contype=0, conaffinity=0, mass=0)
+
+    for link in robot.joints:
+        spec.body(link.child).gravcomp = 1.0
+    for i, joint in enumerate(robot.joints):
+        j = spec.joint(joint.name)
+        j.actgravcomp = True  # gravity compensation is applied through (and limited with) the actuator
+        act = spec.add_actuator(name=joint.name, target=joint.name, trntype=mujoco.mjtTrn.mjTRN_JOINT)
+        act.gaintype = mujoco.mjtGain.mjGAIN_FIXED
+        act.biastype = mujoco.mjtBias.mjBIAS_AFFINE
+        act.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
+        act.forcerange = [-robot.limits.effort[i], robot.limits.effort[i]]
+        act.ctrllimited = mujoco.mjtLimited.mjLIMITED_FALSE
+        spec.add_sensor(name=f"{joint.name}_pos", type=mujoco.mjtSensor.mjSENS_JOINTPOS, objname=joint.name,
+                        objtype=mujoco.mjtObj.mjOBJ_JOINT)
+        spec.add_sensor(name=f"{joint.name}_vel", type=mujoco.mjtSensor.mjSENS_JOINTVEL, objname=joint.name,
+                        objtype=mujoco.mjtObj.mjOBJ_JOINT)
+        spec.add_sensor(name=f"{joint.name}_torque", type=mujoco.mjtSensor.mjSENS_JOINTACTFRC, objname=joint.name,
+                        objtype=mujoco.mjtObj.mjOBJ_JOINT)
+    spec.add_sensor(name="flange_pos", type=mujoco.mjtSensor.mjSENS_FRAMEPOS, objname=FLANGE_SITE,
+                    objtype=mujoco.mjtObj.mjOBJ_SITE)
+    spec.add_key(name="home", qpos=list(robot.ready_pose), ctrl=list(robot.ready_pose),
+                 mpos=[0.5, 0, 0.5])
+    return spec
+
+
+def build_model(robot: RobotModel | None = None, physics_dt: float = 0.001) -> SimModel:
+    """Compile the arm's scene; ``robot`` defaults to the package's Panda."""
+    robot = robot or load_robot()
+    model = build_spec(robot, physics_dt).compile()
+    jids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, n) for n in robot.joint_names]
+    aids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, n) for n in robot.joint_names]
+    target_body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, TARGET_BODY)
+    links = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, j.child) for j in robot.joints]
+    return SimModel(
+        model=model,
+        robot=robot,
+        qpos_adr=np.array([model.jnt_qposadr[j] for j in jids]),
+        dof_adr=np.array([model.jnt_dofadr[j] for j in jids]),
+        actuator_ids=np.array(aids),
+        flange_site=mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, FLANGE_SITE),
+        target_mocap=int(model.body_mocapid[target_body]),
+        payload_body=mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, PAYLOAD_BODY),
+        link_bodies=np.array(links),
+    )
