@@ -85,6 +85,12 @@ setup(
     entry_points={
         "console_scripts": [
             "simreal = simreal_ros.cli:main",
+            "sim_bridge = simreal_ros.nodes.sim_bridge_node:main",
+            "state_estimator = simreal_ros.nodes.estimator_node:main",
+            "policy_executor = simreal_ros.nodes.policy_node:main",
+            "baseline_controller = simreal_ros.nodes.baseline_node:main",
+            "safety_shield = simreal_ros.nodes.shield_node:main",
+            "recorder = simreal_ros.nodes.recorder_node:main",
         ],
     },
 )

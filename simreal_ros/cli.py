@@ -6,19 +6,37 @@ import argparse
 import importlib
 import sys
 
-#: subcommand -> (module with ``add_arguments(parser)`` and ``run(args) -> int``, one-line help)
+#: subcommand -> (module with ``add_arguments(parser)`` and ``run(args) -> int``, one-line help).
+#: A subcommand whose module is not part of this install is left out of ``--help``.
 COMMANDS: dict[str, tuple[str, str]] = {
     "robot": ("simreal_ros.robot.cli", "show the robot description: joints, limits, ready pose, FK"),
+    "sim": ("simreal_ros.bringup.cli", "run the whole stack in simulation (shipped policy), record a bag"),
+    "train": ("simreal_ros.training.train", "train a reaching policy in the randomized sim, export a bundle"),
+    "evaluate": ("simreal_ros.training.evaluate", "evaluate a policy bundle against the baseline controller"),
+    "policy": ("simreal_ros.policy.cli", "check a policy bundle against the robot (offline checks)"),
+    "bag": ("simreal_ros.bag.cli", "inspect and recover recorded bags"),
 }
+
+
+def _module(name: str):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and name.startswith(exc.name):  # the subcommand's own module is absent
+            return None
+        raise
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simreal", description="simreal_ros: sim-to-real for a Franka-style arm")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
+        mod = _module(module)
+        if mod is None:
+            continue
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(p)
+        mod.add_arguments(p)
     return parser
 
 

@@ -156,7 +156,7 @@ class RobotModel:
             )
         return np.array([names.index(n) for n in self.joint_names])
 
-    def with_limit_overrides(self, overrides: Mapping[str, Mapping[str, float]]) -> "RobotModel":
+    def with_limit_overrides(self, overrides: Mapping[str, Mapping[str, float]]) -> RobotModel:
         """Return a copy whose limits are tightened by ``{joint: {kind: value}}``.
 
         Kinds: ``min_position``, ``max_position``, ``max_velocity``, ``max_acceleration``,

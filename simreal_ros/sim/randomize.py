@@ -62,7 +62,7 @@ class RandomizationRanges:
     sensor: SensorRanges = field(default_factory=SensorRanges)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "randomization") -> "RandomizationRanges":
+    def from_dict(cls, data: Mapping[str, Any], where: str = "randomization") -> RandomizationRanges:
         if not isinstance(data, Mapping):
             raise ValueError(f"{where}: expected a mapping with 'dynamics' and/or 'sensor'")
         unknown = set(data) - {"dynamics", "sensor"}

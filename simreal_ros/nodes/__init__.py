@@ -1,0 +1,21 @@
+"""ROS 2 nodes: thin adapters that validate parameters, wire topics/services/timers and call
+the ROS-free cores. Default topic names (all remappable, all configurable):
+
+==========================================  =================================  =========================
+topic                                       type                               publisher
+==========================================  =================================  =========================
+/joint_states                               sensor_msgs/JointState             sim_bridge / real driver
+/simreal/state_estimate                     sensor_msgs/JointState             state_estimator
+/simreal/state_covariance                   std_msgs/Float64MultiArray         state_estimator
+/simreal/belief                             std_msgs/Float64MultiArray         state_estimator
+/simreal/goal                               geometry_msgs/PointStamped         sim_bridge / user
+/simreal/policy/command                     std_msgs/Float64MultiArray         policy_executor
+/simreal/baseline/command                   std_msgs/Float64MultiArray         baseline_controller
+/forward_position_controller/commands       std_msgs/Float64MultiArray         safety_shield (sent)
+/simreal/shield/interventions               diagnostic_msgs/DiagnosticArray    safety_shield
+/simreal/shield/revert                      std_msgs/String (reason)           monitors -> shield
+/simreal/sim/ground_truth                   sensor_msgs/JointState             sim_bridge (eval only)
+/diagnostics                                diagnostic_msgs/DiagnosticArray    every node
+/clock                                      rosgraph_msgs/Clock                sim_bridge (unpaced)
+==========================================  =================================  =========================
+"""

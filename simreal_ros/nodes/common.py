@@ -1,0 +1,101 @@
+"""Shared plumbing of the ROS 2 nodes: message conversion and the ``main()`` boilerplate."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.time import Time
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+
+def stamp_to_sec(stamp) -> float:
+    return float(stamp.sec) + 1e-9 * float(stamp.nanosec)
+
+
+def sec_to_stamp(t: float):
+    return Time(nanoseconds=int(round(t * 1e9))).to_msg()
+
+
+def joint_state_msg(names: Sequence[str], stamp, position=None, velocity=None, effort=None) -> JointState:
+    msg = JointState()
+    msg.header.stamp = stamp
+    msg.name = list(names)
+    msg.position = [] if position is None else np.asarray(position, dtype=float).tolist()
+    msg.velocity = [] if velocity is None else np.asarray(velocity, dtype=float).tolist()
+    msg.effort = [] if effort is None else np.asarray(effort, dtype=float).tolist()
+    return msg
+
+
+def array_msg(values, label: str = "") -> Float64MultiArray:
+    """std_msgs/Float64MultiArray as ros2_control's forward command controllers take it."""
+    msg = Float64MultiArray()
+    vals = np.asarray(values, dtype=float).ravel()
+    msg.layout.dim = [MultiArrayDimension(label=label, size=vals.size, stride=vals.size)] if label else []
+    msg.data = vals.tolist()
+    return msg
+
+
+class JointOrder:
+    """Reorder JointState arrays onto the robot's joint order (cached per name list).
+
+    Raises ValueError naming both lists when the message's joints do not match.
+    """
+
+    def __init__(self, robot_joints: Sequence[str]) -> None:
+        self.names = tuple(robot_joints)
+        self._cache: dict[tuple[str, ...], np.ndarray] = {}
+
+    def index(self, msg_names: Sequence[str]) -> np.ndarray:
+        key = tuple(msg_names)
+        idx = self._cache.get(key)
+        if idx is None:
+            missing = [n for n in self.names if n not in key]
+            if missing or len(set(key)) != len(key):
+                raise ValueError(f"joint names {list(key)} do not cover the robot's joints {list(self.names)} "
+                                 f"(missing: {missing})")
+            idx = np.array([key.index(n) for n in self.names])
+            self._cache[key] = idx
+        return idx
+
+    def arrays(self, msg: JointState) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(position, velocity or None, effort or None) in robot order."""
+        idx = self.index(msg.name)
+        n = len(msg.name)
+
+        def pick(values):
+            if len(values) != n:
+                return None
+            return np.asarray(values, dtype=float)[idx]
+
+        pos = pick(msg.position)
+        if pos is None:
+            raise ValueError(f"JointState has {len(msg.position)} positions for {n} names")
+        return pos, pick(msg.velocity), pick(msg.effort)
+
+
+def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> int:
+    """``main()`` body of a node process: init, spin a SingleThreadedExecutor, clean shutdown.
+
+    SingleThreadedExecutor because rclpy 9.1.2's MultiThreadedExecutor loses most
+    subscription messages. The spin stops before ``rclpy.shutdown`` (the other order aborts).
+    """
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = factory()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
