@@ -14,6 +14,7 @@ import copy
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import mujoco
 import numpy as np
@@ -35,6 +36,13 @@ def ticks(period: float, step: float, what: str) -> int:
     if n < 1 or abs(n * step - period) > 1e-9 * max(1.0, period):
         raise ValueError(f"{what} ({period} s) must be an integer multiple of the step ({step} s)")
     return n
+
+
+def _as_slice(idx: np.ndarray) -> slice | np.ndarray:
+    """A contiguous index array as a slice (copies without fancy-indexing allocations)."""
+    if len(idx) and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
 
 
 @dataclass(frozen=True)
@@ -69,8 +77,7 @@ class ArmSimConfig:
                 raise ValueError(f"{name} must be finite and >= 0, got {vals}")
 
 
-@dataclass(frozen=True)
-class Measurement:
+class Measurement(NamedTuple):
     """One joint measurement as the driver would publish it (robot joint order)."""
 
     stamp: float  # sim time the sample was taken (s)
@@ -99,6 +106,8 @@ class ArmSim:
         self.rng = np.random.default_rng(seed)
         self._substeps = ticks(self.config.measurement_period, self.config.physics_dt, "measurement_period")
         self._n = self.robot.n_joints
+        self._qa = _as_slice(self.sim.qpos_adr)
+        self._da = _as_slice(self.sim.dof_adr)
         self._pending_cmd: deque[tuple[float, np.ndarray, str]] = deque()
         self._pending_meas: deque[tuple[float, Measurement]] = deque()
         self.draw: Draw | None = None
@@ -165,29 +174,35 @@ class ArmSim:
     def advance(self, duration: float) -> None:
         """Simulate ``duration`` seconds (an integer multiple of the measurement period)."""
         n = ticks(duration, self.config.measurement_period, "duration")
-        m, d, sim, draw = self.model, self.data, self.sim, self.draw
-        qa, da, aid = sim.qpos_adr, sim.dof_adr, sim.actuator_ids
+        m, d, draw, nj = self.model, self.data, self.draw, self._n
+        qa, da, aid = self._qa, self._da, self.sim.actuator_ids
         pend = self._pending_cmd
-        noisy = draw.position_noise_std > 0 or draw.velocity_noise_std > 0 or draw.effort_noise_std > 0
-        for _ in range(n):
+        q, dq, tau, stamp = np.empty((n, nj)), np.empty((n, nj)), np.empty((n, nj)), np.empty(n)
+        for k in range(n):  # the hot loop: MuJoCo runs the controller; Python only copies samples
             while pend and pend[0][0] <= d.time + 1e-12:
                 _, cmd, mode = pend.popleft()
                 if mode != self.mode:
                     self.set_mode(mode)
                 d.ctrl[aid] = cmd
             mujoco.mj_step(m, d, self._substeps)
-            if draw.drop_probability > 0 and self.rng.random() < draw.drop_probability:
-                self.dropped += 1
-                continue
-            q = d.qpos[qa] + draw.position_bias
-            dq = d.qvel[da].copy()
-            tau = d.qfrc_actuator[da].copy()
-            if noisy:
-                z = self.rng.standard_normal((3, self._n))
-                q += draw.position_noise_std * z[0]
-                dq += draw.velocity_noise_std * z[1]
-                tau += draw.effort_noise_std * z[2]
-            self._pending_meas.append((d.time + draw.observation_latency, Measurement(d.time, q, dq, tau)))
+            q[k] = d.qpos[qa]
+            dq[k] = d.qvel[da]
+            tau[k] = d.qfrc_actuator[da]
+            stamp[k] = d.time
+        # sensor model, vectorized over the batch: bias, white noise, drops, latency
+        q += draw.position_bias
+        if draw.position_noise_std > 0 or draw.velocity_noise_std > 0 or draw.effort_noise_std > 0:
+            z = self.rng.standard_normal((3, n, nj))
+            q += draw.position_noise_std * z[0]
+            dq += draw.velocity_noise_std * z[1]
+            tau += draw.effort_noise_std * z[2]
+        keep = range(n)
+        if draw.drop_probability > 0:
+            kept = self.rng.random(n) >= draw.drop_probability
+            self.dropped += int(n - kept.sum())
+            keep = np.flatnonzero(kept).tolist()
+        lat = draw.observation_latency
+        self._pending_meas.extend((stamp[k] + lat, Measurement(float(stamp[k]), q[k], dq[k], tau[k])) for k in keep)
 
     def pop_measurements(self) -> list[Measurement]:
         """Measurements whose observation latency has elapsed, oldest first.

@@ -76,8 +76,8 @@ def build_spec(robot: RobotModel, physics_dt: float = 0.001) -> mujoco.MjSpec:
     payload.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.03, 0.03, 0.03], rgba=[0.9, 0.5, 0.1, 1],
                      contype=0, conaffinity=0, mass=0)
 
-    for link in robot.joints:
-        spec.body(link.child).gravcomp = 1.0
+    for link in [j.child for j in robot.joints] + [robot.flange_link]:
+        spec.body(link).gravcomp = 1.0  # the arm's own model: its controller compensates these
     for i, joint in enumerate(robot.joints):
         j = spec.joint(joint.name)
         j.actgravcomp = True  # gravity compensation is applied through (and limited with) the actuator
