@@ -13,6 +13,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from simreal_ros.policy.action import action_to_target
 from simreal_ros.policy.observation import DEFAULT_TERMS, ObsInputs, build_observation, term_sizes
 from simreal_ros.robot import RobotModel
 from simreal_ros.sim.arm import ArmSim, ArmSimConfig, ticks
@@ -34,12 +35,6 @@ def sample_goal(robot: RobotModel, rng: np.random.Generator) -> np.ndarray:
         if p[2] >= GOAL_MIN_HEIGHT and np.hypot(p[0], p[1]) >= GOAL_MIN_RADIUS:
             return p
     raise RuntimeError("could not sample a reachable goal")  # pragma: no cover - geometry makes this unreachable
-
-
-def action_to_target(robot: RobotModel, q: np.ndarray, action: np.ndarray, scale: float) -> np.ndarray:
-    """Joint position target for a normalised delta action in [-1, 1] (the manifest's action type)."""
-    lim = robot.limits
-    return np.clip(q + scale * np.clip(action, -1.0, 1.0), lim.position_min, lim.position_max)
 
 
 class ReachEnv(gym.Env):
