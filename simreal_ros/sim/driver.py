@@ -1,0 +1,301 @@
+"""ROS-free core of the sim bridge: the simulated arm behind a driver-like interface.
+
+:class:`SimDriver` owns an :class:`~simreal_ros.sim.arm.ArmSim` and does everything the
+bridge node does except talking ROS: command validation, timing (paced or unpaced with an
+optional command lockstep), goal sampling, episode resets, stamps and counters.
+
+Timing
+------
+``paced``
+    :meth:`SimDriver.due_steps` returns how many publish periods are due on the wall clock
+    (real-time factor about 1). When more than ``max_catchup`` periods are due (the process
+    stalled) the backlog is skipped and counted in ``overruns``: the sim never runs a burst
+    of catch-up steps that would make it faster than real time afterwards.
+``unpaced``
+    One publish period per call to :meth:`SimDriver.due_steps` (the node's timer fires as
+    fast as the executor allows), with ``/clock`` published each tick. With
+    ``sync_period > 0`` the sim also runs in *lockstep* with its consumer: at every multiple
+    of ``sync_period`` (sim time) it waits for the next command in a FIFO and applies exactly
+    that one, so the joint-state sequence is a pure function of (seed, command sequence),
+    whatever the wall-clock timing. If no command arrives within ``sync_timeout`` wall
+    seconds the sim goes on with the last target and counts a ``sync_timeouts``. With
+    ``sync_period = 0`` it free-runs and applies commands when they arrive (fastest, not
+    reproducible against a closed loop).
+
+Time never goes backwards: an episode reset keeps counting from the previous sim time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from simreal_ros.robot import RobotModel
+from simreal_ros.sim.arm import COMMAND_MODES, ArmSim, ArmSimConfig, Measurement, ticks
+from simreal_ros.sim.env import sample_goal
+from simreal_ros.sim.randomize import RandomizationRanges, load_ranges
+
+TIMING_MODES = ("paced", "unpaced")
+
+#: per-knob override name -> (section, field) of :class:`RandomizationRanges`. A value fixes
+#: the knob (``[v, v]``) instead of the profile's range.
+KNOBS: dict[str, tuple[str, str]] = {
+    "noise.position_std": ("sensor", "position_noise_std"),
+    "noise.velocity_std": ("sensor", "velocity_noise_std"),
+    "noise.effort_std": ("sensor", "effort_noise_std"),
+    "bias.position": ("sensor", "position_bias"),
+    "latency.observation_s": ("sensor", "observation_latency"),
+    "latency.action_s": ("sensor", "action_latency"),
+    "drop_probability": ("sensor", "drop_probability"),
+    "friction": ("dynamics", "joint_friction"),
+    "damping": ("dynamics", "joint_damping"),
+    "armature": ("dynamics", "joint_armature"),
+    "payload_mass": ("dynamics", "payload_mass"),
+}
+
+
+def ranges_with_overrides(profile: str | RandomizationRanges, overrides: Mapping[str, float | None]) -> \
+        RandomizationRanges:
+    """The profile's ranges with some knobs fixed to one value (``None`` keeps the profile)."""
+    ranges = load_ranges(profile=profile) if isinstance(profile, str) else profile
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in KNOBS:
+            raise ValueError(f"unknown randomization knob {key!r} (allowed: {sorted(KNOBS)})")
+        v = float(value)
+        if not (math.isfinite(v) and v >= 0) or (key == "drop_probability" and v > 1):
+            raise ValueError(f"randomization knob {key!r} = {value!r}: must be finite and >= 0"
+                             + (" and <= 1" if key == "drop_probability" else ""))
+        section, name = KNOBS[key]
+        part = replace(getattr(ranges, section), **{name: (v, v)})
+        ranges = replace(ranges, **{section: part})
+    return ranges
+
+
+@dataclass(frozen=True)
+class DriverConfig:
+    """Settings of :class:`SimDriver` (the bridge node's parameters map 1:1 onto these).
+
+    Attributes:
+        publish_rate_hz: joint-state rate; its period is a multiple of ``measurement_period``.
+        physics_dt, measurement_period: see :class:`~simreal_ros.sim.arm.ArmSimConfig`.
+        command_mode: the active controller, ``position`` or ``effort``.
+        timing: ``paced`` or ``unpaced`` (see module docstring).
+        sync_period: unpaced lockstep period (s, multiple of the publish period); 0 = free-run.
+        sync_timeout: wall seconds to wait for a lockstep command before going on.
+        max_catchup: paced: most periods run in one go before the backlog is skipped.
+        ranges: randomization ranges (profile plus overrides, see :func:`ranges_with_overrides`).
+        seed: seed of the arm's randomization and noise. goals_seed: seed of goal sampling.
+        goal: initial goal (x, y, z) in m, or ``None`` to sample one.
+    """
+
+    publish_rate_hz: float = 500.0
+    physics_dt: float = 0.001
+    measurement_period: float = 0.002
+    command_mode: str = "position"
+    timing: str = "paced"
+    sync_period: float = 0.0
+    sync_timeout: float = 1.0
+    max_catchup: int = 20
+    ranges: RandomizationRanges = field(default_factory=RandomizationRanges)
+    seed: int = 0
+    goals_seed: int = 0
+    goal: tuple[float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.publish_rate_hz) and self.publish_rate_hz > 0):
+            raise ValueError(f"publish_rate_hz must be > 0, got {self.publish_rate_hz}")
+        if self.timing not in TIMING_MODES:
+            raise ValueError(f"timing must be one of {TIMING_MODES}, got {self.timing!r}")
+        if self.command_mode not in COMMAND_MODES:
+            raise ValueError(f"command_mode must be one of {COMMAND_MODES}, got {self.command_mode!r}")
+        if not (math.isfinite(self.sync_period) and self.sync_period >= 0):
+            raise ValueError(f"sync_period must be >= 0, got {self.sync_period}")
+        if self.sync_period > 0:
+            ticks(self.sync_period, self.period, "sync_period")
+        if not (math.isfinite(self.sync_timeout) and self.sync_timeout > 0):
+            raise ValueError(f"sync_timeout must be > 0, got {self.sync_timeout}")
+        if self.max_catchup < 1:
+            raise ValueError(f"max_catchup must be >= 1, got {self.max_catchup}")
+
+    @property
+    def period(self) -> float:
+        return 1.0 / self.publish_rate_hz
+
+
+@dataclass(frozen=True)
+class Tick:
+    """What one publish period produced (times are driver times, see :attr:`SimDriver.time`)."""
+
+    time: float
+    measurement: Measurement | None  # newest measurement that became available, None if none
+    truth: Measurement
+
+
+class SimDriver:
+    """The simulated arm as a driver: validated commands in, measurements out, timing.
+
+    Args:
+        config: see :class:`DriverConfig`.
+        robot: robot model (default: the package's Panda).
+    """
+
+    def __init__(self, config: DriverConfig | None = None, robot: RobotModel | None = None) -> None:
+        self.config = cfg = config or DriverConfig()
+        self.arm = ArmSim(ArmSimConfig(physics_dt=cfg.physics_dt, measurement_period=cfg.measurement_period,
+                                       command_mode=cfg.command_mode, ranges=cfg.ranges), robot=robot, seed=cfg.seed)
+        self.robot = self.arm.robot
+        self.period = cfg.period
+        ticks(self.period, cfg.measurement_period, "publish period (1/publish_rate_hz)")
+        self._sync_every = ticks(cfg.sync_period, self.period, "sync_period") if cfg.sync_period > 0 else 0
+        self.goal_rng = np.random.default_rng(cfg.goals_seed)
+        self.goal = self._checked_goal(cfg.goal) if cfg.goal is not None else sample_goal(self.robot, self.goal_rng)
+        self.arm.set_target(self.goal)
+        self._offset = 0.0  # sim time of earlier episodes
+        self._fifo: deque[np.ndarray] = deque()
+        self._steps = 0
+        self._wall0: float | None = None  # pacing anchor (moves forward when a backlog is skipped)
+        self._wall_start: float | None = None
+        self._wait_since: float | None = None
+        self.episode = 0
+        self._dropped_before = 0
+        self.counters = {"published": 0, "no_measurement": 0, "rejected_commands": 0, "accepted_commands": 0,
+                         "overruns": 0, "sync_timeouts": 0}
+        self.last_rejection = ""
+        self.target = self.arm.true_state().position.copy() if cfg.command_mode == "position" else np.zeros(
+            self.robot.n_joints)
+
+    # ------------------------------------------------------------------ time
+    @property
+    def time(self) -> float:
+        """Sim time since the driver started (s), continuing across resets."""
+        return self._offset + self.arm.time
+
+    def real_time_factor(self, wall_now: float) -> float:
+        """Sim seconds per wall second since :meth:`start` (NaN before)."""
+        if self._wall_start is None or wall_now <= self._wall_start:
+            return float("nan")
+        return self._steps * self.period / (wall_now - self._wall_start)
+
+    def start(self, wall_now: float) -> None:
+        """Anchor the wall clock (pacing and real-time factor) at ``wall_now``."""
+        self._wall0 = self._wall_start = wall_now
+        self._steps = 0
+
+    def due_steps(self, wall_now: float) -> int:
+        """How many publish periods to run now (see the module docstring)."""
+        if self._wall0 is None:
+            self.start(wall_now)
+        if self.config.timing == "paced":
+            due = int(math.floor((wall_now - self._wall0) / self.period + 1e-9)) - self._steps
+            if due > self.config.max_catchup:
+                skipped = due - 1
+                self.counters["overruns"] += skipped
+                self._wall0 += skipped * self.period
+                due = 1
+            return max(due, 0)
+        if not self._sync_every or self._steps == 0 or self._steps % self._sync_every:
+            return 1  # the first sync period runs on the initial target, so a consumer sees states first
+        if self._fifo:
+            self._apply(self._fifo.popleft())
+            self._wait_since = None
+            return 1
+        if self._wait_since is None:
+            self._wait_since = wall_now
+        if wall_now - self._wait_since >= self.config.sync_timeout:
+            self.counters["sync_timeouts"] += 1
+            self._wait_since = None
+            return 1
+        return 0
+
+    @property
+    def waiting_for_command(self) -> bool:
+        """True while the unpaced lockstep waits for its next command."""
+        return self._wait_since is not None
+
+    # ------------------------------------------------------------------ io
+    def command(self, values: Sequence[float], mode: str) -> bool:
+        """Accept a command for controller ``mode``; a bad one is counted and ignored.
+
+        Rejected (the arm keeps its last target): wrong length, non-finite values, or a
+        command for the controller that is not active. :attr:`last_rejection` says why.
+        """
+        arr = np.asarray(values, dtype=float).ravel()
+        why = ""
+        if mode != self.config.command_mode:
+            why = f"{mode} command while the active controller is {self.config.command_mode}"
+        elif arr.shape != (self.robot.n_joints,):
+            why = f"expected {self.robot.n_joints} values, got {arr.size}"
+        elif not np.all(np.isfinite(arr)):
+            why = f"non-finite values {arr.tolist()}"
+        if why:
+            self.counters["rejected_commands"] += 1
+            self.last_rejection = why
+            return False
+        self.counters["accepted_commands"] += 1
+        if self._sync_every and self.config.timing == "unpaced":
+            self._fifo.append(arr.copy())
+        else:
+            self._apply(arr)
+        return True
+
+    def _apply(self, arr: np.ndarray) -> None:
+        self.target = arr.copy()
+        self.arm.set_command(arr, self.config.command_mode)
+
+    def step(self) -> Tick:
+        """Advance one publish period; return the newest available measurement and the truth."""
+        self.arm.advance(self.period)
+        self._steps += 1
+        meas = self.arm.pop_measurements()
+        latest = self._shift(meas[-1]) if meas else None
+        if latest is None:
+            self.counters["no_measurement"] += 1
+        else:
+            self.counters["published"] += 1
+        return Tick(self.time, latest, self._shift(self.arm.true_state()))
+
+    def _shift(self, m: Measurement) -> Measurement:
+        return m._replace(stamp=m.stamp + self._offset)
+
+    # ------------------------------------------------------------------ episodes and goals
+    def reset(self) -> np.ndarray:
+        """New episode: home pose, fresh randomization draw, new sampled goal. Returns the goal."""
+        self._offset += self.arm.time
+        self._dropped_before += self.arm.dropped
+        self.arm.reset()
+        self._fifo.clear()
+        self.episode += 1
+        self.target = self.arm.true_state().position.copy() if self.config.command_mode == "position" else \
+            np.zeros(self.robot.n_joints)
+        return self.next_goal()
+
+    def next_goal(self) -> np.ndarray:
+        """Sample a new reachable goal (``simreal_ros.sim.env.sample_goal``) and make it current."""
+        return self.set_goal(sample_goal(self.robot, self.goal_rng))
+
+    def set_goal(self, point: Sequence[float]) -> np.ndarray:
+        """Make ``point`` (x, y, z in m, base frame) the goal; raises ValueError if malformed."""
+        self.goal = self._checked_goal(point)
+        self.arm.set_target(self.goal)
+        return self.goal.copy()
+
+    @staticmethod
+    def _checked_goal(point: Sequence[float]) -> np.ndarray:
+        p = np.asarray(point, dtype=float).ravel()
+        if p.shape != (3,) or not np.all(np.isfinite(p)):
+            raise ValueError(f"goal must be 3 finite numbers (x, y, z in m), got {list(np.ravel(point))}")
+        return p
+
+    # ------------------------------------------------------------------ diagnostics
+    def diagnostics(self, wall_now: float) -> dict[str, Any]:
+        """Counters and timing for the ``/diagnostics`` status (values are plain numbers/strings)."""
+        return {"sim_time_s": round(self.time, 6), "real_time_factor": round(self.real_time_factor(wall_now), 4),
+                "timing": self.config.timing, "episode": self.episode,
+                "dropped_measurements": self._dropped_before + self.arm.dropped, **self.counters,
+                "last_rejection": self.last_rejection}
