@@ -18,7 +18,7 @@ from simreal_ros.policy.observation import DEFAULT_TERMS
 from simreal_ros.robot import load_robot
 
 torch = pytest.importorskip("torch")
-from simreal_ros.policy.export import export_onnx, export_torchscript, mlp  # noqa: E402
+from simreal_ros.policy.export import export_onnx, mlp, write_random_bundle  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -26,19 +26,8 @@ def robot():
     return load_robot()
 
 
-def make_bundle(tmp, robot, backend="onnx", terms=DEFAULT_TERMS, model_obs_dim=None, n_out=None, seed=0, **kw):
-    """Bundle with a random MLP; ``model_obs_dim``/``n_out`` make the model disagree with the manifest."""
-    manifest = manifest_for(robot, "test_policy", "policy.onnx" if backend == "onnx" else "policy.pt", terms,
-                            backend=backend, **kw)
-    net = mlp(model_obs_dim or manifest.obs_dim, n_out or robot.n_joints, seed=seed)
-    tmp.mkdir(parents=True, exist_ok=True)
-    src = tmp / ("model_src.onnx" if backend == "onnx" else "model_src.pt")
-    (export_onnx if backend == "onnx" else export_torchscript)(net, model_obs_dim or manifest.obs_dim, src)
-    out = tmp / "bundle"
-    out.mkdir(exist_ok=True)
-    (out / manifest.model_file).write_bytes(src.read_bytes())
-    (out / MANIFEST_FILE).write_text(yaml.safe_dump(manifest.to_dict(), sort_keys=False))
-    return out
+def make_bundle(tmp, robot, backend="onnx", **kw):
+    return write_random_bundle(tmp / "bundle", robot, backend, **kw)
 
 
 def edit_manifest(bundle_dir, fn):

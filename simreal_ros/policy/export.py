@@ -55,3 +55,30 @@ def mlp(obs_dim: int, n_out: int, hidden: Sequence[int] = (64, 64), seed: int = 
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
     return net.eval()
+
+
+def write_random_bundle(directory: str | Path, robot, backend: str = "onnx", terms: Sequence[str] | None = None,
+                        model_obs_dim: int | None = None, n_out: int | None = None, seed: int = 0,
+                        hidden: Sequence[int] = (64, 64), **manifest_kw) -> Path:
+    """A bundle with a random MLP for ``robot`` (tests, benches, ``simreal policy check`` demos).
+
+    ``model_obs_dim``/``n_out`` make the model disagree with the manifest (to test refusals).
+    Extra keyword arguments go to :func:`simreal_ros.policy.bundle.manifest_for`.
+    """
+    import yaml
+
+    from simreal_ros.policy.bundle import MANIFEST_FILE, manifest_for
+    from simreal_ros.policy.observation import DEFAULT_TERMS
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model_file = "policy.onnx" if backend == "onnx" else "policy.pt"
+    manifest = manifest_for(robot, manifest_kw.pop("name", "random_policy"), model_file,
+                            tuple(terms or DEFAULT_TERMS), backend=backend,
+                            provenance=manifest_kw.pop("provenance", {"tool": "write_random_bundle", "seed": seed}),
+                            **manifest_kw)
+    obs_dim = model_obs_dim or manifest.obs_dim
+    net = mlp(obs_dim, n_out or robot.n_joints, hidden=hidden, seed=seed)
+    (export_onnx if backend == "onnx" else export_torchscript)(net, obs_dim, directory / model_file)
+    (directory / MANIFEST_FILE).write_text(yaml.safe_dump(manifest.to_dict(), sort_keys=False, width=120))
+    return directory

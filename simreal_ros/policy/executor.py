@@ -1,0 +1,211 @@
+"""Policy executor core (ROS-free): state + goal -> observation -> model -> joint command.
+
+One :meth:`PolicyExecutor.step` per control period, called by the ROS node's timer or by an
+offline evaluation loop. Every cycle measures the age of the state it uses and its own
+compute time; a stale state, a missing input, a non-finite result or a missed compute
+deadline *skips* the cycle (``command is None``) and is counted by reason -- nothing is
+extrapolated. The OOD monitor scores every observation against the training statistics and
+asks for a revert when excursions are sustained.
+
+Usage (offline)::
+
+    ex = PolicyExecutor(load_bundle(path, robot), robot)
+    ex.set_goal(goal)
+    for t in ...:
+        ex.update_state(q_measured, dq_measured, stamp)
+        res = ex.step(t)
+        if res.command is not None: ...
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from simreal_ros.policy.action import action_to_command
+from simreal_ros.policy.bundle import PolicyBundle, check_robot
+from simreal_ros.policy.observation import ObsInputs, build_observation
+from simreal_ros.policy.ood import OodMonitor, OodReport
+from simreal_ros.robot import RobotModel
+
+#: reasons a cycle is skipped (keys of :attr:`PolicyExecutor.skipped`)
+SKIP_REASONS = ("no_state", "no_goal", "stale_state", "non_finite_action", "deadline_missed")
+
+
+@dataclass
+class ExecutorConfig:
+    """Timing and monitoring settings.
+
+    Attributes:
+        max_state_age: s; older state skips the cycle (``None``: one control period).
+        compute_deadline: s of compute per cycle; slower skips (``None``: half a control period).
+        ood_threshold, ood_window, ood_min_count: see :class:`~simreal_ros.policy.ood.OodMonitor`.
+        ood_revert: request the shield's revert when an OOD alarm is raised.
+        stats_window: cycles kept for the latency/rate percentiles.
+    """
+
+    max_state_age: float | None = None
+    compute_deadline: float | None = None
+    ood_threshold: float = 5.0
+    ood_window: int = 10
+    ood_min_count: int = 5
+    ood_revert: bool = True
+    stats_window: int = 1000
+
+
+@dataclass
+class StepResult:
+    """Outcome of one cycle. ``command`` is ``None`` when the cycle was skipped (see ``skipped``)."""
+
+    now: float
+    command: np.ndarray | None
+    command_type: str  # "position" (rad) or "torque" (N m)
+    skipped: str | None = None
+    action: np.ndarray | None = None  # model output clipped to the manifest's action.clip
+    compute_time: float = 0.0  # s, observation + model + action (+ OOD)
+    state_age: float | None = None  # s
+    ood: OodReport | None = None
+    revert_reason: str | None = None  # set when this cycle asks the shield to revert
+    observation: np.ndarray | None = field(default=None, repr=False)  # raw (unnormalised)
+
+
+class PolicyExecutor:
+    """Runs a loaded bundle against a robot; see the module docstring."""
+
+    def __init__(self, bundle: PolicyBundle, robot: RobotModel, config: ExecutorConfig | None = None) -> None:
+        if bundle.backend is None:
+            raise ValueError(f"bundle '{bundle.manifest.name}' has no model loaded (load_bundle(load_model=True))")
+        check_robot(bundle.manifest, robot)
+        self.bundle, self.manifest, self.robot = bundle, bundle.manifest, robot
+        self.config = config or ExecutorConfig()
+        m = self.manifest
+        self.period = 1.0 / m.control_rate_hz
+        self.max_state_age = self.config.max_state_age if self.config.max_state_age is not None else self.period
+        self.deadline = self.config.compute_deadline if self.config.compute_deadline is not None else 0.5 * self.period
+        if not (self.max_state_age > 0 and self.deadline > 0):
+            raise ValueError(f"max_state_age ({self.max_state_age}) and compute_deadline ({self.deadline}) must be > 0")
+        self.command_type = "torque" if m.action_type == "joint_torque" else "position"
+        self.ood = OodMonitor(m.term_slices(), m.obs_mean, m.obs_std, self.config.ood_threshold,
+                              self.config.ood_window, self.config.ood_min_count)
+        self.cycles = 0
+        self.commands = 0
+        self.skipped: Counter[str] = Counter({r: 0 for r in SKIP_REASONS})
+        self.rejected_states = 0
+        self.revert_requests = 0
+        n = self.config.stats_window
+        self._compute: deque[float] = deque(maxlen=n)
+        self._ages: deque[float] = deque(maxlen=n)
+        self._ticks: deque[float] = deque(maxlen=n)
+        self._last_ood: OodReport | None = None
+        self.reset()
+
+    # ------------------------------------------------------------------ inputs
+    def reset(self) -> None:
+        """Forget state, goal, last action and the OOD window (counters are kept)."""
+        self._q = self._dq = self._goal = None
+        self._stamp = None
+        self._last_action = np.zeros(self.manifest.n_joints)
+        self.ood.reset()
+
+    def update_state(self, q, dq, stamp: float) -> bool:
+        """Latest measured/estimated joint state (robot order). Non-finite input is rejected (counted)."""
+        q = np.asarray(q, dtype=float)
+        dq = np.asarray(dq, dtype=float)
+        n = self.manifest.n_joints
+        if q.shape != (n,) or dq.shape != (n,):
+            raise ValueError(f"state must have {n} positions and velocities, got shapes {q.shape} and {dq.shape}")
+        if not (np.all(np.isfinite(q)) and np.all(np.isfinite(dq)) and np.isfinite(stamp)):
+            self.rejected_states += 1
+            return False
+        self._q, self._dq, self._stamp = q, dq, float(stamp)
+        return True
+
+    def set_goal(self, p) -> None:
+        """Goal position of the flange in the base frame (m)."""
+        p = np.asarray(p, dtype=float)
+        if p.shape != (3,) or not np.all(np.isfinite(p)):
+            raise ValueError(f"goal must be 3 finite values (x, y, z in m), got {p!r}")
+        self._goal = p
+
+    @property
+    def goal(self) -> np.ndarray | None:
+        return None if self._goal is None else self._goal.copy()
+
+    # ------------------------------------------------------------------ cycle
+    def step(self, now: float) -> StepResult:
+        """One control cycle at time ``now`` (same clock as the state stamps)."""
+        t0 = time.perf_counter()
+        self.cycles += 1
+        self._ticks.append(float(now))
+        if self._q is None:
+            return self._skip(now, "no_state", None, t0)
+        age = float(now) - self._stamp
+        if self._goal is None:
+            return self._skip(now, "no_goal", age, t0)
+        if abs(age) > self.max_state_age:
+            return self._skip(now, "stale_state", age, t0)
+        m = self.manifest
+        obs = build_observation(self.robot, m.term_names,
+                                ObsInputs(q=self._q, dq=self._dq, goal=self._goal, last_action=self._last_action))
+        report = self.ood.update(obs)
+        self._last_ood = report
+        raw = np.asarray(self.bundle.backend(m.normalize(obs)), dtype=float)
+        if not np.all(np.isfinite(raw)):
+            return self._skip(now, "non_finite_action", age, t0, report, obs)
+        action = np.clip(raw, -m.action_clip, m.action_clip)
+        command = action_to_command(self.robot, m.action_type, action, m.action_scale, m.action_clip, self._q,
+                                    m.default_pose)
+        compute = time.perf_counter() - t0
+        revert = None
+        if report.raised and self.config.ood_revert:
+            revert = (f"policy '{m.name}': observation out of training distribution ({report.recent} of the last "
+                      f"{self.ood.window} cycles above z={self.ood.threshold:g}; worst term '{report.worst_term}' "
+                      f"z={report.score:.1f})")
+            self.revert_requests += 1
+        if compute > self.deadline:
+            res = self._skip(now, "deadline_missed", age, t0, report, obs)
+            res.revert_reason = revert
+            return res
+        self._last_action = action
+        self.commands += 1
+        self._compute.append(compute)
+        self._ages.append(age)
+        return StepResult(now=float(now), command=command, command_type=self.command_type, action=action,
+                          compute_time=compute, state_age=age, ood=report, revert_reason=revert, observation=obs)
+
+    def _skip(self, now, reason, age, t0, report=None, obs=None) -> StepResult:
+        self.skipped[reason] += 1
+        compute = time.perf_counter() - t0
+        self._compute.append(compute)
+        if age is not None:
+            self._ages.append(age)
+        return StepResult(now=float(now), command=None, command_type=self.command_type, skipped=reason,
+                          compute_time=compute, state_age=age, ood=report, observation=obs)
+
+    # ------------------------------------------------------------------ statistics
+    def stats(self) -> dict[str, float | int]:
+        """Counters and recent percentiles (compute/state age in ms, rate in Hz) for diagnostics."""
+        out: dict[str, float | int] = {
+            "cycles": self.cycles, "commands": self.commands, "skipped": sum(self.skipped.values()),
+            **{f"skipped_{r}": int(c) for r, c in self.skipped.items()},
+            "rejected_states": self.rejected_states, "revert_requests": self.revert_requests,
+            "ood_alarms": self.ood.alarms,
+        }
+        if self._compute:
+            c = np.asarray(self._compute) * 1e3
+            out.update(compute_p50_ms=float(np.percentile(c, 50)), compute_p99_ms=float(np.percentile(c, 99)),
+                       compute_max_ms=float(c.max()))
+        if self._ages:
+            a = np.asarray(self._ages) * 1e3
+            out.update(state_age_p50_ms=float(np.percentile(a, 50)), state_age_p99_ms=float(np.percentile(a, 99)))
+        if len(self._ticks) >= 2:
+            span = self._ticks[-1] - self._ticks[0]
+            if span > 0:
+                out["rate_hz"] = (len(self._ticks) - 1) / span
+        if self._last_ood is not None:
+            out["ood_score"] = self._last_ood.score
+            out["ood_sustained"] = int(self._last_ood.sustained)
+        return out

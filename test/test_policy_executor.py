@@ -1,0 +1,156 @@
+"""Executor core: same observation as training, commands by the manifest, skips counted, OOD alarms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simreal_ros.policy.action import action_to_target
+from simreal_ros.policy.bundle import load_bundle
+from simreal_ros.policy.executor import ExecutorConfig, PolicyExecutor
+from simreal_ros.policy.observation import DEFAULT_TERMS, ObsInputs, build_observation
+from simreal_ros.policy.ood import OodMonitor
+from simreal_ros.robot import load_robot
+from simreal_ros.sim.env import ReachEnv
+
+pytest.importorskip("torch")
+from simreal_ros.policy.export import write_random_bundle  # noqa: E402
+
+GOAL = np.array([0.45, 0.1, 0.45])
+
+
+@pytest.fixture(scope="module")
+def robot():
+    return load_robot()
+
+
+@pytest.fixture(scope="module")
+def stats(robot):
+    """Plausible training statistics: around the ready pose at rest, reaching GOAL."""
+    x = ObsInputs(q=robot.ready_pose.copy(), dq=np.zeros(7), goal=GOAL, last_action=np.zeros(7))
+    mean = build_observation(robot, DEFAULT_TERMS, x)
+    return mean, np.full(mean.size, 0.2)
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory, robot, stats):
+    return write_random_bundle(tmp_path_factory.mktemp("b") / "onnx", robot, mean=stats[0], std=stats[1], seed=2)
+
+
+@pytest.fixture
+def executor(bundle_dir, robot):
+    ex = PolicyExecutor(load_bundle(bundle_dir, robot), robot, ExecutorConfig(compute_deadline=1.0))
+    ex.set_goal(GOAL)
+    return ex
+
+
+def test_observation_equals_the_training_envs_and_loop_runs_on_the_sim(executor, robot):
+    """Driving the Reach env with the executor: the executor's observation is exactly what the
+    env gives the policy in training, and every cycle yields a command."""
+    env = ReachEnv(control_rate=executor.manifest.control_rate_hz, randomization="default")
+    obs, info = env.reset(seed=3, options={"goal": GOAL})
+    for _ in range(20):
+        meas = env._last_meas
+        executor.update_state(meas.position, meas.velocity, meas.stamp)
+        res = executor.step(env.arm.time)
+        assert res.command is not None, res.skipped
+        np.testing.assert_allclose(res.observation.astype(np.float32), obs, atol=1e-6)
+        obs, *_ = env.step(res.action)
+    assert executor.commands == executor.cycles == 20
+    assert sum(executor.skipped.values()) == 0
+    env.close()
+
+
+def test_command_is_the_manifest_action_applied_to_the_model_output(executor, robot):
+    m = executor.manifest
+    q = robot.ready_pose + 0.05
+    executor.update_state(q, np.zeros(7), 1.0)
+    res = executor.step(1.01)
+    obs = build_observation(robot, m.term_names, ObsInputs(q=q, dq=np.zeros(7), goal=GOAL, last_action=np.zeros(7)))
+    raw = executor.bundle.backend(m.normalize(obs))
+    np.testing.assert_allclose(res.command, action_to_target(robot, q, raw, m.action_scale, m.action_clip))
+    assert np.all(np.abs(res.command - q) <= m.action_scale * m.action_clip + 1e-12)
+    assert res.state_age == pytest.approx(0.01)
+    # the next observation carries the clipped action as last_action
+    res2 = executor.step(1.02)
+    np.testing.assert_allclose(res2.observation[m.term_slices()["last_action"]], res.action)
+
+
+def test_stale_missing_and_bad_inputs_skip_and_are_counted(bundle_dir, robot):
+    ex = PolicyExecutor(load_bundle(bundle_dir, robot), robot, ExecutorConfig(max_state_age=0.05,
+                                                                              compute_deadline=1.0))
+    assert ex.step(0.0).skipped == "no_state"
+    ex.update_state(robot.ready_pose, np.zeros(7), 0.0)
+    assert ex.step(0.01).skipped == "no_goal"
+    ex.set_goal(GOAL)
+    assert ex.step(0.04).command is not None
+    res = ex.step(0.2)  # state is 200 ms old: never extrapolated
+    assert res.command is None and res.skipped == "stale_state" and res.state_age == pytest.approx(0.2)
+    assert not ex.update_state(np.full(7, np.nan), np.zeros(7), 0.2)
+    assert ex.step(0.21).skipped == "stale_state"  # the NaN state was not taken
+    with pytest.raises(ValueError, match="7 positions"):
+        ex.update_state(np.zeros(6), np.zeros(6), 0.3)
+    with pytest.raises(ValueError, match="goal"):
+        ex.set_goal([0.1, np.inf, 0.2])
+    s = ex.stats()
+    assert (s["cycles"], s["commands"], s["skipped_no_state"], s["skipped_no_goal"], s["skipped_stale_state"],
+            s["rejected_states"]) == (5, 1, 1, 1, 2, 1)
+
+
+def test_missed_deadline_skips_the_cycle(bundle_dir, robot):
+    ex = PolicyExecutor(load_bundle(bundle_dir, robot), robot, ExecutorConfig(compute_deadline=1e-9))
+    ex.set_goal(GOAL)
+    ex.update_state(robot.ready_pose, np.zeros(7), 0.0)
+    res = ex.step(0.0)
+    assert res.command is None and res.skipped == "deadline_missed" and res.compute_time > 1e-9
+    assert ex.stats()["skipped_deadline_missed"] == 1
+    np.testing.assert_array_equal(ex.step(0.0).observation[-7:], np.zeros(7))  # skipped action not fed back
+
+
+def test_sustained_out_of_distribution_requests_a_revert_once(executor, robot):
+    fast = np.zeros(7)
+    fast[3] = 2.0  # 10 std from the training mean of joint_vel
+    reverts = []
+    for k in range(30):
+        dq = fast if 5 <= k < 20 else np.zeros(7)
+        executor.update_state(robot.ready_pose, dq, k * 0.05)
+        res = executor.step(k * 0.05)
+        assert res.command is not None  # the monitor reports; the shield decides
+        if res.revert_reason:
+            reverts.append((k, res.revert_reason))
+    assert len(reverts) == 1
+    k, reason = reverts[0]
+    assert k == 9 and "joint_vel" in reason  # 5th excursion of the 10-cycle window
+    assert executor.stats()["ood_alarms"] == 1 and executor.stats()["ood_sustained"] == 0
+
+
+def test_ood_monitor_ignores_isolated_spikes_and_has_hysteresis():
+    mon = OodMonitor({"a": slice(0, 2), "b": slice(2, 3)}, np.zeros(3), np.ones(3), threshold=3, window=4,
+                     min_count=3)
+    spike = np.array([0.0, 4.0, 0.0])
+    calm = np.zeros(3)
+    seq = [spike, calm, spike, calm, spike, calm, calm]
+    assert [mon.update(x).sustained for x in seq] == [False] * 7
+    reports = [mon.update(x) for x in [spike, spike, spike, calm, calm, calm]]
+    assert [r.raised for r in reports] == [False, False, True, False, False, False]
+    assert [r.sustained for r in reports] == [False, False, True, True, True, False]  # clears at <= 1 of 4
+    assert reports[0].worst_term == "a" and reports[0].terms_over == ["a"]
+    assert mon.update(np.array([np.nan, 0, 0])).excursion  # non-finite is an excursion
+
+
+@pytest.mark.parametrize("action_type", ["joint_position", "joint_torque"])
+def test_other_action_types_follow_the_manifest(tmp_path, robot, action_type):
+    scale = 0.2 if action_type == "joint_position" else 50.0
+    path = write_random_bundle(tmp_path / "b", robot, action_type=action_type, action_scale=scale, action_clip=2.0)
+    ex = PolicyExecutor(load_bundle(path, robot), robot, ExecutorConfig(compute_deadline=1.0))
+    ex.set_goal(GOAL)
+    ex.update_state(robot.ready_pose, np.zeros(7), 0.0)
+    res = ex.step(0.0)
+    a = np.clip(ex.bundle.backend(ex.manifest.normalize(res.observation)), -2.0, 2.0)
+    if action_type == "joint_position":
+        expected = np.clip(robot.ready_pose + scale * a, robot.limits.position_min, robot.limits.position_max)
+        assert res.command_type == "position"
+    else:
+        expected = np.clip(scale * a, -robot.limits.effort, robot.limits.effort)
+        assert res.command_type == "torque"
+    np.testing.assert_allclose(res.command, expected, rtol=1e-6)
