@@ -127,3 +127,16 @@ def test_missing_model_file_and_missing_bundle_are_clear(tmp_path, robot):
     (path / "policy.onnx").unlink()
     with pytest.raises(BundleError, match="model.file 'policy.onnx'"):
         load_bundle(path)
+
+
+def test_policy_check_command_passes_a_good_bundle_and_fails_a_bad_one(tmp_path, robot, capsys):
+    from simreal_ros.cli import main
+
+    good = make_bundle(tmp_path / "good", robot)
+    assert main(["policy", "check", str(good), "--samples", "100"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().endswith("PASS") and "FAIL" not in out and "executor cycle p50" in out
+    bad = make_bundle(tmp_path / "bad", robot, n_out=6)
+    assert main(["policy", "check", str(bad), "--samples", "100"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  model" in out and "[batch, 7]" not in out.split("FAIL  model")[0] and "6" in out

@@ -1,0 +1,142 @@
+"""``simreal policy check BUNDLE``: offline checks of a policy bundle before it goes near a robot.
+
+Checks, in order (each prints ``ok``/``FAIL`` with the reason; exit status 1 on any failure):
+
+1. the manifest parses and is valid (errors name the key);
+2. the manifest's joints, order and default pose match the robot;
+3. the model loads and its input/output shapes match the manifest;
+4. ``--samples`` random observations (normalised N(0, 1), clipped as at runtime, and raw
+   observations of random joint states inside the limits) give finite outputs of the right shape;
+5. the executor's cycle (observation + model + action) fits the control period: p99 compute
+   time under the deadline (half a period) on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+    check = sub.add_parser("check", help="validate a bundle against the robot and run it on random observations",
+                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    check.add_argument("bundle", help="bundle directory (or its manifest.yaml)")
+    check.add_argument("--robot", default="panda", help="robot description name (default: panda)")
+    check.add_argument("--samples", type=int, default=1000, help="random observations to run (default: 1000)")
+    check.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+
+class _Report:
+    def __init__(self) -> None:
+        self.failed = 0
+
+    def ok(self, what: str, detail: str = "") -> None:
+        print(f"  ok    {what}" + (f": {detail}" if detail else ""))
+
+    def fail(self, what: str, why: str) -> None:
+        self.failed += 1
+        print(f"  FAIL  {what}: {why}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.policy_command == "check":
+        return check(args.bundle, robot_name=args.robot, samples=args.samples, seed=args.seed)
+    raise ValueError(f"unknown policy action {args.policy_command!r}")  # pragma: no cover - argparse refuses it
+
+
+def check(bundle_path: str, robot_name: str = "panda", samples: int = 1000, seed: int = 0) -> int:
+    """Run the checks (see module docstring); print a report; return the exit status."""
+    from simreal_ros.policy.backends import make_backend
+    from simreal_ros.policy.bundle import BundleError, PolicyBundle, check_robot, read_manifest
+    from simreal_ros.robot import load_robot
+
+    rep = _Report()
+    print(f"policy bundle {bundle_path}")
+    try:
+        manifest, directory = read_manifest(bundle_path)
+    except BundleError as exc:
+        rep.fail("manifest", str(exc))
+        return _done(rep)
+    m = manifest
+    rep.ok("manifest", f"'{m.name}', {m.backend} model {m.model_file}, {m.control_rate_hz:g} Hz, obs {m.obs_dim} "
+                       f"({', '.join(f'{n}:{s}' for n, s in m.obs_terms)}), action {m.action_type} "
+                       f"x{m.action_scale:g} clip {m.action_clip:g}")
+    prov = m.provenance
+    if prov:
+        keys = ", ".join(f"{k}={prov[k]}" for k in ("tool", "created", "seed") if k in prov)
+        print(f"        provenance: {keys or 'present'}; sections: {sorted(prov)}")
+    else:
+        print("        provenance: none recorded (training config, randomization, seed, evaluation)")
+    robot = load_robot(robot_name)
+    try:
+        check_robot(m, robot)
+        rep.ok("robot", f"joints match '{robot.name}' {list(robot.joint_names)}; default pose inside limits")
+    except BundleError as exc:
+        rep.fail("robot", str(exc))
+    bundle = PolicyBundle(manifest=m, directory=directory)
+    try:
+        if not bundle.model_path.is_file():
+            raise BundleError(f"model.file '{m.model_file}' does not exist ({bundle.model_path})")
+        bundle.backend = make_backend(bundle)
+        rep.ok("model", f"input [batch, {m.obs_dim}] -> output [batch, {m.n_joints}] ({bundle.backend.name})")
+    except BundleError as exc:
+        rep.fail("model", str(exc))
+        return _done(rep)
+    _check_outputs(rep, bundle, robot, samples, seed)
+    if rep.failed == 0:
+        _check_timing(rep, bundle, robot)
+    return _done(rep)
+
+
+def _check_outputs(rep: _Report, bundle, robot, samples: int, seed: int) -> None:
+    from simreal_ros.policy.observation import ObsInputs, build_observation
+
+    m = bundle.manifest
+    rng = np.random.default_rng(seed)
+    lim = robot.limits
+    z = np.clip(rng.standard_normal((samples, m.obs_dim)), -m.obs_clip, m.obs_clip).astype(np.float32)
+    raw = []
+    for _ in range(max(1, samples // 10)):
+        x = ObsInputs(q=rng.uniform(lim.position_min, lim.position_max), dq=rng.uniform(-lim.velocity, lim.velocity),
+                      goal=rng.uniform([-0.8, -0.8, 0.0], [0.8, 0.8, 1.2]),
+                      last_action=rng.uniform(-m.action_clip, m.action_clip, m.n_joints))
+        raw.append(m.normalize(build_observation(robot, m.term_names, x)))
+    obs = np.concatenate([z, np.asarray(raw)])
+    out = np.stack([bundle.backend(o) for o in obs])
+    if out.shape != (len(obs), m.n_joints) or not np.all(np.isfinite(out)):
+        bad = int(np.sum(~np.all(np.isfinite(out), axis=-1))) if out.ndim == 2 else len(obs)
+        rep.fail("outputs", f"{bad} of {len(obs)} random observations give non-finite or misshaped actions")
+        return
+    sat = float(np.mean(np.abs(out) > m.action_clip))
+    rep.ok("outputs", f"{len(obs)} random observations -> finite actions, |a| max {np.abs(out).max():.3g}, "
+                      f"{100 * sat:.0f}% beyond action.clip {m.action_clip:g}")
+
+
+def _check_timing(rep: _Report, bundle, robot) -> None:
+    from simreal_ros.policy.executor import ExecutorConfig, PolicyExecutor
+
+    m = bundle.manifest
+    ex = PolicyExecutor(bundle, robot, ExecutorConfig(compute_deadline=1e9, ood_revert=False))
+    fk = robot.fk(robot.ready_pose)[:3, 3]
+    ex.set_goal(fk + np.array([0.05, 0.0, -0.05]))
+    times = []
+    for k in range(500):
+        ex.update_state(robot.ready_pose, np.zeros(m.n_joints), k * ex.period)
+        t0 = time.perf_counter()
+        ex.step(k * ex.period)
+        times.append(time.perf_counter() - t0)
+    p50, p99 = np.percentile(times, [50, 99]) * 1e3
+    deadline = 0.5e3 * ex.period
+    detail = f"executor cycle p50 {p50:.3f} ms, p99 {p99:.3f} ms; deadline {deadline:.1f} ms at {m.control_rate_hz:g} Hz"
+    if p99 > deadline:
+        rep.fail("rate", detail + " (too slow for the control rate on this machine)")
+    else:
+        rep.ok("rate", detail)
+
+
+def _done(rep: _Report) -> int:
+    print("PASS" if rep.failed == 0 else f"FAILED ({rep.failed} check(s))")
+    return 0 if rep.failed == 0 else 1
