@@ -55,6 +55,7 @@ setup(
         "gymnasium>=1.0",
         "rosbags>=0.10",
         "tqdm>=4.60",
+        "ruckig>=0.12",  # jerk-limited online trajectory generation (baseline controller)
     ],
     extras_require={
         "ros": ROS_WHEELS,
