@@ -1,0 +1,114 @@
+"""policy_executor node as a real process over DDS: commands at the manifest rate, skips on stale
+state, OOD revert requests, diagnostics; a mismatching bundle refuses to start naming both sides."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from simreal_ros.policy.bundle import MANIFEST_FILE
+from simreal_ros.robot import load_robot
+
+pytest.importorskip("torch")
+from simreal_ros.policy.export import write_random_bundle  # noqa: E402
+
+pytestmark = pytest.mark.ros
+RATE = 25.0
+
+
+@pytest.fixture(scope="module")
+def robot():
+    return load_robot()
+
+
+def _diag_values(msg):
+    return {kv.key: kv.value for st in msg.status if st.name.startswith("policy_executor") for kv in st.values}
+
+
+def test_node_runs_the_bundle_at_its_rate_and_reports(tmp_path, robot, processes, ros_node):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PointStamped
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray, String
+
+    bundle = write_random_bundle(tmp_path / "bundle", robot, control_rate_hz=RATE)
+    proc = processes.start("-m", "simreal_ros.nodes.policy_node", "--ros-args", "--params-file",
+                           "config/policy.yaml", "-p", f"bundle:={bundle}", "-p", "diagnostics_period:=0.5",
+                           name="policy")
+    node = ros_node
+    commands, reverts, diags = [], [], []
+    node.create_subscription(Float64MultiArray, "/simreal/policy/command",
+                             lambda m: commands.append((time.monotonic(), np.array(m.data))), 10)
+    node.create_subscription(String, "/simreal/shield/revert", lambda m: reverts.append(m.data), 10)
+    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diags.append(_diag_values(m)), 10)
+    state_pub = node.create_publisher(JointState, "/simreal/state_estimate", 10)
+    goal_pub = node.create_publisher(PointStamped, "/simreal/goal", 10)
+    q = robot.ready_pose.copy()
+    velocity = np.zeros(7)
+    publishing = [True]
+
+    def publish_state():
+        if publishing[0]:
+            msg = JointState(name=list(robot.joint_names), position=q.tolist(), velocity=velocity.tolist())
+            msg.header.stamp = node.get_clock().now().to_msg()
+            state_pub.publish(msg)
+            goal = PointStamped()
+            goal.header.stamp = msg.header.stamp
+            goal.point.x, goal.point.y, goal.point.z = 0.45, 0.1, 0.45
+            goal_pub.publish(goal)
+
+    node.create_timer(0.01, publish_state)
+    assert node.spin_until(lambda: len(commands) >= 3, timeout=30), processes.output(proc)
+
+    # ~2 s of commands at the manifest's rate, each a bounded step from the measured pose
+    start = len(commands)
+    node.spin_until(lambda: len(commands) >= start + 2 * RATE, timeout=10)
+    t = np.array([c[0] for c in commands[start:]])
+    rate = (len(t) - 1) / (t[-1] - t[0])
+    assert 0.7 * RATE < rate < 1.3 * RATE, rate
+    for _, cmd in commands[start:]:
+        assert cmd.shape == (7,) and np.all(np.abs(cmd - q) <= 0.05 + 1e-9)
+    assert node.spin_until(lambda: any("rate_hz" in d and "compute_p99_ms" in d for d in diags), timeout=5)
+    d = [d for d in diags if "rate_hz" in d][-1]
+    assert float(d["compute_p99_ms"]) < 1000.0 / RATE and "ood_score" in d and "state_age_p99_ms" in d
+
+    # state stops: cycles are skipped and counted, no command goes out
+    publishing[0] = False
+    node.spin_until(lambda: False, timeout=0.3)
+    n = len(commands)
+    assert node.spin_until(lambda: diags and int(diags[-1].get("skipped_stale_state", 0)) >= 5, timeout=5)
+    assert len(commands) <= n + 1
+
+    # state back with velocities far outside the training distribution: OOD alarm -> revert request
+    velocity[:] = 50.0
+    publishing[0] = True
+    assert node.spin_until(lambda: reverts, timeout=10), processes.output(proc)
+    assert "joint_vel" in reverts[0] and "out of training distribution" in reverts[0]
+    assert proc.poll() is None
+    assert processes.stop(proc) == 0
+
+
+def test_mismatching_bundle_exits_nonzero_naming_both_sides(tmp_path, robot, processes):
+    bundle = write_random_bundle(tmp_path / "bundle", robot)
+    path = bundle / MANIFEST_FILE
+    d = yaml.safe_load(path.read_text())
+    names = d["robot"]["joint_names"]
+    names[5], names[6] = names[6], names[5]
+    path.write_text(yaml.safe_dump(d))
+    proc = processes.start("-m", "simreal_ros.nodes.policy_node", "--ros-args", "-p", f"bundle:={bundle}",
+                           name="bad_policy")
+    assert proc.wait(timeout=60) != 0
+    out = processes.output(proc)
+    assert "refusing to start" in out and str(names) in out and str(list(robot.joint_names)) in out
+
+
+def test_model_of_wrong_size_exits_nonzero_naming_both_sides(tmp_path, robot, processes):
+    bundle = write_random_bundle(tmp_path / "bundle", robot, model_obs_dim=24)
+    proc = processes.start("-m", "simreal_ros.nodes.policy_node", "--ros-args", "-p", f"bundle:={bundle}",
+                           name="bad_model")
+    assert proc.wait(timeout=60) != 0
+    out = processes.output(proc)
+    assert "refusing to start" in out and "24" in out and "30" in out
