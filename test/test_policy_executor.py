@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from simreal_ros.policy.action import action_to_target
+from simreal_ros.policy.action import action_to_command, action_to_target
 from simreal_ros.policy.bundle import load_bundle
 from simreal_ros.policy.executor import ExecutorConfig, PolicyExecutor
 from simreal_ros.policy.observation import DEFAULT_TERMS, ObsInputs, build_observation
@@ -154,3 +156,16 @@ def test_other_action_types_follow_the_manifest(tmp_path, robot, action_type):
         expected = np.clip(scale * a, -robot.limits.effort, robot.limits.effort)
         assert res.command_type == "torque"
     np.testing.assert_allclose(res.command, expected, rtol=1e-6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_delta_command_stays_in_limits_and_within_one_step_of_the_measured_pose(robot, data):
+    lim = robot.limits
+    q = np.array([data.draw(st.floats(lo, hi)) for lo, hi in zip(lim.position_min, lim.position_max)])
+    a = np.array(data.draw(st.lists(st.floats(-1e6, 1e6), min_size=7, max_size=7)))
+    scale = data.draw(st.floats(1e-3, 0.5))
+    clip = data.draw(st.floats(0.1, 3.0))
+    cmd = action_to_command(robot, "joint_position_delta", a, scale, clip, q, robot.ready_pose)
+    assert np.all(cmd >= lim.position_min) and np.all(cmd <= lim.position_max)
+    assert np.all(np.abs(cmd - q) <= scale * clip + 1e-12)

@@ -112,3 +112,32 @@ def test_model_of_wrong_size_exits_nonzero_naming_both_sides(tmp_path, robot, pr
     assert proc.wait(timeout=60) != 0
     out = processes.output(proc)
     assert "refusing to start" in out and "24" in out and "30" in out
+
+
+def test_pose_goals_are_accepted_with_goal_type_pose(tmp_path, robot, processes, ros_node):
+    from geometry_msgs.msg import PoseStamped
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+
+    bundle = write_random_bundle(tmp_path / "bundle", robot)
+    proc = processes.start("-m", "simreal_ros.nodes.policy_node", "--ros-args", "-p", f"bundle:={bundle}",
+                           "-p", "goal_type:=pose", "-p", "state_topic:=/joint_states", name="policy_pose")
+    node = ros_node
+    commands = []
+    node.create_subscription(Float64MultiArray, "/simreal/policy/command", lambda m: commands.append(m.data), 10)
+    state_pub = node.create_publisher(JointState, "/joint_states", 10)
+    goal_pub = node.create_publisher(PoseStamped, "/simreal/goal", 10)
+    # the driver's joint order need not be the robot's: the node reorders by name
+    names = list(reversed(robot.joint_names))
+
+    def publish():
+        msg = JointState(name=names, position=robot.ready_pose[::-1].tolist(), velocity=[0.0] * 7)
+        msg.header.stamp = node.get_clock().now().to_msg()
+        state_pub.publish(msg)
+        goal = PoseStamped()
+        goal.pose.position.x, goal.pose.position.z = 0.5, 0.4
+        goal_pub.publish(goal)
+
+    node.create_timer(0.01, publish)
+    assert node.spin_until(lambda: len(commands) >= 3, timeout=30), processes.output(proc)
+    assert np.all(np.abs(np.array(commands[-1]) - robot.ready_pose) <= 0.05 + 1e-9)  # robot order
