@@ -1,0 +1,372 @@
+"""The safety shield: validated inputs, watchdogs, e-stop, modes and the limit filter.
+
+Usage (the node, the offline evaluator and tests all drive it the same way)::
+
+    shield = Shield(load_robot(), ShieldConfig(mode="active"))
+    shield.update_state(q, dq, stamp=t_meas, now=clock())
+    shield.propose("policy", target, now=clock())
+    out = shield.step(now=clock())       # out.command is what goes to the arm
+
+``now`` is always the caller's monotonic clock (seconds). No ROS imports.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from simreal_ros.robot import RobotModel
+from simreal_ros.shield.filter import MotionState, PositionFilter, StepResult, effort_step
+from simreal_ros.shield.limits import ShieldLimits, stopping_distance
+from simreal_ros.shield.modes import MODES, REVERT_TARGETS, ModeManager
+from simreal_ros.shield.watchdog import Freshness
+
+SOURCES = ("policy", "baseline")
+COMMAND_MODES = ("position", "effort")
+
+
+def _num(name: str, value, low: float, high: float = math.inf, low_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        lo = f"({low:g}" if low_open else f"[{low:g}"
+        raise ValueError(f"ShieldConfig.{name} = {value!r}: allowed finite values in {lo}, {high:g}]")
+
+
+@dataclass(frozen=True)
+class ShieldConfig:
+    """Settings of :class:`Shield` (SI units; times on the caller's monotonic clock).
+
+    Attributes:
+        position_margin: kept inside the robot's position limits (rad).
+        command_timeout: no fresh command for this long -> controlled stop and hold (s).
+        state_timeout: no fresh joint state for this long -> stop and latch a fault (s).
+        control_period: expected step period (s); the node's watchdog timer period.
+        max_step_gap: longest step over which the motion is continued; after a longer gap
+            it restarts from rest. Also the sampling slack of the braking distance (s).
+        min_step: steps closer than this repeat the previous command (s).
+        mode: initial mode, one of ``active|shadow|blend|hold``.
+        blend_alpha: policy share in ``blend`` mode.
+        blend_ramp_rate: change of the policy share per second on a mode change (1/s).
+        revert_window, revert_fraction, revert_min_steps: revert when more than
+            ``revert_fraction`` of at least ``revert_min_steps`` cycles within
+            ``revert_window`` seconds needed an intervention.
+        revert_target: ``baseline`` (shadow mode) or ``hold``.
+        command_mode: ``position`` (joint targets) or ``effort`` (joint torques).
+        stiffness, damping: impedance gains used for the position-mode torque check
+            (default: the sim's ``DEFAULT_STIFFNESS``/``DEFAULT_DAMPING``).
+        cartesian_box: optional ``((x, y, z) min, (x, y, z) max)`` for the flange (m).
+    """
+
+    position_margin: float = 0.01
+    command_timeout: float = 0.1
+    state_timeout: float = 0.1
+    control_period: float = 0.01
+    max_step_gap: float = 0.05
+    min_step: float = 1e-4
+    mode: str = "active"
+    blend_alpha: float = 0.5
+    blend_ramp_rate: float = 1.0
+    revert_window: float = 1.0
+    revert_fraction: float = 0.5
+    revert_min_steps: int = 10
+    revert_target: str = "baseline"
+    command_mode: str = "position"
+    stiffness: tuple[float, ...] | None = None
+    damping: tuple[float, ...] | None = None
+    cartesian_box: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
+
+    def __post_init__(self) -> None:
+        _num("position_margin", self.position_margin, 0.0, 0.5)
+        _num("command_timeout", self.command_timeout, 0.0, 10.0, low_open=True)
+        _num("state_timeout", self.state_timeout, 0.0, 10.0, low_open=True)
+        _num("control_period", self.control_period, 1e-4, 1.0)
+        _num("max_step_gap", self.max_step_gap, self.control_period, 1.0)
+        _num("min_step", self.min_step, 1e-6, self.control_period)
+        _num("blend_alpha", self.blend_alpha, 0.0, 1.0)
+        _num("blend_ramp_rate", self.blend_ramp_rate, 0.0, 1e6, low_open=True)
+        _num("revert_window", self.revert_window, 0.0, 3600.0, low_open=True)
+        _num("revert_fraction", self.revert_fraction, 0.0, 1.0)
+        _num("revert_min_steps", self.revert_min_steps, 1, 1e9)
+        for name, value, allowed in (("mode", self.mode, MODES), ("revert_target", self.revert_target, REVERT_TARGETS),
+                                     ("command_mode", self.command_mode, COMMAND_MODES)):
+            if value not in allowed:
+                raise ValueError(f"ShieldConfig.{name} = {value!r}: allowed one of {list(allowed)}")
+        if self.stiffness is None or self.damping is None:
+            from simreal_ros.sim.arm import DEFAULT_DAMPING, DEFAULT_STIFFNESS
+            object.__setattr__(self, "stiffness", tuple(self.stiffness or DEFAULT_STIFFNESS))
+            object.__setattr__(self, "damping", tuple(self.damping or DEFAULT_DAMPING))
+        for name in ("stiffness", "damping"):
+            vals = getattr(self, name)
+            if not all(isinstance(x, (int, float)) and math.isfinite(x) and x >= 0 for x in vals):
+                raise ValueError(f"ShieldConfig.{name} = {vals!r}: allowed finite values >= 0")
+        if self.cartesian_box is not None:
+            lo, hi = (np.asarray(b, dtype=float) for b in self.cartesian_box)
+            if lo.shape != (3,) or hi.shape != (3,) or not np.all(np.isfinite(lo)) or not np.all(lo < hi):
+                raise ValueError(f"ShieldConfig.cartesian_box = {self.cartesian_box!r}: "
+                                 "allowed ((xmin, ymin, zmin), (xmax, ymax, zmax)) with min < max")
+
+
+@dataclass(frozen=True, slots=True)
+class Intervention:
+    """One joint's command changed by one limit (values in the command's unit)."""
+
+    joint: str
+    kind: str
+    requested: float
+    applied: float
+
+
+@dataclass(slots=True)
+class ShieldOutput:
+    """Result of one :meth:`Shield.step`.
+
+    Attributes:
+        command: what to send (robot joint order), or None before the first joint state.
+        interventions: changes made to the driving request this cycle.
+        mode: current mode; ``source``: what produced the request (``policy``,
+            ``baseline``, ``blend``, ``hold``).
+        fault: latched fault text or None; ``estop``: e-stop latched; ``reverted``:
+            latched revert reason or None.
+        reason: why the shield holds this cycle ('' while forwarding).
+        shadow_command/shadow_interventions: in shadow mode, what the policy's command
+            would have become (None without a fresh policy command).
+    """
+
+    time: float
+    command: np.ndarray | None
+    interventions: list[Intervention]
+    mode: str
+    source: str
+    alpha: float
+    fault: str | None = None
+    estop: bool = False
+    reverted: str | None = None
+    reason: str = ""
+    braking: bool = False
+    shadow_command: np.ndarray | None = None
+    shadow_interventions: list[Intervention] = field(default_factory=list)
+
+
+class Shield:
+    """Sits between command proposers and the arm; nothing it outputs exceeds a limit.
+
+    Args:
+        robot: the robot model (all limits come from it).
+        config: see :class:`ShieldConfig`.
+    """
+
+    def __init__(self, robot: RobotModel, config: ShieldConfig | None = None) -> None:
+        self.robot = robot
+        self.config = cfg = config or ShieldConfig()
+        n = robot.n_joints
+        self.names = robot.joint_names
+        self.limits = ShieldLimits.from_robot(robot, cfg.position_margin, cfg.max_step_gap)
+        self.K = np.asarray(cfg.stiffness, dtype=float)
+        self.D = np.asarray(cfg.damping, dtype=float)
+        if self.K.shape != (n,) or self.D.shape != (n,):
+            raise ValueError(f"ShieldConfig.stiffness/damping need {n} values (one per joint)")
+        self.modes = ModeManager(cfg.mode, cfg.blend_alpha, cfg.blend_ramp_rate, cfg.revert_window,
+                                 cfg.revert_fraction, cfg.revert_min_steps, cfg.revert_target)
+        self.counts: Counter[str] = Counter()
+        self._cmd_fresh = {s: Freshness(cfg.command_timeout, f"{s} command") for s in SOURCES}
+        self._cmd: dict[str, np.ndarray | None] = dict.fromkeys(SOURCES)
+        self._state_fresh = Freshness(cfg.state_timeout, "joint state")
+        self._q = self._dq = None
+        self.state_stamp = -math.inf
+        self._motion: MotionState | None = None
+        self._last: ShieldOutput | None = None
+        self.fault: str | None = None
+        self.estop_reason: str | None = None
+        self._holding_reason = ""
+        self._pos_filter = PositionFilter(self.limits, self.K, self.D)
+        self._box_check = None
+        if cfg.cartesian_box is not None:
+            self._box = tuple(np.asarray(b, dtype=float) for b in cfg.cartesian_box)
+            self._box_check = self._box_ok
+
+    # ------------------------------------------------------------------ inputs
+    def _valid(self, values, names, what: str) -> np.ndarray | None:
+        if names is not None and tuple(names) != self.names:
+            self.counts[f"rejected_{what}"] += 1
+            return None
+        try:
+            arr = np.array(values, dtype=float).reshape(-1)
+        except (TypeError, ValueError):
+            arr = None
+        if arr is None or arr.shape != (len(self.names),) or not np.all(np.isfinite(arr)):
+            self.counts[f"rejected_{what}"] += 1
+            return None
+        return arr
+
+    def update_state(self, q, dq, stamp: float, now: float) -> bool:
+        """Accept a measured/estimated joint state (robot order). Returns False (and counts it)
+        for a wrong length, non-finite values or a stamp older than the last accepted one."""
+        qa = self._valid(q, None, "state")
+        if qa is None:
+            return False
+        dqa = self._valid(dq if dq is not None else np.zeros_like(qa), None, "state")
+        if dqa is None or not math.isfinite(stamp) or stamp < self.state_stamp:
+            if dqa is not None:
+                self.counts["rejected_state"] += 1
+            return False
+        self._q, self._dq, self.state_stamp = qa, dqa, float(stamp)
+        self._state_fresh.touch(now)
+        return True
+
+    def propose(self, source: str, values, names=None, now: float | None = None) -> bool:
+        """Offer a command from ``source`` (``policy``/``baseline``), robot joint order.
+
+        Non-finite values, a wrong length or names other than the robot's joint names in
+        its order: rejected, counted, and the source's previous command is dropped (the
+        shield holds until a valid one arrives). Returns whether it was accepted.
+        """
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        if now is None:
+            raise ValueError("propose() needs now= (monotonic clock, s)")
+        arr = self._valid(values, names, source)
+        self._cmd[source] = arr
+        if arr is None:
+            self._cmd_fresh[source].clear()
+            return False
+        self._cmd_fresh[source].touch(now)
+        return True
+
+    # ------------------------------------------------------------------ operator
+    def estop(self, reason: str = "e-stop requested") -> None:
+        """Latch the e-stop: brake, then hold, until :meth:`reset`."""
+        if self.estop_reason is None:
+            self.counts["estops"] += 1
+        self.estop_reason = reason or "e-stop requested"
+
+    def reset(self, now: float) -> tuple[bool, str]:
+        """Clear e-stop, faults and a latched revert; refused without a fresh joint state."""
+        if not self._state_fresh.fresh(now):
+            return False, "reset refused: no fresh joint state"
+        self.estop_reason = None
+        self.fault = None
+        self.modes.clear_revert()
+        return True, "reset"
+
+    def set_mode(self, mode: str) -> tuple[bool, str]:
+        return self.modes.set_mode(mode)
+
+    def request_revert(self, reason: str) -> None:
+        """An external monitor asks to stop trusting the policy (latched until reset)."""
+        self.counts["reverts"] += 1
+        self.modes.revert(f"requested: {reason}" if reason else "requested by a monitor")
+
+    @property
+    def mode(self) -> str:
+        return self.modes.mode
+
+    # ------------------------------------------------------------------ cycle
+    def _hold_request(self, st: MotionState, state_ok: bool) -> np.ndarray:
+        if self.config.command_mode == "position":
+            return st.q  # stop here: the filter decelerates as hard as the limits allow
+        return -self.D * self._dq if state_ok else np.zeros_like(st.q)
+
+    def _filter(self, st: MotionState, request: np.ndarray, now: float, meas) -> StepResult:
+        if self.config.command_mode == "position":
+            return self._pos_filter.step(st, request, now, meas, self._box_check)
+        return effort_step(self.limits, st, request, now, meas, self.D)
+
+    def _box_ok(self, q: np.ndarray, v: np.ndarray, a: np.ndarray) -> bool:
+        lo, hi = self._box
+        lim = self.limits
+
+        def outside(x: np.ndarray) -> float:
+            p = self.robot.fk(x)[:3, 3]
+            return float(np.linalg.norm(p - np.clip(p, lo, hi)))
+
+        q_stop = q + np.where(v > 0, stopping_distance(lim, v, a), -stopping_distance(lim, -v, -a))
+        now_out = outside(self._motion.q) + 1e-9
+        return outside(q) <= now_out and outside(q_stop) <= now_out
+
+    def _interventions(self, request: np.ndarray, res: StepResult) -> list[Intervention]:
+        if not res.clipped.any():
+            return []
+        return [Intervention(self.names[i], res.kinds[i], float(request[i]), float(res.command[i]))
+                for i in np.flatnonzero(res.clipped)]
+
+    def step(self, now: float) -> ShieldOutput:
+        """Compute the command to send at ``now``."""
+        cfg, modes = self.config, self.modes
+        if not math.isfinite(now):
+            raise ValueError(f"now must be finite, got {now}")
+        st = self._motion
+        if st is not None and not (now - st.t >= cfg.min_step):
+            if now < st.t:
+                self.counts["clock_backwards"] += 1
+            return self._last  # too soon (or clock went back): repeat, do not advance
+        state_ok = self._state_fresh.fresh(now)
+        if st is None:
+            if self._q is None:
+                return ShieldOutput(now, None, [], modes.mode, "hold", modes.alpha, self.fault,
+                                    self.estop_reason is not None, modes.reverted, "waiting for joint state")
+            n = len(self.names)
+            q0 = (np.clip(self._q, self.limits.q_lo, self.limits.q_hi) if cfg.command_mode == "position"
+                  else np.zeros(n))
+            self._motion = MotionState(now, q0, np.zeros(n), np.zeros(n), None)
+            self._last = ShieldOutput(now, q0.copy(), [], modes.mode, "hold", modes.alpha, self.fault,
+                                      self.estop_reason is not None, modes.reverted, "starting: holding")
+            return self._last
+        self.counts["steps"] += 1
+        if not state_ok and self.fault is None:
+            self.fault = f"joint state stale (> {cfg.state_timeout:g} s)"
+            self.counts["faults"] += 1
+        alpha = modes.advance(min(now - st.t, cfg.max_step_gap))
+        meas = (self._q, self._dq) if state_ok else None
+
+        reason, source, request = "", "hold", None
+        if self.estop_reason is not None:
+            reason = f"e-stop: {self.estop_reason}"
+        elif self.fault is not None:
+            reason = f"fault: {self.fault}"
+        elif modes.mode == "hold":
+            reason = "mode hold"
+        else:
+            need = [s for s, w in (("policy", alpha), ("baseline", 1.0 - alpha)) if w > 0.0]
+            stale = [s for s in need if not self._cmd_fresh[s].fresh(now) or self._cmd[s] is None]
+            if stale:
+                reason = f"no fresh {' and '.join(stale)} command (timeout {cfg.command_timeout:g} s)"
+            elif alpha >= 1.0:
+                source, request = "policy", self._cmd["policy"]
+            elif alpha <= 0.0:
+                source, request = "baseline", self._cmd["baseline"]
+            else:
+                b = self._cmd["baseline"]
+                source, request = "blend", b + alpha * (self._cmd["policy"] - b)
+        if reason != self._holding_reason:
+            if reason.startswith("no fresh"):
+                self.counts["command_timeouts"] += 1
+            self._holding_reason = reason
+
+        if request is None:
+            res = self._filter(st, self._hold_request(st, state_ok), now, meas)
+            interventions = []
+        else:
+            res = self._filter(st, request, now, meas)
+            interventions = self._interventions(request, res)
+            self.counts["interventions"] += len(interventions)
+            self.counts["braking"] += res.braking
+            if modes.policy_drives and source in ("policy", "blend"):
+                why = modes.record(now, bool(interventions))
+                if why is not None:
+                    self.counts["reverts"] += 1
+        self.counts["infeasible"] += res.infeasible
+
+        shadow_cmd, shadow_iv = None, []
+        if modes.mode == "shadow" and self._cmd["policy"] is not None and self._cmd_fresh["policy"].fresh(now):
+            sres = self._filter(st, self._cmd["policy"], now, meas)
+            shadow_cmd, shadow_iv = sres.command, self._interventions(self._cmd["policy"], sres)
+
+        self._motion = res.state
+        self._last = ShieldOutput(now, res.command, interventions, modes.mode, source, alpha, self.fault,
+                                  self.estop_reason is not None, modes.reverted, reason, res.braking,
+                                  shadow_cmd, shadow_iv)
+        return self._last

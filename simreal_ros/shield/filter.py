@@ -1,0 +1,237 @@
+"""The per-cycle filter: the command closest to the request that keeps every limit.
+
+Pure functions of (limits, motion state, request, time step, measured state): they return
+the command and the new motion state without side effects, so the same code filters the
+command that is sent and, in shadow mode, the one that would have been sent.
+
+Position mode, per joint, every limit is an interval for the next target ``q'`` (with
+``base = q + v dt``, i.e. continuing at the current velocity):
+
+=============  ==============================================================
+jerk           ``base + dt^2 [a - j dt, a + j dt]``
+acceleration   ``base + dt^2 [-a_max, a_max]``
+velocity       ``q + dt [-v_max, v_max]`` and the jerk-aware velocity viability
+position       ``[q_min + margin, q_max - margin]``
+effort         ``q_m + ([-tau_max, tau_max] + D dq_m) / K`` (impedance torque)
+effort_rate    ``q_m + (tau_prev + dtau_max dt [-1, 1] + D dq_m) / K``
+=============  ==============================================================
+
+The request is clipped to the intersection. If the intervals do not meet (only possible
+for the torque ones, which depend on the measured state), they are applied in the order
+above and a later one is only met as closely as the earlier ones allow. Then the braking
+check: if the new state could not stop before a position limit (see
+:func:`~simreal_ros.shield.limits.stopping_distance`), *every* joint brakes instead (request
+"stop here"), as ros2_control's saturation limiter does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simreal_ros.shield.limits import ShieldLimits, stopping_distance, velocity_viability
+
+#: Row labels of the interval stacks, in priority order.
+POSITION_ROWS = ("jerk", "acceleration", "velocity", "velocity", "position", "effort", "effort_rate")
+N_HARD = 5  # rows that the shield alone controls (always jointly feasible)
+EFFORT_ROWS = ("effort", "effort_rate", "position")
+
+
+@dataclass(frozen=True, slots=True)
+class MotionState:
+    """What the filter remembers between cycles (robot joint order).
+
+    ``q`` is the last sent command (targets, or torques in effort mode); ``v``/``a`` its
+    backward differences; ``tau`` the impedance torque of the last target at the state
+    measured then (position mode; None when unknown).
+    """
+
+    t: float
+    q: np.ndarray
+    v: np.ndarray
+    a: np.ndarray
+    tau: np.ndarray | None = None
+
+
+@dataclass(slots=True)
+class StepResult:
+    """The filtered command, the new motion state and why values were changed.
+
+    ``clipped`` marks joints whose command differs from the request; ``kinds`` names the
+    limit that bound each of them (only meaningful where ``clipped``).
+    """
+
+    command: np.ndarray
+    state: MotionState
+    clipped: np.ndarray
+    kinds: list[str]
+    braking: bool = False
+    infeasible: bool = False
+
+
+def intersect(lo_rows: np.ndarray, hi_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Intersect interval rows; when they do not meet, later rows give way to earlier ones."""
+    lo = lo_rows.max(axis=0)
+    hi = hi_rows.min(axis=0)
+    if np.all(lo <= hi):
+        return lo, hi, False
+    lo, hi = lo_rows[0].copy(), hi_rows[0].copy()
+    for lr, hr in zip(lo_rows[1:], hi_rows[1:]):
+        lo2 = np.minimum(np.maximum(lo, lr), hi)
+        hi = np.maximum(np.minimum(hi, hr), lo2)
+        lo = lo2
+    return lo, hi, True
+
+
+def _binding(request, command, lo_rows, hi_rows, labels) -> list[str]:
+    up = request > command  # clipped down by an upper bound
+    idx = np.where(up, np.argmin(np.abs(hi_rows - command), axis=0), np.argmin(np.abs(lo_rows - command), axis=0))
+    return [labels[i] for i in idx]
+
+
+def position_bounds(lim: ShieldLimits, st: MotionState, dt: float, meas, K, D) -> tuple[np.ndarray, np.ndarray]:
+    """Interval rows (``POSITION_ROWS`` order) for the next target; ``meas`` = (q_m, dq_m) or None."""
+    q, v, a = st.q, st.v, st.a
+    dt2 = dt * dt
+    base = q + v * dt
+    jdt = lim.j * dt
+    x_lo, x_hi = velocity_viability(lim, v, dt)
+    lo = [base + dt2 * (a - jdt), base - dt2 * lim.a, q - dt * lim.v, base + dt2 * x_lo, lim.q_lo]
+    hi = [base + dt2 * (a + jdt), base + dt2 * lim.a, q + dt * lim.v, base + dt2 * x_hi, lim.q_hi]
+    if meas is not None:
+        qm, dqm = meas
+        ok = K > 0
+        Ks = np.where(ok, K, 1.0)
+        c = qm + D * dqm / Ks
+        inf = np.inf
+        lo.append(np.where(ok, c - lim.tau / Ks, -inf))
+        hi.append(np.where(ok, c + lim.tau / Ks, inf))
+        if st.tau is not None:
+            r = lim.dtau * dt
+            lo.append(np.where(ok, c + (st.tau - r) / Ks, -inf))
+            hi.append(np.where(ok, c + (st.tau + r) / Ks, inf))
+    return np.array(lo), np.array(hi)
+
+
+def viable(lim: ShieldLimits, q: np.ndarray, v: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Per joint: can it still stop inside the position limits from (q, v, a)?"""
+    tol = 1e-12
+    return ((q + stopping_distance(lim, v, a) <= lim.q_hi + tol)
+            & (q - stopping_distance(lim, -v, -a) >= lim.q_lo - tol))
+
+
+class PositionFilter:
+    """Position-mode filter with the constants of one limit set precomputed.
+
+    The common case (intervals meet, far from position limits) costs a few dozen numpy
+    operations on n-vectors; the rare cases (torque intervals that do not meet the motion
+    ones, braking, labelling an intervention) fall back to the row-wise form above.
+    """
+
+    def __init__(self, lim: ShieldLimits, K: np.ndarray, D: np.ndarray) -> None:
+        self.lim, self.K, self.D = lim, np.asarray(K, dtype=float), np.asarray(D, dtype=float)
+        ok = self.K > 0
+        self.Kinv0 = np.where(ok, 1.0 / np.where(ok, self.K, 1.0), 0.0)
+        self.tau_span = np.where(ok, lim.tau * self.Kinv0, np.inf)
+        self.dtau_span = np.where(ok, lim.dtau * self.Kinv0, np.inf)
+        self.DK = self.D * self.Kinv0
+        self.two_over_j = 2.0 / lim.j
+        # no braking check needed farther than this from a limit (stopping distance at
+        # full velocity and acceleration)
+        self.screen = stopping_distance(lim, lim.v, lim.a) + 1e-9
+        self.zeros = np.zeros_like(lim.v)
+
+    def step(self, st: MotionState, request: np.ndarray, now: float, meas=None, extra_check=None) -> StepResult:
+        """Filter one target request at ``now`` (caller guarantees ``now - st.t >= min_step``).
+
+        ``extra_check(q, v, a) -> bool`` may veto a command (e.g. a Cartesian box): a veto
+        makes every joint brake, like a failed braking check.
+        """
+        lim = self.lim
+        dt = now - st.t
+        if dt > lim.h:  # the held target was at rest; plan as if one max-length step had passed
+            v = a = self.zeros
+            dtp = lim.h
+        else:
+            v, a, dtp = st.v, st.a, dt
+        q = st.q
+        dt2 = dtp * dtp
+        up = np.maximum(lim.v - v, 0.0)
+        dn = np.maximum(lim.v + v, 0.0)
+        x_hi = 2.0 * up / (dtp + np.sqrt(dt2 + up * self.two_over_j))
+        x_lo = -2.0 * dn / (dtp + np.sqrt(dt2 + dn * self.two_over_j))
+        jdt = lim.j * dtp
+        a_hi = np.minimum(np.minimum(a + jdt, lim.a), x_hi)
+        a_lo = np.maximum(np.maximum(a - jdt, -lim.a), x_lo)
+        base = q + v * dtp
+        lo = np.maximum(base + dt2 * a_lo, lim.q_lo)
+        hi = np.minimum(base + dt2 * a_hi, lim.q_hi)
+        if meas is not None:
+            qm, dqm = meas
+            c = qm + self.DK * dqm
+            lo = np.maximum(lo, c - self.tau_span)
+            hi = np.minimum(hi, c + self.tau_span)
+            if st.tau is not None:
+                cr = c + st.tau * self.Kinv0
+                r = self.dtau_span * dtp
+                lo = np.maximum(lo, cr - r)
+                hi = np.minimum(hi, cr + r)
+        infeasible = not (lo <= hi).all()
+        if infeasible:
+            rows = position_bounds(lim, MotionState(st.t, q, v, a, st.tau), dtp, meas, self.K, self.D)
+            lo, hi, infeasible = intersect(*rows)
+        cmd = np.minimum(np.maximum(request, lo), hi)
+        v_new = (cmd - q) / dt
+        a_new = (v_new - v) / dt
+        braking = False
+        kind = None
+        near = not ((cmd - lim.q_lo > self.screen) & (lim.q_hi - cmd > self.screen)).all()
+        veto = extra_check is not None and not extra_check(cmd, v_new, a_new)
+        if veto or (near and not viable(lim, cmd, v_new, a_new).all()):
+            braking = True
+            kind = "cartesian" if veto else "position"
+            lo_rows, hi_rows = position_bounds(lim, MotionState(st.t, q, v, a, st.tau), dtp, meas, self.K, self.D)
+            for n_rows in (len(lo_rows), N_HARD):  # "stop here", giving up the torque rows if needed
+                lo, hi, infeasible = intersect(lo_rows[:n_rows], hi_rows[:n_rows])
+                cmd = np.minimum(np.maximum(q, lo), hi)
+                v_new = (cmd - q) / dt
+                a_new = (v_new - v) / dt
+                if viable(lim, cmd, v_new, a_new).all():
+                    break
+        tau = None if meas is None else self.K * (cmd - meas[0]) - self.D * meas[1]
+        clipped = cmd != request
+        if kind is not None:
+            kinds = [kind] * len(cmd)
+        elif clipped.any():
+            rows = position_bounds(lim, MotionState(st.t, q, v, a, st.tau), dtp, meas, self.K, self.D)
+            kinds = _binding(request, cmd, *rows, POSITION_ROWS)
+        else:
+            kinds = []
+        return StepResult(cmd, MotionState(now, cmd, v_new, a_new, tau), clipped, kinds, braking, infeasible)
+
+
+def effort_step(lim: ShieldLimits, st: MotionState, request: np.ndarray, now: float, meas=None,
+                D=None) -> StepResult:
+    """Filter one torque request: torque and torque-rate limits on the torque itself, and a
+    damping floor for joints whose measured motion could not stop before a position limit.
+    """
+    dt = min(now - st.t, lim.h)
+    r = lim.dtau * dt
+    lo_rows = [-lim.tau, st.q - r]
+    hi_rows = [lim.tau, st.q + r]
+    if meas is not None:
+        qm, dqm = meas
+        damp = -D * dqm
+        d_stop = dqm * dqm / (2.0 * lim.a_brake)
+        up = (dqm > 0) & (qm + d_stop >= lim.q_hi) | (qm > lim.q_hi)
+        dn = (dqm < 0) & (qm - d_stop <= lim.q_lo) | (qm < lim.q_lo)
+        lo_rows.append(np.where(dn, np.maximum(damp, 0.0), -np.inf))
+        hi_rows.append(np.where(up, np.minimum(damp, 0.0), np.inf))
+    lo_rows, hi_rows = np.array(lo_rows), np.array(hi_rows)
+    lo, hi, infeasible = intersect(lo_rows, hi_rows)
+    cmd = np.minimum(np.maximum(request, lo), hi)
+    clipped = cmd != request
+    kinds = _binding(request, cmd, lo_rows, hi_rows, EFFORT_ROWS) if clipped.any() else []
+    z = np.zeros_like(cmd)
+    return StepResult(cmd, MotionState(now, cmd, z, z, None), clipped, kinds, False, infeasible)
