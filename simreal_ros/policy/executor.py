@@ -71,6 +71,11 @@ class StepResult:
     revert_reason: str | None = None  # set when this cycle asks the shield to revert
     observation: np.ndarray | None = field(default=None, repr=False)  # raw (unnormalised)
 
+    @property
+    def ood_score(self) -> float | None:
+        """Largest per-term z-score of this cycle's observation (``None`` if none was built)."""
+        return None if self.ood is None else self.ood.score
+
 
 class PolicyExecutor:
     """Runs a loaded bundle against a robot; see the module docstring."""
@@ -208,4 +213,5 @@ class PolicyExecutor:
         if self._last_ood is not None:
             out["ood_score"] = self._last_ood.score
             out["ood_sustained"] = int(self._last_ood.sustained)
+            out.update({f"ood_{name}": v for name, v in self._last_ood.term_scores.items()})
         return out
