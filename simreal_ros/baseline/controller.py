@@ -43,7 +43,9 @@ class BaselineConfig:
         position_margin: stay this far (rad) inside the position limits.
         integral_gain: rate (1/s) at which the reference integrates the measured Cartesian error.
         integral_limit: bound (m) on the accumulated correction.
-        integral_speed: integrate only while the commanded joint speed is below this (rad/s).
+        integral_speed: integrate only while the commanded joint speed is below this (rad/s)
+        integral_window: ... and the commanded targets are within this (rad) of the IK solution
+            (the interpolation has arrived), so the correction never winds up during a move.
     """
 
     rate_hz: float = 20.0
@@ -54,9 +56,10 @@ class BaselineConfig:
     ik_posture_gain: float = 0.2
     ik_iterations: int = 30
     position_margin: float = 0.05
-    integral_gain: float = 3.0
+    integral_gain: float = 2.0
     integral_limit: float = 0.05
     integral_speed: float = 0.05
+    integral_window: float = 0.02
 
     def __post_init__(self) -> None:
         def check(name: str, low: float, high: float, low_open: bool = True) -> None:
@@ -77,6 +80,7 @@ class BaselineConfig:
         check("integral_gain", 0.0, 100.0, low_open=False)
         check("integral_limit", 0.0, 1.0, low_open=False)
         check("integral_speed", 0.0, 10.0)
+        check("integral_window", 0.0, 1.0)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> BaselineConfig:
@@ -198,7 +202,9 @@ class BaselineController:
             if q_measured is not None:
                 q_meas = self._checked(q_measured, "q_measured")
                 speed = float(np.max(np.abs(self._inp.current_velocity)))
-                if c.integral_gain > 0 and speed < c.integral_speed:
+                arrived = (self.q_goal is not None
+                           and float(np.max(np.abs(self.command - self.q_goal))) < c.integral_window)
+                if c.integral_gain > 0 and arrived and speed < c.integral_speed:
                     err = self.goal - self.robot.fk(q_meas)[:3, 3]
                     self.offset = self.offset + c.integral_gain * self.dt * err
                     norm = float(np.linalg.norm(self.offset))

@@ -1,0 +1,224 @@
+"""``simreal evaluate``: a policy bundle against the baseline controller, nominal and randomized.
+
+Each episode runs sim -> measured state -> executor core (policy) or baseline core ->
+shield core -> sim (see :mod:`simreal_ros.training.episodes`). The policy and the baseline
+see the same seeds, so the same goals and the same randomization draws. Episodes are spread
+over worker processes (``--workers``). Writes ``evaluation.json``, ``evaluation.png`` and,
+where offscreen rendering works (``MUJOCO_GL=egl``), ``episode.gif`` of one policy episode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CONTROLLERS = ("policy", "baseline")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", nargs="?", default=None,
+                   help="policy bundle directory (default: the shipped policies/reach_default)")
+    p.add_argument("--episodes", type=int, default=100, help="episodes per condition and controller (%(default)s)")
+    p.add_argument("--randomization", default="default",
+                   help="profile for the randomized condition (config/randomization.yaml; %(default)s)")
+    p.add_argument("--seed", type=int, default=10_000, help="first episode seed (%(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (%(default)s)")
+    p.add_argument("--out", default="evaluation", help="output directory (%(default)s)")
+    p.add_argument("--no-shield", action="store_true", help="send proposals unfiltered (diagnostics only)")
+    p.add_argument("--no-render", action="store_true", help="skip the rendered animation")
+
+
+def default_bundle() -> Path:
+    from simreal_ros.resources import resource
+
+    return Path(resource("policies", "reach_default"))
+
+
+# ---------------------------------------------------------------------- workers
+def _run_chunk(job: dict[str, Any]) -> list[dict[str, Any]]:
+    from simreal_ros.policy.bundle import load_bundle
+    from simreal_ros.sim.env import ReachEnv
+    from simreal_ros.training.episodes import make_runner, run_episode
+    from simreal_ros.training.shielding import shield_factory
+
+    env = ReachEnv(randomization=job["profile"], render_mode="rgb_array" if job.get("render") else None)
+    robot = env.robot
+    bundle = load_bundle(job["bundle"], robot) if job["controller"] == "policy" else None
+    rate = 1.0 / env.control_period
+    if bundle is not None and abs(bundle.manifest.control_rate_hz - rate) > 1e-9:
+        raise ValueError(f"bundle control_rate_hz {bundle.manifest.control_rate_hz} differs from the env's {rate}")
+    sf = None if job["no_shield"] else shield_factory(robot, env.control_period)
+    runner = make_runner(job["controller"], robot, rate, bundle)
+    out = []
+    for seed in job["seeds"]:
+        res = run_episode(env, runner, seed, sf, job["controller"], render=bool(job.get("render")))
+        d = res.summary()
+        d["distances"] = res.distances
+        if res.frames is not None:
+            d["frames"] = res.frames
+        out.append(d)
+    env.close()
+    return out
+
+
+def _chunks(seeds: list[int], n: int) -> list[list[int]]:
+    return [c for c in (seeds[i::n] for i in range(n)) if c]
+
+
+def run_episodes(bundle: Path, profile: str, controller: str, seeds: list[int], workers: int,
+                 no_shield: bool = False) -> list[dict[str, Any]]:
+    """Episode summaries (seed order) for one condition and controller."""
+    jobs = [{"bundle": str(bundle), "profile": profile, "controller": controller, "seeds": c, "no_shield": no_shield}
+            for c in _chunks(seeds, max(1, workers))]
+    if workers <= 1 or len(jobs) == 1:
+        results = [_run_chunk(j) for j in jobs]
+    else:
+        with ProcessPoolExecutor(max_workers=len(jobs), mp_context=get_context("spawn")) as pool:
+            results = list(pool.map(_run_chunk, jobs))
+    flat = [r for chunk in results for r in chunk]
+    return sorted(flat, key=lambda r: r["seed"])
+
+
+def aggregate(episodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Success rate, final distance, time to target, smoothness, interventions, violations."""
+    succ = np.array([e["success"] for e in episodes], dtype=float)
+    fd = np.array([e["final_distance"] for e in episodes])
+    ttt = np.array([e["time_to_target"] for e in episodes])
+    ttt = ttt[np.isfinite(ttt)]
+    kinds: dict[str, int] = {}
+    for e in episodes:
+        for k, v in e["shield_kinds"].items():
+            kinds[k] = kinds.get(k, 0) + v
+    return {
+        "episodes": len(episodes),
+        "success_rate": float(succ.mean()) if len(succ) else math.nan,
+        "final_distance_mean_m": float(fd.mean()),
+        "final_distance_median_m": float(np.median(fd)),
+        "final_distance_p95_m": float(np.percentile(fd, 95)),
+        "time_to_target_median_s": float(np.median(ttt)) if len(ttt) else None,
+        "time_to_target_mean_s": float(ttt.mean()) if len(ttt) else None,
+        "command_jerk_rms_mean": float(np.mean([e["command_jerk_rms"] for e in episodes])),
+        "command_accel_rms_mean": float(np.mean([e["command_accel_rms"] for e in episodes])),
+        "shield_interventions_total": int(sum(e["shield_interventions"] for e in episodes)),
+        "shield_interventions_per_episode": float(np.mean([e["shield_interventions"] for e in episodes])),
+        "episodes_with_interventions": int(sum(e["shield_interventions"] > 0 for e in episodes)),
+        "shield_intervention_kinds": kinds,
+        "limit_violations": int(sum(e["limit_violations"] for e in episodes)),
+        "reverts_to_baseline": int(sum(e["reverts"] for e in episodes)),
+    }
+
+
+def evaluate(bundle: str | Path | None = None, episodes: int = 100, randomization: str = "default",
+             seed: int = 10_000, workers: int = 2, out: str | Path | None = "evaluation", no_shield: bool = False,
+             render: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Run the comparison; returns the report (also written to ``out`` when given)."""
+    from tqdm import tqdm
+
+    if episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {episodes}")
+    bundle = Path(bundle) if bundle else default_bundle()
+    from simreal_ros.policy.bundle import load_bundle
+
+    manifest = load_bundle(bundle, load_model=False).manifest  # fail early on a bad bundle
+    seeds = list(range(seed, seed + episodes))
+    conditions = [("nominal", "nominal"), ("randomized", randomization)]
+    report: dict[str, Any] = {"bundle": str(bundle), "policy": manifest.name, "episodes": episodes,
+                              "seeds": [seeds[0], seeds[-1]], "shield": not no_shield, "conditions": {}}
+    traces: dict[str, dict[str, list[list[float]]]] = {}
+    t0 = time.monotonic()
+    bar = tqdm(total=2 * len(conditions), desc="simreal evaluate", unit="run", disable=not progress)
+    for cname, profile in conditions:
+        report["conditions"][cname] = {"randomization": profile}
+        traces[cname] = {}
+        for ctl in CONTROLLERS:
+            eps = run_episodes(bundle, profile, ctl, seeds, workers, no_shield)
+            traces[cname][ctl] = [e.pop("distances") for e in eps]
+            report["conditions"][cname][ctl] = aggregate(eps)
+            report["conditions"][cname][f"{ctl}_failed_seeds"] = [e["seed"] for e in eps if not e["success"]]
+            bar.update(1)
+    bar.close()
+    report["wall_time_s"] = round(time.monotonic() - t0, 1)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "evaluation.json").write_text(json.dumps(report, indent=2))
+        from simreal_ros.training.plots import plot_runs, render_episode
+
+        plot_runs(traces, report, out / "evaluation.png", control_period=1.0 / manifest.control_rate_hz)
+        report["files"] = {"json": str(out / "evaluation.json"), "plot": str(out / "evaluation.png")}
+        if render:
+            gif = render_episode(bundle, randomization, seed, out / "episode.gif")
+            if gif is not None:
+                report["files"]["animation"] = str(gif)
+        (out / "evaluation.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def record_in_manifest(bundle: str | Path, episodes: int = 100, seed: int = 10_000, workers: int = 2) -> dict:
+    """Evaluate ``bundle`` and store the summary in its manifest's ``provenance.evaluation``."""
+    import yaml
+
+    from simreal_ros.policy.bundle import MANIFEST_FILE, PolicyManifest, read_manifest
+
+    report = evaluate(bundle, episodes=episodes, seed=seed, workers=workers, out=None, render=False)
+    manifest, directory = read_manifest(bundle)
+    summary = {"command": f"simreal evaluate {bundle} --episodes {episodes} --seed {seed}",
+               "episodes": episodes, "seeds": report["seeds"], "shield": True}
+    for cname, cond in report["conditions"].items():
+        summary[cname] = {"randomization": cond["randomization"],
+                          **{ctl: {k: cond[ctl][k] for k in ("success_rate", "final_distance_median_m",
+                                                              "time_to_target_median_s", "command_jerk_rms_mean",
+                                                              "shield_interventions_per_episode",
+                                                              "limit_violations", "reverts_to_baseline")}
+                             for ctl in CONTROLLERS}}
+    manifest.provenance = {**manifest.provenance, "evaluation": summary}
+    PolicyManifest.from_dict(manifest.to_dict())  # still valid
+    (directory / MANIFEST_FILE).write_text(yaml.safe_dump(manifest.to_dict(), sort_keys=False, width=120))
+    return summary
+
+
+def _print_table(report: dict[str, Any]) -> None:
+    rows = [("success rate", "success_rate", "{:.1%}"), ("final dist median (mm)", "final_distance_median_m", "mm"),
+            ("time to target median (s)", "time_to_target_median_s", "{:.2f}"),
+            ("command jerk RMS (rad/s^3)", "command_jerk_rms_mean", "{:.1f}"),
+            ("shield interventions/episode", "shield_interventions_per_episode", "{:.2f}"),
+            ("limit violations", "limit_violations", "{}"), ("reverts to baseline", "reverts_to_baseline", "{}")]
+    for cname, cond in report["conditions"].items():
+        print(f"\n{cname} ({cond['randomization']}), {report['episodes']} episodes")
+        print(f"  {'':30s}{'policy':>12s}{'baseline':>12s}")
+        for label, key, fmt in rows:
+            vals = []
+            for ctl in CONTROLLERS:
+                v = cond[ctl][key]
+                vals.append("-" if v is None else (f"{v * 1e3:.1f}" if fmt == "mm" else fmt.format(v)))
+            print(f"  {label:30s}{vals[0]:>12s}{vals[1]:>12s}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if "mujoco" not in sys.modules:
+        os.environ.setdefault("MUJOCO_GL", "egl")
+    report = evaluate(args.bundle, episodes=args.episodes, randomization=args.randomization, seed=args.seed,
+                      workers=args.workers, out=args.out, no_shield=args.no_shield, render=not args.no_render)
+    _print_table(report)
+    print(f"\nwritten: {', '.join(report.get('files', {}).values())}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="simreal evaluate", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

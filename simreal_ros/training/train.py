@@ -1,0 +1,215 @@
+"""``simreal train``: train a reaching policy in the randomized sim and export a bundle.
+
+Stable-Baselines3 (PPO by default) on ``SimReal/Reach-v0`` with domain randomization,
+observation normalisation by ``VecNormalize`` and a tqdm progress bar. The result is a
+policy bundle (ONNX model + ``manifest.yaml``) whose provenance records the exact command
+line, seed, hyper-parameters, randomization, wall time and, with ``--eval-episodes``, the
+evaluation results; ``policies/reach_default`` is produced this way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simreal_ros.policy.observation import DEFAULT_TERMS
+
+ALGORITHMS = ("ppo", "sac")
+
+#: PPO settings of the shipped policy (SB3 defaults otherwise)
+PPO_DEFAULTS: dict[str, Any] = {
+    "n_steps": 256, "batch_size": 256, "n_epochs": 10, "learning_rate": 3e-4, "gamma": 0.99,
+    "gae_lambda": 0.95, "clip_range": 0.2, "ent_coef": 0.0, "max_grad_norm": 0.5,
+}
+SAC_DEFAULTS: dict[str, Any] = {"learning_rate": 3e-4, "buffer_size": 300_000, "batch_size": 256, "gamma": 0.98,
+                                "tau": 0.01, "learning_starts": 2000, "train_freq": 1, "gradient_steps": 1}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="reach_policy", help="bundle directory to write (default: %(default)s)")
+    p.add_argument("--name", default="reach_default", help="policy name in the manifest")
+    p.add_argument("--algo", choices=ALGORITHMS, default="ppo", help="SB3 algorithm (default: %(default)s)")
+    p.add_argument("--timesteps", type=int, default=1_000_000, help="environment steps (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-envs", type=int, default=8, help="parallel environments (default: %(default)s)")
+    p.add_argument("--subproc", action="store_true", help="one process per environment (SubprocVecEnv)")
+    p.add_argument("--randomization", default="default",
+                   help="profile in config/randomization.yaml (default: %(default)s)")
+    p.add_argument("--net", default="256,256", help="hidden layer sizes (default: %(default)s)")
+    p.add_argument("--log-std-init", type=float, default=-1.0, help="PPO initial log std of the actions")
+    p.add_argument("--eval-episodes", type=int, default=0,
+                   help="after training, evaluate this many episodes per condition and record them")
+    p.add_argument("--workdir", default=None, help="keep the SB3 model and VecNormalize stats here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _make_env(randomization: str, seed: int, rank: int):
+    def thunk():
+        from gymnasium.wrappers import RecordEpisodeStatistics
+
+        from simreal_ros.sim.env import ReachEnv
+
+        env = RecordEpisodeStatistics(ReachEnv(randomization=randomization))
+        env.reset(seed=seed + 1000 * rank)
+        return env
+    return thunk
+
+
+class _Progress:
+    """SB3 callback factory (kept lazy: stable-baselines3 is an optional dependency)."""
+
+    @staticmethod
+    def make(total: int, enabled: bool):
+        from stable_baselines3.common.callbacks import BaseCallback
+        from tqdm import tqdm
+
+        class ProgressBar(BaseCallback):
+            def _on_training_start(self) -> None:
+                self.bar = tqdm(total=total, unit="step", disable=not enabled, dynamic_ncols=True,
+                                desc="simreal train")
+                self.success: list[float] = []
+
+            def _on_step(self) -> bool:
+                self.bar.update(self.training_env.num_envs)
+                for info, done in zip(self.locals.get("infos", []), self.locals.get("dones", [])):
+                    if done:
+                        self.success.append(float(info.get("is_success", False)))
+                if self.success and self.n_calls % 200 == 0:
+                    self.bar.set_postfix(success=f"{np.mean(self.success[-100:]):.2f}")
+                return True
+
+            def _on_training_end(self) -> None:
+                self.bar.close()
+
+        return ProgressBar()
+
+
+class DeterministicPolicy:
+    """torch module factory: normalised obs -> deterministic action of an SB3 policy.
+
+    PPO: the Gaussian mean; SAC: the tanh-squashed mean (in [-1, 1]).
+    """
+
+    @staticmethod
+    def make(policy):
+        import torch
+
+        class Module(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.policy = policy
+
+            def forward(self, obs):
+                return self.policy._predict(obs, deterministic=True)
+
+        return Module().eval()
+
+
+def export_bundle(model, vecnorm, out: Path, name: str, provenance: dict[str, Any], action_scale: float,
+                  control_rate_hz: float):
+    """Write the bundle (ONNX + manifest with VecNormalize's statistics) and return its path."""
+    from simreal_ros.policy.bundle import manifest_for, save_bundle
+    from simreal_ros.policy.export import export_onnx
+    from simreal_ros.robot import load_robot
+
+    rms = vecnorm.obs_rms
+    std = np.sqrt(rms.var + vecnorm.epsilon)
+    manifest = manifest_for(load_robot(), name, "policy.onnx", DEFAULT_TERMS, control_rate_hz=control_rate_hz,
+                            action_scale=action_scale, mean=rms.mean.tolist(), std=std.tolist(),
+                            obs_clip=float(vecnorm.clip_obs), provenance=provenance)
+    module = DeterministicPolicy.make(model.policy.to("cpu"))
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_onnx(module, manifest.obs_dim, Path(tmp) / "policy.onnx")
+        return save_bundle(out, manifest, onnx_path)
+
+
+def train(args: argparse.Namespace) -> Path:
+    """Train, export, optionally evaluate; returns the bundle directory."""
+    import torch
+    from stable_baselines3 import PPO, SAC
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+
+    from simreal_ros.sim.env import ReachEnv
+    from simreal_ros.sim.randomize import load_ranges
+
+    torch.set_num_threads(1)
+    if args.timesteps < 1:
+        raise ValueError(f"--timesteps must be >= 1, got {args.timesteps}")
+    if args.n_envs < 1:
+        raise ValueError(f"--n-envs must be >= 1, got {args.n_envs}")
+    net = [int(x) for x in str(args.net).split(",") if x.strip()]
+    ranges = load_ranges(profile=args.randomization)  # fails early, naming the profile
+    probe = ReachEnv(randomization=ranges)
+    action_scale, rate = probe.action_scale, 1.0 / probe.control_period
+    probe.close()
+
+    fns = [_make_env(args.randomization, args.seed, i) for i in range(args.n_envs)]
+    venv = SubprocVecEnv(fns) if args.subproc and args.n_envs > 1 else DummyVecEnv(fns)
+    hp = dict(PPO_DEFAULTS if args.algo == "ppo" else SAC_DEFAULTS)
+    venv = VecNormalize(venv, norm_obs=True, norm_reward=True, clip_obs=10.0, gamma=hp["gamma"])
+    if args.algo == "ppo":
+        hp["n_steps"] = max(16, hp["n_steps"] if args.n_envs >= 8 else hp["n_steps"] * 8 // args.n_envs)
+        hp["batch_size"] = min(hp["batch_size"], hp["n_steps"] * args.n_envs)
+        policy_kwargs = {"net_arch": {"pi": net, "vf": net}, "log_std_init": args.log_std_init}
+        model = PPO("MlpPolicy", venv, seed=args.seed, policy_kwargs=policy_kwargs, device="cpu", verbose=0, **hp)
+    else:
+        hp["learning_starts"] = min(hp["learning_starts"], max(1, args.timesteps // 10))
+        policy_kwargs = {"net_arch": net}
+        model = SAC("MlpPolicy", venv, seed=args.seed, policy_kwargs=policy_kwargs, device="cpu", verbose=0, **hp)
+
+    t0 = time.monotonic()
+    model.learn(total_timesteps=args.timesteps, callback=_Progress.make(args.timesteps, not args.no_progress))
+    wall = time.monotonic() - t0
+    if args.workdir:
+        wd = Path(args.workdir)
+        wd.mkdir(parents=True, exist_ok=True)
+        model.save(wd / "model.zip")
+        venv.save(str(wd / "vecnormalize.pkl"))
+    venv.close()
+
+    provenance: dict[str, Any] = {
+        "tool": "simreal train",
+        "command": "simreal train " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:])),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "seed": args.seed,
+        "training": {"library": "stable-baselines3", "algorithm": args.algo.upper(), "timesteps": args.timesteps,
+                     "n_envs": args.n_envs, "net_arch": net, "hyperparameters": hp,
+                     "policy_kwargs": {k: v for k, v in policy_kwargs.items() if k != "net_arch"},
+                     "wall_time_s": round(wall, 1), "torch_threads": 1,
+                     "env": {"id": "SimReal/Reach-v0", "action_scale": action_scale, "control_rate_hz": rate}},
+        "randomization": {"profile": args.randomization, "ranges": asdict(ranges)},
+    }
+    out = export_bundle(model, venv, Path(args.out), args.name, provenance, action_scale, rate)
+    print(f"trained {args.timesteps} steps in {wall:.0f} s; bundle written to {out}")
+    if args.eval_episodes > 0:
+        from simreal_ros.training.evaluate import record_in_manifest
+
+        record_in_manifest(out, episodes=args.eval_episodes, seed=args.seed + 10_000)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    train(args)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="simreal train", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    argv = sys.argv[1:] if argv is None else argv
+    args = p.parse_args(argv)
+    args.argv = argv
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
