@@ -97,6 +97,7 @@ def test_stale_missing_and_bad_inputs_skip_and_are_counted(bundle_dir, robot):
     s = ex.stats()
     assert (s["cycles"], s["commands"], s["skipped_no_state"], s["skipped_no_goal"], s["skipped_stale_state"],
             s["rejected_states"]) == (5, 1, 1, 1, 2, 1)
+    assert s["late_cycles"] == 1  # 0.04 -> 0.2 s is more than 1.5 periods
 
 
 def test_missed_deadline_skips_the_cycle(bundle_dir, robot):

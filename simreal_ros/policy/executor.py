@@ -100,6 +100,7 @@ class PolicyExecutor:
         self.skipped: Counter[str] = Counter({r: 0 for r in SKIP_REASONS})
         self.rejected_states = 0
         self.revert_requests = 0
+        self.late_cycles = 0
         n = self.config.stats_window
         self._compute: deque[float] = deque(maxlen=n)
         self._ages: deque[float] = deque(maxlen=n)
@@ -144,6 +145,8 @@ class PolicyExecutor:
         """One control cycle at time ``now`` (same clock as the state stamps)."""
         t0 = time.perf_counter()
         self.cycles += 1
+        if self._ticks and float(now) - self._ticks[-1] > 1.5 * self.period:
+            self.late_cycles += 1  # the caller's timer overran; counted, the state-age check still applies
         self._ticks.append(float(now))
         if self._q is None:
             return self._skip(now, "no_state", None, t0)
@@ -197,7 +200,7 @@ class PolicyExecutor:
             "cycles": self.cycles, "commands": self.commands, "skipped": sum(self.skipped.values()),
             **{f"skipped_{r}": int(c) for r, c in self.skipped.items()},
             "rejected_states": self.rejected_states, "revert_requests": self.revert_requests,
-            "ood_alarms": self.ood.alarms,
+            "ood_alarms": self.ood.alarms, "late_cycles": self.late_cycles,
         }
         if self._compute:
             c = np.asarray(self._compute) * 1e3
