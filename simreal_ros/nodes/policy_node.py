@@ -48,7 +48,7 @@ SPEC = [
     Param("revert_topic", "/simreal/shield/revert", "std_msgs/String revert requests (OOD alarms)", read_only=True),
     Param("max_state_age", 0.05, "s; an older state skips the cycle", low=0.001, high=1.0),
     Param("deadline_fraction", 0.5, "compute deadline as a fraction of the control period", low=0.01, high=1.0),
-    Param("ood_threshold", 5.0, "z-score above which an observation term is out of distribution", low=0.5,
+    Param("ood_threshold", 8.0, "z-score above which an observation term is out of distribution", low=0.5,
           high=1000.0),
     Param("ood_window", 10, "cycles in the OOD window", low=1, high=10000),
     Param("ood_min_count", 5, "excursions within the window that raise the OOD alarm", low=1, high=10000),

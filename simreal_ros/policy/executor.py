@@ -49,7 +49,7 @@ class ExecutorConfig:
 
     max_state_age: float | None = None
     compute_deadline: float | None = None
-    ood_threshold: float = 5.0
+    ood_threshold: float = 8.0
     ood_window: int = 10
     ood_min_count: int = 5
     ood_revert: bool = True

@@ -7,6 +7,13 @@ z-score ``|obs - mean| / std``. One cycle above ``threshold`` is an *excursion*;
 cycles -- raises an alarm, which the executor can turn into a revert request to the
 shield. The alarm clears when the window holds no more than ``min_count // 2`` excursions
 (hysteresis, so it does not chatter at the boundary).
+
+Why the default threshold is 8 (80 % of the usual normalisation clip of 10): reaching
+observations are heavy-tailed (``goal_delta`` and ``joint_vel`` are large at the start of a
+reach and near zero after), so z-scores against mean/std exceed 5 often in distribution.
+Measured with baseline-controller reaches, stats from 30 episodes of the ``default``
+randomization profile, 30 fresh episodes each: threshold 5 alarmed in 7 of 30 ``default``
+episodes (14 of 30 ``wide``), 6 in 2 (4), 8 in 0 (0).
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ class OodMonitor:
         window: cycles remembered. min_count: excursions in the window that raise the alarm.
     """
 
-    def __init__(self, term_slices: Mapping[str, slice], mean: np.ndarray, std: np.ndarray, threshold: float = 5.0,
+    def __init__(self, term_slices: Mapping[str, slice], mean: np.ndarray, std: np.ndarray, threshold: float = 8.0,
                  window: int = 10, min_count: int = 5) -> None:
         if not np.isfinite(threshold) or threshold <= 0:
             raise ValueError(f"OOD threshold must be finite and > 0, got {threshold}")
