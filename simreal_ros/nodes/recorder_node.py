@@ -1,0 +1,204 @@
+"""``recorder`` node: records the configured topics to a crash-safe rosbag2 bag (MCAP storage).
+
+Subscribes to every configured topic with ``raw=True`` (serialized CDR, never deserialized)
+and hands the bytes to :class:`~simreal_ros.bag.writer.BagWriter`. Types come from the graph
+(``get_topic_names_and_types``, polled every ``discovery_period_s`` until every topic is
+found) or are given as ``topic:pkg/msg/Type``. The subscription copies the first
+publisher's reliability and durability (so latched topics like the goal are recorded) with
+a deep queue; DDS sample-lost events are counted as dropped.
+
+SIGINT and SIGTERM close the bag cleanly (``metadata.yaml`` written). After SIGKILL the bag
+holds everything up to the last flush (at most ``flush_interval_s`` lost) and
+``simreal bag recover <bag>`` makes it readable again.
+
+Bag time (the log time of each message) is the node's ROS clock at receipt: sim time under
+``use_sim_time``, as ``ros2 bag record --use-sim-time`` does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+import time
+from pathlib import Path
+
+import rclpy
+from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+
+from simreal_ros.bag.types import UnknownTypeError, qos_profile
+from simreal_ros.bag.writer import BagError, BagWriter
+from simreal_ros.nodes.params import Param, ParameterError, declare_and_read
+
+NODE_NAME = "recorder"
+
+#: what a run is judged by: measurements, estimate, belief, goal, proposed and sent commands,
+#: interventions, ground truth, diagnostics (see the topic map in simreal_ros.nodes)
+DEFAULT_TOPICS = [
+    "/joint_states", "/simreal/state_estimate", "/simreal/state_covariance", "/simreal/belief", "/simreal/goal",
+    "/simreal/policy/command", "/simreal/baseline/command", "/forward_position_controller/commands",
+    "/simreal/shield/interventions", "/simreal/shield/revert", "/simreal/sim/ground_truth", "/diagnostics",
+]
+
+
+def _topics_check(entries: list) -> str | None:
+    for e in entries:
+        name, _, msgtype = str(e).partition(":")
+        if not name.startswith("/"):
+            return f"entry {e!r}: topic names must be absolute (start with '/')"
+        if msgtype and msgtype.count("/") != 2:
+            return f"entry {e!r}: type must be pkg/msg/Name"
+    return None if entries else "needs at least one topic"
+
+
+SPEC = [
+    Param("output_dir", "runs", "directory that receives the bag directory", read_only=True),
+    Param("bag_name", "", "bag directory name (empty: simreal_<UTC date>_<time>)", read_only=True),
+    Param("topics", DEFAULT_TOPICS, "topics to record: 'name' (type from the graph) or 'name:pkg/msg/Type'",
+          check=_topics_check, read_only=True),
+    Param("storage", "mcap", "storage format", choices=("mcap",), read_only=True),
+    Param("compression", "zstd", "chunk compression", choices=("zstd", "none"), read_only=True),
+    Param("flush_interval_s", 1.0, "s between flushes: the most a SIGKILL loses", low=0.01, high=60.0,
+          read_only=True),
+    Param("flush_kib", 512, "also flush once this many KiB are pending", low=1, high=1 << 20, read_only=True),
+    Param("max_bag_duration_s", 0.0, "split into a new file after this many s (0: never)", low=0.0, high=1e7,
+          read_only=True),
+    Param("max_bag_size_mb", 0.0, "split into a new file at this size (0: never)", low=0.0, high=1e6,
+          read_only=True),
+    Param("status_interval_s", 1.0, "s between recorder status messages written into the bag", low=0.05,
+          high=3600.0, read_only=True),
+    Param("discovery_period_s", 0.5, "s between graph polls for topics not yet found", low=0.05, high=60.0,
+          read_only=True),
+    Param("queue_depth", 1000, "subscription queue depth", low=1, high=100000, read_only=True),
+]
+
+
+def message_class(msgtype: str):
+    """The rclpy message class of ``pkg/msg/Name``."""
+    pkg, sub, name = msgtype.split("/")
+    try:
+        return getattr(importlib.import_module(f"{pkg}.{sub}"), name)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownTypeError(f"cannot import the message class of {msgtype!r}: {exc}") from exc
+
+
+class RecorderNode(Node):
+    """Thin adapter around :class:`BagWriter`; see the module docstring."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        p = self.params = declare_and_read(self, SPEC)
+        name = p["bag_name"] or time.strftime("simreal_%Y%m%d_%H%M%S", time.gmtime())
+        self.bag_path = Path(p["output_dir"]) / name
+        try:
+            self.writer = BagWriter(self.bag_path, flush_interval_s=p["flush_interval_s"],
+                                    flush_bytes=p["flush_kib"] * 1024, max_bag_duration_s=p["max_bag_duration_s"],
+                                    max_bag_size_mb=p["max_bag_size_mb"], compression=p["compression"],
+                                    status_interval_s=p["status_interval_s"])
+        except (BagError, OSError) as exc:
+            raise ParameterError(f"parameter 'output_dir'/'bag_name': {exc}") from exc
+        self.wanted: dict[str, str] = {}  # resolved topic -> type ('' until discovered)
+        for entry in p["topics"]:
+            topic, _, msgtype = str(entry).partition(":")
+            self.wanted[self.resolve_topic_name(topic)] = msgtype
+        self.subs = {}
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(p["discovery_period_s"], self._discover, clock=steady)
+        self.create_timer(min(0.1, p["flush_interval_s"] / 2), self._tick, clock=steady)
+        self._discover()
+        self.get_logger().info(f"recording {len(self.wanted)} topics to {self.bag_path} (mcap, flush every "
+                               f"{p['flush_interval_s']:g} s)")
+
+    # ------------------------------------------------------------------ subscriptions
+    def _discover(self) -> None:
+        missing = [t for t in self.wanted if t not in self.subs]
+        if not missing:
+            return
+        graph = dict(self.get_topic_names_and_types())
+        for topic in missing:
+            msgtype = self.wanted[topic] or (graph.get(topic) or [""])[0]
+            if not msgtype or not self.count_publishers(topic):
+                continue  # wait for a publisher: its QoS decides ours (latched topics need transient-local)
+            try:
+                self._subscribe(topic, msgtype)
+            except (UnknownTypeError, BagError) as exc:
+                self.get_logger().error(f"not recording {topic}: {exc}")
+                self.subs[topic] = None
+
+    def _subscribe(self, topic: str, msgtype: str) -> None:
+        pubs = [i.qos_profile for i in self.get_publishers_info_by_topic(topic)]
+        # best effort if any publisher is (a reliable reader would not match it); transient-local only
+        # if every publisher is (else it would not match a volatile one)
+        reliability = ReliabilityPolicy.BEST_EFFORT if any(
+            q.reliability == ReliabilityPolicy.BEST_EFFORT for q in pubs) else ReliabilityPolicy.RELIABLE
+        durability = DurabilityPolicy.TRANSIENT_LOCAL if pubs and all(
+            q.durability == DurabilityPolicy.TRANSIENT_LOCAL for q in pubs) else DurabilityPolicy.VOLATILE
+        depth = self.params["queue_depth"]
+        qos = QoSProfile(depth=depth, reliability=reliability, durability=durability)
+        self.writer.add_topic(topic, msgtype, [qos_profile(
+            "best_effort" if reliability == ReliabilityPolicy.BEST_EFFORT else "reliable",
+            "transient_local" if durability == DurabilityPolicy.TRANSIENT_LOCAL else "volatile", depth=depth)])
+        events = SubscriptionEventCallbacks(message_lost=lambda info, t=topic: self.writer.count_dropped(
+            t, int(info.total_count_change)))
+        cls = message_class(msgtype)
+        try:
+            sub = self.create_subscription(cls, topic, lambda data, t=topic: self._on_message(t, data), qos,
+                                           raw=True, event_callbacks=events)
+        except UnsupportedEventTypeError:  # the RMW cannot report lost samples
+            sub = self.create_subscription(cls, topic, lambda data, t=topic: self._on_message(t, data), qos,
+                                           raw=True)
+        self.subs[topic] = sub
+        self.get_logger().info(f"recording {topic} ({msgtype})")
+
+    def _on_message(self, topic: str, data: bytes) -> None:
+        if self.writer.closed:
+            return
+        self.writer.write(topic, data, self.get_clock().now().nanoseconds)
+
+    def _tick(self) -> None:
+        if not self.writer.closed:
+            self.writer.tick(self.get_clock().now().nanoseconds)
+
+    # ------------------------------------------------------------------ shutdown
+    def close(self) -> None:
+        """Close the bag (metadata.yaml written); safe to call twice."""
+        if not self.writer.closed:
+            path = self.writer.close()
+            self.get_logger().info(f"bag closed: {path.parent} ({self.writer.status()['messages']} messages)")
+
+    def destroy_node(self) -> None:
+        self.close()
+        super().destroy_node()
+
+
+def main(args=None) -> int:
+    """Like :func:`simreal_ros.nodes.common.run_node`, with SIGINT/SIGTERM handled here so the bag is
+    always closed: the spin loop stops, the bag is closed, then rclpy shuts down."""
+    stop = []
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.append(True))
+    node = None
+    try:
+        node = RecorderNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while not stop:
+            executor.spin_once(timeout_sec=0.1)
+    except ParameterError as exc:
+        print(f"recorder: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
