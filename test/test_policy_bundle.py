@@ -140,3 +140,15 @@ def test_policy_check_command_passes_a_good_bundle_and_fails_a_bad_one(tmp_path,
     assert main(["policy", "check", str(bad), "--samples", "100"]) == 1
     out = capsys.readouterr().out
     assert "FAIL  model" in out and "[batch, 7]" not in out.split("FAIL  model")[0] and "6" in out
+
+
+def test_torchscript_bundle_without_torch_says_what_to_do(tmp_path, robot):
+    import subprocess
+    import sys
+
+    path = make_bundle(tmp_path, robot, backend="torchscript")
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from simreal_ros.policy.bundle import load_bundle, BundleError\n"
+            f"try:\n    load_bundle({str(path)!r})\nexcept BundleError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "torch is not installed" in out.stdout and "backend: onnx" in out.stdout, out.stderr
