@@ -162,6 +162,21 @@ class BaselineController:
         if self.goal is not None:
             self._solve(self.goal, q, self.config.ik_iterations * 4)
 
+    def sync(self, q: Any, v: Any | None = None) -> None:
+        """Continue from what was actually sent (bumpless take-over).
+
+        While another controller (the policy) is in command, the shield's sent targets are
+        fed here so that a revert to this controller starts from the arm's commanded motion
+        (position ``q``, velocity ``v``) instead of a stale trajectory of its own.
+        """
+        q = self._checked(q, "q")
+        v = np.zeros_like(q) if v is None else self._checked(v, "v")
+        if not self._started:
+            self.reset(q)
+        self._inp.current_position = q.tolist()
+        self._inp.current_velocity = v.tolist()
+        self._inp.current_acceleration = [0.0] * self.robot.n_joints
+
     def set_goal(self, goal: Any) -> None:
         """New flange goal (base frame, m). Takes effect from the next :meth:`step`."""
         goal = np.asarray(goal, dtype=float)

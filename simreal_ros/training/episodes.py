@@ -67,12 +67,24 @@ class _PolicyRunner:
         self.ex = PolicyExecutor(bundle, robot)
         self.fallback = _BaselineRunner(robot, rate_hz)
         self.reverted = False
+        self._last_sent = None
 
     def reset(self, q: np.ndarray, goal: np.ndarray) -> None:
         self.ex.reset()
         self.ex.set_goal(goal)
         self.fallback.reset(q, goal)
         self.reverted = False
+        self._last_sent: tuple[float, np.ndarray] | None = None
+
+    def observe_sent(self, sent: np.ndarray, now: float) -> None:
+        """Keep the fallback baseline on the sent motion while the policy is in command."""
+        if self.reverted:
+            return
+        v = None
+        if self._last_sent is not None and now > self._last_sent[0]:
+            v = (sent - self._last_sent[1]) / (now - self._last_sent[0])
+        self._last_sent = (now, np.array(sent, dtype=float))
+        self.fallback.ctl.sync(sent, v)
 
     def propose(self, q, dq, stamp: float, now: float) -> tuple[np.ndarray, np.ndarray, bool]:
         base, _, _ = self.fallback.propose(q, dq, stamp, now)
@@ -140,6 +152,8 @@ def run_episode(env: ReachEnv, runner, seed: int, shield_factory: Callable[[floa
                     kinds[w] = kinds.get(w, 0) + 1
         else:
             sent = proposed
+        if hasattr(runner, "observe_sent"):
+            runner.observe_sent(np.asarray(sent, dtype=float), now)
         sent_hist.append(np.array(sent, dtype=float))
         times.append(now)
         states.append((meas.position.copy(), meas.velocity.copy()))
