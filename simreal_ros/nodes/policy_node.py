@@ -162,6 +162,9 @@ class PolicyExecutorNode(Node):
         self.diag_pub.publish(msg)
 
 
+NODE_CLASS = PolicyExecutorNode  # for the in-process graph runner (simreal_ros.bringup.runner)
+
+
 def main(args=None) -> int:
     try:
         return run_node(PolicyExecutorNode, args)
