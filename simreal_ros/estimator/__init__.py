@@ -1,0 +1,1 @@
+"""State estimation: per-joint Kalman filter, hidden-parameter belief, excitation trajectories."""

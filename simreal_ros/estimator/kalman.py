@@ -1,0 +1,271 @@
+"""Per-joint Kalman filter over position, velocity and acceleration (ROS-free).
+
+Each joint is an independent constant-acceleration model driven by white jerk (spectral
+density ``jerk_psd``), measured in position and (optionally) velocity; the measured effort
+has its own random-walk filter. All joints are updated together with vectorised numpy.
+
+What the real world does to a sensor stream, and what this filter does about it:
+
+* **Missing samples**: nothing to do; the next update predicts over the longer ``dt`` and
+  the covariance grows accordingly. :meth:`JointKalmanFilter.predict` extrapolates (with
+  growing covariance) to any later time, e.g. the time of use to compensate latency.
+* **Outliers**: each joint's innovation is gated by its Mahalanobis distance (chi-square
+  with 1 or 2 degrees of freedom at ``gate_probability``); a gated joint is predicted only,
+  and counted. After ``max_consecutive_rejects`` rejections in a row the joint is
+  re-initialised from the measurement (it was the filter, not the sensor, that was wrong).
+* **Duplicated / out-of-order timestamps**: ``dt == 0`` is a duplicate, ``dt < 0`` is out
+  of order; both are dropped and counted; ``dt`` is never negative.
+* **Stream restart**: a timestamp more than ``restart_backjump`` s in the past, or a gap
+  longer than ``max_gap`` s, re-initialises the filter from that sample.
+* Non-finite measurement values are refused with :class:`ValueError` (nothing changes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from statistics import NormalDist
+from typing import Any, Mapping
+
+import numpy as np
+
+#: Update outcomes reported by :meth:`JointKalmanFilter.update` (and counted in ``counts``).
+OUTCOMES = ("initialized", "accepted", "duplicate", "out_of_order", "restart", "gap_reset")
+
+
+@dataclass(frozen=True)
+class KalmanConfig:
+    """Noise model and robustness settings (SI units, radians).
+
+    Attributes:
+        position_noise_std: measurement noise of positions (rad).
+        velocity_noise_std: measurement noise of velocities (rad/s).
+        effort_noise_std: measurement noise of efforts (N m).
+        jerk_psd: white-jerk process noise spectral density ((rad/s^3)^2 s), how fast the
+            acceleration may change between samples.
+        effort_rate_psd: random-walk spectral density of the effort ((N m/s)^2 s).
+        initial_acceleration_std: prior std of the acceleration at (re)initialisation.
+        gate_probability: innovations less likely than ``1 - gate_probability`` are outliers.
+        max_consecutive_rejects: re-initialise a joint after this many rejections in a row.
+        max_gap: a gap between samples longer than this (s) re-initialises the filter.
+        restart_backjump: a timestamp this far (s) before the last one is a stream restart.
+    """
+
+    position_noise_std: float = 5e-4
+    velocity_noise_std: float = 1e-2
+    effort_noise_std: float = 0.2
+    jerk_psd: float = 1e4
+    effort_rate_psd: float = 1e4
+    initial_acceleration_std: float = 10.0
+    gate_probability: float = 0.99999
+    max_consecutive_rejects: int = 20
+    max_gap: float = 0.5
+    restart_backjump: float = 0.5
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"kalman.{f.name} must be a finite number > 0, got {v!r}")
+        if self.gate_probability >= 1:
+            raise ValueError(f"kalman.gate_probability must be in (0, 1), got {self.gate_probability}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> KalmanConfig:
+        allowed = {f.name for f in fields(cls)}
+        bad = set(data) - allowed
+        if bad:
+            raise ValueError(f"kalman: unknown key(s) {sorted(bad)} (allowed: {sorted(allowed)})")
+        return cls(**data)
+
+
+def _transition(dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """State transition ``F`` and unit-density white-jerk process noise ``Q`` over ``dt``."""
+    F = np.array([[1.0, dt, 0.5 * dt * dt], [0.0, 1.0, dt], [0.0, 0.0, 1.0]])
+    d2, d3, d4, d5 = dt**2, dt**3, dt**4, dt**5
+    Q = np.array([[d5 / 20, d4 / 8, d3 / 6], [d4 / 8, d3 / 3, d2 / 2], [d3 / 6, d2 / 2, dt]])
+    return F, Q
+
+
+@dataclass
+class UpdateResult:
+    """What one :meth:`JointKalmanFilter.update` did."""
+
+    outcome: str
+    rejected: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # per joint: gated as outlier
+    effort_rejected: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # per joint: effort gated
+
+
+class JointKalmanFilter:
+    """Independent ``[q, dq, ddq]`` filters for ``n`` joints plus an effort filter.
+
+    Args:
+        n_joints: number of joints.
+        config: see :class:`KalmanConfig`.
+    """
+
+    def __init__(self, n_joints: int, config: KalmanConfig | None = None) -> None:
+        if n_joints < 1:
+            raise ValueError(f"n_joints must be >= 1, got {n_joints}")
+        self.n = int(n_joints)
+        self.config = cfg = config or KalmanConfig()
+        self._R = np.diag([cfg.position_noise_std**2, cfg.velocity_noise_std**2])
+        self._gate2 = -2.0 * math.log(1.0 - cfg.gate_probability)  # chi-square, 2 dof
+        self._gate1 = NormalDist().inv_cdf(0.5 + 0.5 * cfg.gate_probability) ** 2  # chi-square, 1 dof
+        self.counts: dict[str, int] = dict.fromkeys((*OUTCOMES, "outliers", "effort_outliers",
+                                                             "reinitialized_joints"), 0)
+        self.t: float | None = None
+        self.x = np.zeros((self.n, 3))
+        self.P = np.zeros((self.n, 3, 3))
+        self.tau = np.zeros(self.n)
+        self.tau_var = np.zeros(self.n)
+        self._has_tau = False
+        self._rejects = np.zeros(self.n, int)
+
+    @property
+    def initialized(self) -> bool:
+        return self.t is not None
+
+    # ------------------------------------------------------------------ helpers
+    def _checked(self, values: Any, what: str) -> np.ndarray | None:
+        if values is None:
+            return None
+        arr = np.asarray(values, dtype=float)
+        if arr.shape != (self.n,):
+            raise ValueError(f"{what} must have {self.n} values, got shape {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{what} contains non-finite values: {arr}")
+        return arr
+
+    def _init_joints(self, mask: np.ndarray, q: np.ndarray, dq: np.ndarray | None) -> None:
+        cfg = self.config
+        self.x[mask, 0] = q[mask]
+        self.x[mask, 1] = 0.0 if dq is None else dq[mask]
+        self.x[mask, 2] = 0.0
+        # Without a velocity measurement, the prior velocity spread is the velocity limit's order.
+        v_std = cfg.velocity_noise_std if dq is not None else 2.0
+        self.P[mask] = np.diag([cfg.position_noise_std**2, v_std**2, cfg.initial_acceleration_std**2])
+        self._rejects[mask] = 0
+
+    def reset(self) -> None:
+        """Forget everything; the next sample initialises the filter."""
+        self.t = None
+        self._has_tau = False
+        self._rejects[:] = 0
+
+    def _init_tau(self, tau: np.ndarray | None) -> None:
+        self._has_tau = tau is not None
+        if tau is not None:
+            self.tau = tau.copy()
+            self.tau_var = np.full(self.n, self.config.effort_noise_std**2)
+
+    # ------------------------------------------------------------------ filter
+    def predict(self, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """State ``(x, P, tau, tau_var)`` extrapolated to time ``t`` without changing the filter.
+
+        ``t`` earlier than the last sample returns the current estimate (never a negative dt).
+        """
+        if self.t is None:
+            raise RuntimeError("the filter has no sample yet")
+        dt = max(0.0, float(t) - self.t)
+        if dt == 0.0:
+            return self.x.copy(), self.P.copy(), self.tau.copy(), self.tau_var.copy()
+        F, Q = _transition(dt)
+        x = self.x @ F.T
+        P = F @ self.P @ F.T + self.config.jerk_psd * Q
+        return x, P, self.tau.copy(), self.tau_var + self.config.effort_rate_psd * dt
+
+    def update(self, t: float, q: Any, dq: Any = None, tau: Any = None) -> UpdateResult:
+        """Fuse one sample taken at time ``t`` (s); ``dq``/``tau`` may be ``None`` (not measured).
+
+        Raises:
+            ValueError: wrong sizes or non-finite values (the filter is unchanged).
+        """
+        if not math.isfinite(t):
+            raise ValueError(f"timestamp must be finite, got {t}")
+        q = self._checked(q, "position")
+        dq = self._checked(dq, "velocity")
+        tau = self._checked(tau, "effort")
+        cfg = self.config
+        outcome = None
+        if self.t is None:
+            outcome = "initialized"
+        else:
+            dt = t - self.t
+            if dt < -cfg.restart_backjump:
+                outcome = "restart"
+            elif dt > cfg.max_gap:
+                outcome = "gap_reset"
+            elif dt == 0.0:
+                self.counts["duplicate"] += 1
+                return UpdateResult("duplicate", np.zeros(self.n, bool), np.zeros(self.n, bool))
+            elif dt < 0.0:
+                self.counts["out_of_order"] += 1
+                return UpdateResult("out_of_order", np.zeros(self.n, bool), np.zeros(self.n, bool))
+        if outcome is not None:
+            self._init_joints(np.ones(self.n, bool), q, dq)
+            self._init_tau(tau)
+            self.t = float(t)
+            self.counts[outcome] += 1
+            return UpdateResult(outcome, np.zeros(self.n, bool), np.zeros(self.n, bool))
+
+        x, P, tau_pred, tau_var = self.predict(t)
+        rejected = self._correct(x, P, q, dq)
+        self.x, self.P, self.t = x, P, float(t)
+        tau_rejected = self._correct_tau(tau_pred, tau_var, tau)
+        self.counts["accepted"] += 1
+        return UpdateResult("accepted", rejected, tau_rejected)
+
+    def _correct(self, x: np.ndarray, P: np.ndarray, q: np.ndarray, dq: np.ndarray | None) -> np.ndarray:
+        """Measurement update in place on ``x``/``P``; returns the per-joint outlier mask."""
+        if dq is None:
+            nu = q - x[:, 0]
+            S = P[:, 0, 0] + self._R[0, 0]
+            d2 = nu * nu / S
+            ok = d2 <= self._gate1
+            K = P[:, :, 0] / S[:, None]  # (n, 3)
+            x[ok] += K[ok] * nu[ok, None]
+            P[ok] -= K[ok, :, None] * P[ok, None, 0, :]
+        else:
+            nu = np.stack([q - x[:, 0], dq - x[:, 1]], axis=1)  # (n, 2)
+            S = P[:, :2, :2] + self._R
+            det = S[:, 0, 0] * S[:, 1, 1] - S[:, 0, 1] * S[:, 1, 0]
+            Sinv = np.empty_like(S)
+            Sinv[:, 0, 0] = S[:, 1, 1] / det
+            Sinv[:, 1, 1] = S[:, 0, 0] / det
+            Sinv[:, 0, 1] = -S[:, 0, 1] / det
+            Sinv[:, 1, 0] = -S[:, 1, 0] / det
+            d2 = np.einsum("ni,nij,nj->n", nu, Sinv, nu)
+            ok = d2 <= self._gate2
+            K = P[:, :, :2] @ Sinv  # (n, 3, 2)
+            x[ok] += np.einsum("nij,nj->ni", K[ok], nu[ok])
+            P[ok] -= K[ok] @ P[ok, :2, :]
+        P[:] = 0.5 * (P + P.transpose(0, 2, 1))  # keep it symmetric against round-off
+        rejected = ~ok
+        self.counts["outliers"] += int(rejected.sum())
+        self._rejects = np.where(rejected, self._rejects + 1, 0)
+        stuck = self._rejects >= self.config.max_consecutive_rejects
+        if np.any(stuck):
+            self.x, self.P = x, P
+            self._init_joints(stuck, q, dq)
+            x[:], P[:] = self.x, self.P
+            self.counts["reinitialized_joints"] += int(stuck.sum())
+        return rejected
+
+    def _correct_tau(self, tau_pred: np.ndarray, tau_var: np.ndarray, tau: np.ndarray | None) -> np.ndarray:
+        """Effort update (gated like the joints, 1 dof); returns the per-joint outlier mask."""
+        none = np.zeros(self.n, bool)
+        if tau is None:
+            self.tau, self.tau_var = tau_pred, tau_var
+            return none
+        if not self._has_tau:
+            self._init_tau(tau)
+            return none
+        nu = tau - tau_pred
+        S = tau_var + self.config.effort_noise_std**2
+        ok = nu * nu / S <= self._gate1
+        k = np.where(ok, tau_var / S, 0.0)
+        self.tau = tau_pred + k * nu
+        self.tau_var = (1.0 - k) * tau_var
+        self.counts["effort_outliers"] += int((~ok).sum())
+        return ~ok
