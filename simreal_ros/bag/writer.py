@@ -230,8 +230,9 @@ class BagWriter:
         return out
 
     def write_status(self, now_ns: int | None = None) -> None:
-        """Write the counters into the bag on :data:`STATUS_TOPIC`."""
-        now_ns = time.time_ns() if now_ns is None else int(now_ns)
+        """Write the counters into the bag on :data:`STATUS_TOPIC` at ``now_ns`` (default: the latest
+        message's log time, so a bag on sim time stays on sim time; wall time if there is none)."""
+        now_ns = int(now_ns) if now_ns is not None else (self._last_log_ns or time.time_ns())
         ts = typestore()
         T = ts.types
         level = 0 if self.counters["dropped"] == 0 and self.counters["write_errors"] == 0 else 1
@@ -246,12 +247,12 @@ class BagWriter:
         self.write(STATUS_TOPIC, ts.serialize_cdr(msg, STATUS_TYPE), max(now_ns, self._last_log_ns))
 
     # ------------------------------------------------------------------ close
-    def close(self) -> Path:
-        """Finish the current file and write ``metadata.yaml``. Returns the metadata path."""
+    def close(self, now_ns: int | None = None) -> Path:
+        """Write a last status, finish the current file and write ``metadata.yaml``; returns its path."""
         if self.closed:
             return self.path / METADATA
         if self.status_interval_s > 0:
-            self.write_status()
+            self.write_status(now_ns)
         self._close_file()
         self.closed = True
         topics = [t.info for t in self.topics.values()]

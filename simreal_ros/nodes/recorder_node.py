@@ -168,7 +168,7 @@ class RecorderNode(Node):
     def close(self) -> None:
         """Close the bag (metadata.yaml written); safe to call twice."""
         if not self.writer.closed:
-            path = self.writer.close()
+            path = self.writer.close(self.get_clock().now().nanoseconds or None)
             self.get_logger().info(f"bag closed: {path.parent} ({self.writer.status()['messages']} messages)")
 
     def destroy_node(self) -> None:
