@@ -212,3 +212,26 @@ def test_bad_use_gets_clear_errors(tmp_path):
     with pytest.raises(BagError, match="closed"):
         w.write("/j", joint_state(0), 1)
     assert simreal(["bag", "recover", str(tmp_path / "missing")]) == 2
+
+
+def test_check_limits_on_recorded_commands(tmp_path, capsys):
+    fa = "std_msgs/msg/Float64MultiArray"
+    enc = serialize_dynamic(fa, message_definition(fa)[0])[fa]
+    ready = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
+
+    def record(name, jump_at=None):
+        with BagWriter(tmp_path / name, status_interval_s=0) as w:
+            w.add_topic("/forward_position_controller/commands", fa)
+            for k in range(100):
+                q = list(ready)
+                if jump_at is not None and k >= jump_at:
+                    q[0] += 0.5  # 0.5 rad in 10 ms: far beyond 2.175 rad/s
+                w.write("/forward_position_controller/commands",
+                        enc({"layout": {"dim": [], "data_offset": 0}, "data": q}), 10**9 + k * 10**7)
+        return str(tmp_path / name)
+
+    assert simreal(["bag", "check-limits", record("ok")]) == 0
+    assert "0 violation(s)" in capsys.readouterr().out
+    assert simreal(["bag", "check-limits", record("bad", jump_at=50), "--rate", "100"]) == 1
+    out = capsys.readouterr().out
+    assert "panda_joint1 velocity" in out
