@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 
 
 class ParameterError(ValueError):
@@ -99,7 +100,11 @@ def declare_and_read(node: Any, spec: Sequence[Param]) -> dict[str, Any]:
     for p in spec:
         if not node.has_parameter(p.name):
             default = list(p.default) if isinstance(p.default, tuple) else p.default
-            node.declare_parameter(p.name, default, p.descriptor())
+            try:
+                node.declare_parameter(p.name, default, p.descriptor())
+            except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+                # rclpy's own range/type check on a value from a params file or the command line
+                raise ParameterError(f"parameter '{p.name}': {exc}; allowed: {p.allowed()}") from None
         value = node.get_parameter(p.name).value
         if isinstance(value, (list, tuple)) or type(value).__name__ == "array":
             value = list(value)

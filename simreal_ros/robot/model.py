@@ -113,9 +113,15 @@ class RobotModel:
         T = np.eye(4)
         out = []
         for joint, qi in zip(self.joints, q):
-            R = np.eye(4)
-            R[:3, :3] = axangle2mat(joint.axis, qi)
-            T = T @ joint.origin @ R
+            T = T @ joint.origin
+            c, s = math.cos(qi), math.sin(qi)
+            if joint.axis[2] == 1.0:  # the common z-axis joint: rotate the x and y columns only
+                x, y = T[:, 0].copy(), T[:, 1].copy()
+                T[:, 0], T[:, 1] = c * x + s * y, c * y - s * x
+            else:
+                R = np.eye(4)
+                R[:3, :3] = axangle2mat(joint.axis, qi)
+                T = T @ R
             out.append(T)
         out.append(T @ self.flange_offset)
         return out
