@@ -113,3 +113,15 @@ def test_unpaced_lockstep_publishes_clock_and_is_reproducible_for_a_seed(process
     # 30 periods; the 'default' profile drops a few measurements (seeded, so the same ones each run)
     assert 20 <= len(a) <= 30 and all(0.0105 < t <= 0.07 + 1e-9 for t, _ in a)
     assert a == b  # same seed, same commands: bit-identical measurements (noise included)
+
+
+def test_free_running_unpaced_bridge_stops_cleanly_on_sigterm(processes, ros_node):
+    import signal
+
+    proc = start_bridge(processes, "timing:=unpaced", name="free")
+    got = probe(ros_node)
+    assert ros_node.spin_until(lambda: len(got["clock"]) > 50, 30)
+    clocks = [c.clock.sec + 1e-9 * c.clock.nanosec for c in got["clock"]]
+    assert all(b > a for a, b in zip(clocks, clocks[1:]))  # sim time only moves forward
+    assert processes.stop(proc, signal.SIGTERM) == 0, processes.output(proc)  # mid-step: no traceback
+    assert "Traceback" not in processes.output(proc)

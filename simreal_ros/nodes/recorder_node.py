@@ -18,22 +18,18 @@ Bag time (the log time of each message) is the node's ROS clock at receipt: sim 
 from __future__ import annotations
 
 import importlib
-import signal
-import sys
 import time
 from pathlib import Path
 
-import rclpy
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 
 from simreal_ros.bag.types import UnknownTypeError, qos_profile
 from simreal_ros.bag.writer import BagError, BagWriter
 from simreal_ros.nodes.params import Param, ParameterError, declare_and_read
+from simreal_ros.nodes.shutdown import run_until_signal
 
 NODE_NAME = "recorder"
 
@@ -177,27 +173,8 @@ class RecorderNode(Node):
 
 
 def main(args=None) -> int:
-    """Like :func:`simreal_ros.nodes.common.run_node`, with SIGINT/SIGTERM handled here so the bag is
-    always closed: the spin loop stops, the bag is closed, then rclpy shuts down."""
-    stop = []
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.append(True))
-    node = None
-    try:
-        node = RecorderNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while not stop:
-            executor.spin_once(timeout_sec=0.1)
-    except ParameterError as exc:
-        print(f"recorder: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    """SIGINT/SIGTERM stop the spin, then the bag is closed (see :mod:`simreal_ros.nodes.shutdown`)."""
+    return run_until_signal(RecorderNode, args, NODE_NAME)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
 from rclpy.clock import Clock, ClockType
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock as ClockMsg
@@ -34,8 +35,9 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from simreal_ros.nodes.common import joint_state_msg, run_node, sec_to_stamp
+from simreal_ros.nodes.common import joint_state_msg, sec_to_stamp
 from simreal_ros.nodes.params import Param, ParameterError, declare_and_read
+from simreal_ros.nodes.shutdown import run_until_signal
 from simreal_ros.robot import load_robot
 from simreal_ros.sim.driver import KNOBS, TIMING_MODES, DriverConfig, SimDriver, ranges_with_overrides
 from simreal_ros.sim.randomize import load_ranges
@@ -156,6 +158,14 @@ class SimBridgeNode(Node):
         self._run(n)
 
     def _run(self, n: int) -> None:
+        try:
+            self._steps(n)
+        except _rclpy.RCLError:
+            if self.context.ok():
+                raise
+            # SIGINT/SIGTERM shut the context down in the middle of a (long, unpaced) callback
+
+    def _steps(self, n: int) -> None:
         for _ in range(n):
             tick = self.driver.step()
             if self.clock_pub is not None:
@@ -227,7 +237,8 @@ class SimBridgeNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(SimBridgeNode, args)
+    """Stops cleanly on SIGINT/SIGTERM even mid-step (see :mod:`simreal_ros.nodes.shutdown`)."""
+    return run_until_signal(SimBridgeNode, args, NODE_NAME)
 
 
 if __name__ == "__main__":
