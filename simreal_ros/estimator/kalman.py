@@ -218,28 +218,28 @@ class JointKalmanFilter:
 
     def _correct(self, x: np.ndarray, P: np.ndarray, q: np.ndarray, dq: np.ndarray | None) -> np.ndarray:
         """Measurement update in place on ``x``/``P``; returns the per-joint outlier mask."""
+        # Component form (per joint 3x3, 1 or 2 measurements): several times faster than
+        # batched matrix products on arrays this small.
+        c0 = P[:, :, 0].copy()  # column 0 of P == row 0 (symmetric)
+        nu0 = q - x[:, 0]
         if dq is None:
-            nu = q - x[:, 0]
-            S = P[:, 0, 0] + self._R[0, 0]
-            d2 = nu * nu / S
-            ok = d2 <= self._gate1
-            K = P[:, :, 0] / S[:, None]  # (n, 3)
-            x[ok] += K[ok] * nu[ok, None]
-            P[ok] -= K[ok, :, None] * P[ok, None, 0, :]
+            S = c0[:, 0] + self._R[0, 0]
+            ok = nu0 * nu0 / S <= self._gate1
+            K0 = c0 * (ok / S)[:, None]
+            x += K0 * nu0[:, None]
+            P -= K0[:, :, None] * c0[:, None, :]
         else:
-            nu = np.stack([q - x[:, 0], dq - x[:, 1]], axis=1)  # (n, 2)
-            S = P[:, :2, :2] + self._R
-            det = S[:, 0, 0] * S[:, 1, 1] - S[:, 0, 1] * S[:, 1, 0]
-            Sinv = np.empty_like(S)
-            Sinv[:, 0, 0] = S[:, 1, 1] / det
-            Sinv[:, 1, 1] = S[:, 0, 0] / det
-            Sinv[:, 0, 1] = -S[:, 0, 1] / det
-            Sinv[:, 1, 0] = -S[:, 1, 0] / det
-            d2 = np.einsum("ni,nij,nj->n", nu, Sinv, nu)
+            c1 = P[:, :, 1].copy()
+            nu1 = dq - x[:, 1]
+            s00, s01, s11 = c0[:, 0] + self._R[0, 0], c0[:, 1], c1[:, 1] + self._R[1, 1]
+            det = s00 * s11 - s01 * s01
+            d2 = (s11 * nu0 * nu0 - 2.0 * s01 * nu0 * nu1 + s00 * nu1 * nu1) / det
             ok = d2 <= self._gate2
-            K = P[:, :, :2] @ Sinv  # (n, 3, 2)
-            x[ok] += np.einsum("nij,nj->ni", K[ok], nu[ok])
-            P[ok] -= K[ok] @ P[ok, :2, :]
+            g = (ok / det)[:, None]
+            K0 = (c0 * s11[:, None] - c1 * s01[:, None]) * g
+            K1 = (c1 * s00[:, None] - c0 * s01[:, None]) * g
+            x += K0 * nu0[:, None] + K1 * nu1[:, None]
+            P -= K0[:, :, None] * c0[:, None, :] + K1[:, :, None] * c1[:, None, :]
         P[:] = 0.5 * (P + P.transpose(0, 2, 1))  # keep it symmetric against round-off
         rejected = ~ok
         self.counts["outliers"] += int(rejected.sum())
