@@ -139,7 +139,7 @@ class SimBridgeNode(Node):
                                                 clock=steady)
         self.create_timer(p["diagnostics_period"], self._on_diagnostics, clock=steady)
         self._ros_t0 = self.get_clock().now().nanoseconds * 1e-9 - self.driver.time
-        self.driver.start(time.monotonic())
+        # the wall clock is anchored at the first timer tick (due_steps), not during start-up
         self._publish_goal()
         self.get_logger().info(
             f"{p['timing']} sim at {p['publish_rate_hz']:g} Hz ({p['command_mode']} commands on "
