@@ -25,6 +25,9 @@ from simreal_ros.shield.modes import MODES, REVERT_TARGETS, ModeManager
 from simreal_ros.shield.watchdog import Freshness
 
 SOURCES = ("policy", "baseline")
+#: Inputs beyond this magnitude (rad, rad/s, N m) are not plausible joint values: rejected
+#: like non-finite ones (this also keeps every intermediate of the filter finite).
+MAX_ABS = 1e6
 COMMAND_MODES = ("position", "effort")
 
 
@@ -99,10 +102,10 @@ class ShieldConfig:
             from simreal_ros.sim.arm import DEFAULT_DAMPING, DEFAULT_STIFFNESS
             object.__setattr__(self, "stiffness", tuple(self.stiffness or DEFAULT_STIFFNESS))
             object.__setattr__(self, "damping", tuple(self.damping or DEFAULT_DAMPING))
-        for name in ("stiffness", "damping"):
+        for name, low in (("stiffness", 1e-3), ("damping", 0.0)):  # a target needs stiffness to act
             vals = getattr(self, name)
-            if not all(isinstance(x, (int, float)) and math.isfinite(x) and x >= 0 for x in vals):
-                raise ValueError(f"ShieldConfig.{name} = {vals!r}: allowed finite values >= 0")
+            if not all(isinstance(x, (int, float)) and low <= x <= 1e6 for x in vals):
+                raise ValueError(f"ShieldConfig.{name} = {vals!r}: allowed values in [{low:g}, 1e6]")
         if self.cartesian_box is not None:
             lo, hi = (np.asarray(b, dtype=float) for b in self.cartesian_box)
             if lo.shape != (3,) or hi.shape != (3,) or not np.all(np.isfinite(lo)) or not np.all(lo < hi):
@@ -132,6 +135,11 @@ class ShieldOutput:
         fault: latched fault text or None; ``estop``: e-stop latched; ``reverted``:
             latched revert reason or None.
         reason: why the shield holds this cycle ('' while forwarding).
+        braking: every joint was braked (a joint could not have stopped before a limit,
+            or the Cartesian box vetoed the command).
+        infeasible: the measured state made the torque limits incompatible with the
+            motion limits; the motion limits were kept and the torque met as closely as
+            they allow (position mode).
         shadow_command/shadow_interventions: in shadow mode, what the policy's command
             would have become (None without a fresh policy command).
     """
@@ -147,6 +155,7 @@ class ShieldOutput:
     reverted: str | None = None
     reason: str = ""
     braking: bool = False
+    infeasible: bool = False
     shadow_command: np.ndarray | None = None
     shadow_interventions: list[Intervention] = field(default_factory=list)
 
@@ -197,7 +206,7 @@ class Shield:
             arr = np.array(values, dtype=float).reshape(-1)
         except (TypeError, ValueError):
             arr = None
-        if arr is None or arr.shape != (len(self.names),) or not np.all(np.isfinite(arr)):
+        if arr is None or arr.shape != (len(self.names),) or not (np.abs(arr) <= MAX_ABS).all():
             self.counts[f"rejected_{what}"] += 1
             return None
         return arr
@@ -260,6 +269,15 @@ class Shield:
         self.counts["reverts"] += 1
         self.modes.revert(f"requested: {reason}" if reason else "requested by a monitor")
 
+    def state_fresh(self, now: float) -> bool:
+        """Is the last accepted joint state younger than the state timeout?"""
+        return self._state_fresh.fresh(now)
+
+    @property
+    def state(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The last accepted (q, dq), or None."""
+        return None if self._q is None else (self._q, self._dq)
+
     @property
     def mode(self) -> str:
         return self.modes.mode
@@ -311,9 +329,14 @@ class Shield:
             n = len(self.names)
             q0 = (np.clip(self._q, self.limits.q_lo, self.limits.q_hi) if cfg.command_mode == "position"
                   else np.zeros(n))
-            self._motion = MotionState(now, q0, np.zeros(n), np.zeros(n), None)
+            tau0, infeasible = None, False
+            if cfg.command_mode == "position" and state_ok:
+                tau0 = self.K * (q0 - self._q) - self.D * self._dq
+                infeasible = bool((np.abs(tau0) > self.limits.tau).any())
+            self._motion = MotionState(now, q0, np.zeros(n), np.zeros(n), tau0)
             self._last = ShieldOutput(now, q0.copy(), [], modes.mode, "hold", modes.alpha, self.fault,
-                                      self.estop_reason is not None, modes.reverted, "starting: holding")
+                                      self.estop_reason is not None, modes.reverted, "starting: holding",
+                                      infeasible=infeasible)
             return self._last
         self.counts["steps"] += 1
         if not state_ok and self.fault is None:
@@ -368,5 +391,5 @@ class Shield:
         self._motion = res.state
         self._last = ShieldOutput(now, res.command, interventions, modes.mode, source, alpha, self.fault,
                                   self.estop_reason is not None, modes.reverted, reason, res.braking,
-                                  shadow_cmd, shadow_iv)
+                                  res.infeasible, shadow_cmd, shadow_iv)
         return self._last

@@ -72,14 +72,14 @@ class StepResult:
 
 def intersect(lo_rows: np.ndarray, hi_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     """Intersect interval rows; when they do not meet, later rows give way to earlier ones."""
-    lo = lo_rows.max(axis=0)
-    hi = hi_rows.min(axis=0)
+    lo = np.fmax.reduce(lo_rows, axis=0)  # fmax/fmin: a NaN bound (overflowed torque row) is ignored
+    hi = np.fmin.reduce(hi_rows, axis=0)
     if np.all(lo <= hi):
         return lo, hi, False
     lo, hi = lo_rows[0].copy(), hi_rows[0].copy()
     for lr, hr in zip(lo_rows[1:], hi_rows[1:]):
-        lo2 = np.minimum(np.maximum(lo, lr), hi)
-        hi = np.maximum(np.minimum(hi, hr), lo2)
+        lo2 = np.fmin(np.fmax(lo, lr), hi)
+        hi = np.fmax(np.fmin(hi, hr), lo2)
         lo = lo2
     return lo, hi, True
 
@@ -170,13 +170,13 @@ class PositionFilter:
         if meas is not None:
             qm, dqm = meas
             c = qm + self.DK * dqm
-            lo = np.maximum(lo, c - self.tau_span)
-            hi = np.minimum(hi, c + self.tau_span)
+            lo = np.fmax(lo, c - self.tau_span)
+            hi = np.fmin(hi, c + self.tau_span)
             if st.tau is not None:
                 cr = c + st.tau * self.Kinv0
                 r = self.dtau_span * dtp
-                lo = np.maximum(lo, cr - r)
-                hi = np.minimum(hi, cr + r)
+                lo = np.fmax(lo, cr - r)
+                hi = np.fmin(hi, cr + r)
         infeasible = not (lo <= hi).all()
         if infeasible:
             rows = position_bounds(lim, MotionState(st.t, q, v, a, st.tau), dtp, meas, self.K, self.D)
@@ -194,6 +194,7 @@ class PositionFilter:
             lo_rows, hi_rows = position_bounds(lim, MotionState(st.t, q, v, a, st.tau), dtp, meas, self.K, self.D)
             for n_rows in (len(lo_rows), N_HARD):  # "stop here", giving up the torque rows if needed
                 lo, hi, infeasible = intersect(lo_rows[:n_rows], hi_rows[:n_rows])
+                infeasible = infeasible or n_rows < len(lo_rows)
                 cmd = np.minimum(np.maximum(q, lo), hi)
                 v_new = (cmd - q) / dt
                 a_new = (v_new - v) / dt

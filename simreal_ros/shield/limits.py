@@ -144,8 +144,9 @@ def check_limits(
         command_mode: ``position`` (targets: position, velocity, acceleration, jerk; plus
             torque and torque rate when ``states`` is given) or ``effort`` (torques).
         position_margin: margin inside the robot's position limits that must be kept.
-        states: optional ``(q, dq)`` measured when each command was computed; enables the
-            impedance-torque check in position mode (needs ``stiffness`` and ``damping``).
+        states: optional ``(q, dq)`` measured when each command was computed (None where
+            unknown); enables the impedance-torque check in position mode (needs
+            ``stiffness`` and ``damping``).
         max_step_gap, min_step: see the module docstring (use the shield's values).
         rtol: relative tolerance for floating-point rounding.
 
@@ -186,7 +187,7 @@ def check_limits(
             for i in np.flatnonzero((x < lo - tol) | (x > hi + tol)):
                 out.append(Violation(k, float(t[k]), names[i], "position", float(x[i]),
                                      float(lo[i] if x[i] < lo[i] else hi[i])))
-            if states is not None:
+            if states is not None and states[k] is not None:
                 qm, dqm = (np.asarray(s, dtype=float) for s in states[k])
                 tau = K * (x - qm) - D * dqm
                 flag(k, "effort", tau, lim.effort)
