@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +35,8 @@ class EpisodeResult:
     shield_kinds: dict[str, int]
     limit_violations: int  # sent commands (check_limits) + true joint positions/velocities
     violation_kinds: dict[str, int]
-    reverts: int  # cycles run on the baseline because the executor skipped or asked to revert
+    reverts: int  # cycles in which the policy did not drive (skipped cycle, revert, blend)
+    reverted: str | None  # the shield's latched revert reason, if it reverted
     distances: list[float] = field(default_factory=list)
     frames: list[Any] | None = field(default=None, repr=False)
 
@@ -44,6 +45,10 @@ class EpisodeResult:
 
 
 class _BaselineRunner:
+    """The baseline drives (the shield in ``shadow`` mode)."""
+
+    mode = "shadow"
+
     def __init__(self, robot, rate_hz: float) -> None:
         from simreal_ros.baseline import BaselineConfig
 
@@ -53,48 +58,46 @@ class _BaselineRunner:
         self.ctl.reset(q)
         self.ctl.set_goal(goal)
 
-    def propose(self, q, dq, stamp: float, now: float) -> tuple[np.ndarray, np.ndarray, bool]:
-        cmd = self.ctl.step(q)
-        return cmd, cmd, False
+    def propose(self, q, dq, stamp: float, now: float) -> tuple[np.ndarray | None, np.ndarray, str | None]:
+        """(policy proposal or None, baseline proposal, revert request or None)."""
+        return None, self.ctl.step(q), None
+
+    def observe_sent(self, sent: np.ndarray, source: str, now: float) -> None:
+        pass
 
 
 class _PolicyRunner:
-    """The executor core; the baseline runs alongside as the fallback (as the shield has it)."""
+    """The executor core drives (``active``); the baseline runs alongside as the shield's fallback."""
+
+    mode = "active"
 
     def __init__(self, bundle, robot, rate_hz: float) -> None:
         from simreal_ros.policy.executor import PolicyExecutor
 
         self.ex = PolicyExecutor(bundle, robot)
         self.fallback = _BaselineRunner(robot, rate_hz)
-        self.reverted = False
-        self._last_sent = None
+        self._last_sent: tuple[float, np.ndarray] | None = None
 
     def reset(self, q: np.ndarray, goal: np.ndarray) -> None:
         self.ex.reset()
         self.ex.set_goal(goal)
         self.fallback.reset(q, goal)
-        self.reverted = False
-        self._last_sent: tuple[float, np.ndarray] | None = None
+        self._last_sent = None
 
-    def observe_sent(self, sent: np.ndarray, now: float) -> None:
-        """Keep the fallback baseline on the sent motion while the policy is in command."""
-        if self.reverted:
-            return
+    def propose(self, q, dq, stamp: float, now: float) -> tuple[np.ndarray | None, np.ndarray, str | None]:
+        _, base, _ = self.fallback.propose(q, dq, stamp, now)
+        self.ex.update_state(q, dq, stamp)
+        res = self.ex.step(now)
+        return res.command, base, res.revert_reason
+
+    def observe_sent(self, sent: np.ndarray, source: str, now: float) -> None:
+        """While the policy drives, keep the fallback baseline on the sent motion (bumpless revert)."""
         v = None
         if self._last_sent is not None and now > self._last_sent[0]:
             v = (sent - self._last_sent[1]) / (now - self._last_sent[0])
         self._last_sent = (now, np.array(sent, dtype=float))
-        self.fallback.ctl.sync(sent, v)
-
-    def propose(self, q, dq, stamp: float, now: float) -> tuple[np.ndarray, np.ndarray, bool]:
-        base, _, _ = self.fallback.propose(q, dq, stamp, now)
-        self.ex.update_state(q, dq, stamp)
-        res = self.ex.step(now)
-        if res.revert_reason:
-            self.reverted = True  # latched, as the shield latches a monitor trip
-        if self.reverted or res.command is None:
-            return base, base, True
-        return res.command, base, False
+        if source == "policy":
+            self.fallback.ctl.sync(sent, v)
 
 
 def make_runner(kind: str, robot, rate_hz: float, bundle=None):
@@ -115,14 +118,11 @@ def _jerk_stats(cmds: np.ndarray, dt: float) -> tuple[float, float]:
     return float(np.sqrt(np.mean(jerk**2))), float(np.sqrt(np.mean(acc**2)))
 
 
-def run_episode(env: ReachEnv, runner, seed: int, shield_factory: Callable[[float, np.ndarray], Any] | None,
-                name: str, render: bool = False) -> EpisodeResult:
-    """Run one episode of ``runner`` on ``env`` (seeded: same goal and randomization draw per seed).
-
-    ``shield_factory(t0, q0)`` returns a fresh shield for the episode (see
-    :mod:`simreal_ros.training.shielding`); ``None`` sends the proposals unfiltered.
-    """
+def run_episode(env: ReachEnv, runner, seed: int, use_shield: bool, name: str,
+                render: bool = False) -> EpisodeResult:
+    """Run one episode of ``runner`` on ``env`` (seeded: same goal and randomization draw per seed)."""
     from simreal_ros.shield.limits import check_limits
+    from simreal_ros.training.shielding import EpisodeShield
 
     robot, arm = env.robot, env.arm
     lim = robot.limits
@@ -130,10 +130,11 @@ def run_episode(env: ReachEnv, runner, seed: int, shield_factory: Callable[[floa
     goal = info["goal"]
     meas = env._last_meas
     runner.reset(meas.position, goal)
-    shield = shield_factory(arm.time, meas.position.copy()) if shield_factory else None
     period = env.control_period
-    sent_hist, times, states, dists = [], [], [], []
-    interventions, reverts = 0, 0
+    shield = EpisodeShield(robot, period, mode=runner.mode, use_shield=use_shield)
+    # the shield comes up holding the start pose one period before the first cycle
+    sent_hist, times, dists = [meas.position.copy()], [arm.time - period], []
+    interventions, off_policy = 0, 0
     kinds: dict[str, int] = {}
     true_viol: dict[str, int] = {}
     first_success = math.nan
@@ -142,22 +143,18 @@ def run_episode(env: ReachEnv, runner, seed: int, shield_factory: Callable[[floa
     for k in range(env.max_steps):
         now = arm.time
         meas = env._last_meas
-        proposed, fallback, reverted = runner.propose(meas.position, meas.velocity, meas.stamp, now)
-        reverts += int(reverted)
-        if shield is not None:
-            sent, changed, why = shield(now, proposed, fallback, meas.position, meas.velocity)
-            if changed:
-                interventions += 1
-                for w in why:
-                    kinds[w] = kinds.get(w, 0) + 1
-        else:
-            sent = proposed
-        if hasattr(runner, "observe_sent"):
-            runner.observe_sent(np.asarray(sent, dtype=float), now)
-        sent_hist.append(np.array(sent, dtype=float))
+        policy, base, revert = runner.propose(meas.position, meas.velocity, meas.stamp, now)
+        out = shield.step(now, meas.position, meas.velocity, meas.stamp, policy, base, revert)
+        if out.kinds:
+            interventions += 1
+            for w in out.kinds:
+                kinds[w] = kinds.get(w, 0) + 1
+        if runner.mode == "active" and out.source != "policy":
+            off_policy += 1
+        runner.observe_sent(out.command, out.source, now)
+        sent_hist.append(np.array(out.command, dtype=float))
         times.append(now)
-        states.append((meas.position.copy(), meas.velocity.copy()))
-        arm.set_command(sent)
+        arm.set_command(out.command)
         arm.advance(period)
         env._measure()
         truth = arm.true_state()
@@ -172,7 +169,7 @@ def run_episode(env: ReachEnv, runner, seed: int, shield_factory: Callable[[floa
         if render:
             frames.append(env.render())
     cmds = np.array(sent_hist)
-    viol = check_limits(robot, times, cmds, max_step_gap=max(0.05, 1.5 * period))
+    viol = check_limits(robot, times, cmds, max_step_gap=1.5 * period)
     viol_kinds = dict(true_viol)
     for v in viol:
         viol_kinds[v.kind] = viol_kinds.get(v.kind, 0) + 1
@@ -181,4 +178,5 @@ def run_episode(env: ReachEnv, runner, seed: int, shield_factory: Callable[[floa
         controller=name, seed=seed, success=bool(status["is_success"]), final_distance=float(status["distance"]),
         time_to_target=first_success, command_jerk_rms=jerk, command_accel_rms=accel,
         shield_interventions=interventions, shield_kinds=kinds, limit_violations=sum(viol_kinds.values()),
-        violation_kinds=viol_kinds, reverts=reverts, distances=dists, frames=frames)
+        violation_kinds=viol_kinds, reverts=off_policy, reverted=shield.shield.modes.reverted if use_shield else None,
+        distances=dists, frames=frames)

@@ -49,7 +49,6 @@ def _run_chunk(job: dict[str, Any]) -> list[dict[str, Any]]:
     from simreal_ros.policy.bundle import load_bundle
     from simreal_ros.sim.env import ReachEnv
     from simreal_ros.training.episodes import make_runner, run_episode
-    from simreal_ros.training.shielding import shield_factory
 
     env = ReachEnv(randomization=job["profile"], render_mode="rgb_array" if job.get("render") else None)
     robot = env.robot
@@ -57,11 +56,10 @@ def _run_chunk(job: dict[str, Any]) -> list[dict[str, Any]]:
     rate = 1.0 / env.control_period
     if bundle is not None and abs(bundle.manifest.control_rate_hz - rate) > 1e-9:
         raise ValueError(f"bundle control_rate_hz {bundle.manifest.control_rate_hz} differs from the env's {rate}")
-    sf = None if job["no_shield"] else shield_factory(robot, env.control_period)
     runner = make_runner(job["controller"], robot, rate, bundle)
     out = []
     for seed in job["seeds"]:
-        res = run_episode(env, runner, seed, sf, job["controller"], render=bool(job.get("render")))
+        res = run_episode(env, runner, seed, not job["no_shield"], job["controller"], render=bool(job.get("render")))
         d = res.summary()
         d["distances"] = res.distances
         if res.frames is not None:
@@ -114,7 +112,8 @@ def aggregate(episodes: list[dict[str, Any]]) -> dict[str, Any]:
         "episodes_with_interventions": int(sum(e["shield_interventions"] > 0 for e in episodes)),
         "shield_intervention_kinds": kinds,
         "limit_violations": int(sum(e["limit_violations"] for e in episodes)),
-        "reverts_to_baseline": int(sum(e["reverts"] for e in episodes)),
+        "cycles_not_driven_by_policy": int(sum(e["reverts"] for e in episodes)),
+        "episodes_reverted": int(sum(e["reverted"] is not None for e in episodes)),
     }
 
 
@@ -179,7 +178,7 @@ def record_in_manifest(bundle: str | Path, episodes: int = 100, seed: int = 10_0
                           **{ctl: {k: cond[ctl][k] for k in ("success_rate", "final_distance_median_m",
                                                               "time_to_target_median_s", "command_jerk_rms_mean",
                                                               "shield_interventions_per_episode",
-                                                              "limit_violations", "reverts_to_baseline")}
+                                                              "limit_violations", "episodes_reverted")}
                              for ctl in CONTROLLERS}}
     manifest.provenance = {**manifest.provenance, "evaluation": summary}
     PolicyManifest.from_dict(manifest.to_dict())  # still valid
@@ -192,7 +191,7 @@ def _print_table(report: dict[str, Any]) -> None:
             ("time to target median (s)", "time_to_target_median_s", "{:.2f}"),
             ("command jerk RMS (rad/s^3)", "command_jerk_rms_mean", "{:.1f}"),
             ("shield interventions/episode", "shield_interventions_per_episode", "{:.2f}"),
-            ("limit violations", "limit_violations", "{}"), ("reverts to baseline", "reverts_to_baseline", "{}")]
+            ("limit violations", "limit_violations", "{}"), ("episodes reverted", "episodes_reverted", "{}")]
     for cname, cond in report["conditions"].items():
         print(f"\n{cname} ({cond['randomization']}), {report['episodes']} episodes")
         print(f"  {'':30s}{'policy':>12s}{'baseline':>12s}")

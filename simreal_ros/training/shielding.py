@@ -1,48 +1,75 @@
-"""The safety shield core as the evaluation loop uses it: one call per control cycle.
+"""The safety shield core as the evaluation loop drives it: one step per control cycle.
 
-``factory(t0, q0)`` makes a fresh per-episode shield ``shield(now, proposed, fallback, q, dq)
--> (sent, changed, kinds)``: ``sent`` is the command the arm receives, ``changed`` whether
-the shield altered the proposal and ``kinds`` which limits bound it. It runs the shield
-package's pure filter (:func:`simreal_ros.shield.filter.position_step`) with the robot's
-limits and the impedance gains the sim uses, exactly as the shield node does per cycle.
+:class:`EpisodeShield` wraps :class:`simreal_ros.shield.Shield` the way the shield node does:
+the measured state and both proposals (policy and baseline) go in, the command to send comes
+out, with the interventions, the source that drove and a latched revert. The shield steps at
+the controller's period, so every proposal is filtered exactly once.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from simreal_ros.robot import RobotModel
 
-ShieldFn = Callable[[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, bool, list[str]]]
+
+@dataclass
+class ShieldStep:
+    command: np.ndarray
+    source: str  # policy | baseline | blend | hold
+    kinds: list[str] = field(default_factory=list)  # limits that bound the request this cycle
+    reverted: str | None = None
 
 
-def shield_factory(robot: RobotModel, control_period: float, position_margin: float = 0.0,
-                   stiffness=None, damping=None) -> Callable[[float, np.ndarray], ShieldFn]:
-    """Per-episode shield maker for ``robot`` at the controller's period (s)."""
-    from simreal_ros.shield.filter import MotionState, position_step
-    from simreal_ros.shield.limits import ShieldLimits
-    from simreal_ros.sim.arm import DEFAULT_DAMPING, DEFAULT_STIFFNESS
+class EpisodeShield:
+    """One episode's shield.
 
-    lim = ShieldLimits.from_robot(robot, position_margin=position_margin, max_step_gap=max(0.05, 1.5 * control_period))
-    K = np.asarray(DEFAULT_STIFFNESS if stiffness is None else stiffness, dtype=float)
-    D = np.asarray(DEFAULT_DAMPING if damping is None else damping, dtype=float)
+    Args:
+        robot: limits come from it.
+        control_period: the controllers' period (s); the shield steps once per period.
+        mode: ``active`` (the policy drives) or ``shadow`` (the baseline drives).
+        use_shield: ``False`` forwards the driving proposal unfiltered (diagnostics only).
+    """
 
-    def make(t0: float, q0: np.ndarray) -> ShieldFn:
-        n = len(q0)
-        # as if ``q0`` had been sent one period before the first cycle, at rest
-        state = {"st": MotionState(float(t0) - control_period, np.asarray(q0, dtype=float), np.zeros(n), np.zeros(n), None)}
+    def __init__(self, robot: RobotModel, control_period: float, mode: str = "active",
+                 use_shield: bool = True) -> None:
+        from simreal_ros.shield import Shield, ShieldConfig
 
-        def shield(now: float, proposed: np.ndarray, fallback: np.ndarray, q: np.ndarray,
-                   dq: np.ndarray) -> tuple[np.ndarray, bool, list[str]]:
-            res = position_step(lim, state["st"], np.asarray(proposed, dtype=float), float(now), meas=(q, dq),
-                                K=K, D=D)
-            state["st"] = res.state
-            changed = bool(np.any(res.clipped))
-            kinds = sorted({res.kinds[i] for i in np.flatnonzero(res.clipped)}) if changed else []
-            return res.command, changed, kinds
+        self.mode = mode
+        self.use_shield = use_shield
+        self.shield = Shield(robot, ShieldConfig(control_period=control_period, max_step_gap=1.5 * control_period,
+                                                 min_step=min(1e-4, control_period / 10),
+                                                 command_timeout=2.5 * control_period, mode=mode))
+        self.period = control_period
+        self._started = False
 
-        return shield
+    def _start(self, now: float, q: np.ndarray, dq: np.ndarray, stamp: float) -> None:
+        """Bring the shield up one period early, holding ``q``: as on the robot, where the shield
+        runs before a controller proposes, the first proposal is then filtered like any other."""
+        t0 = now - self.period
+        self.shield.update_state(q, dq, stamp=min(stamp, t0), now=t0)
+        out = self.shield.step(t0)
+        self.start_command = out.command
+        self._started = True
 
-    return make
+    def step(self, now: float, q: np.ndarray, dq: np.ndarray, stamp: float, policy: np.ndarray | None,
+             baseline: np.ndarray, revert: str | None = None) -> ShieldStep:
+        if not self.use_shield:
+            drive = policy if (self.mode == "active" and policy is not None) else baseline
+            return ShieldStep(np.asarray(drive, dtype=float), "policy" if drive is policy else "baseline")
+        sh = self.shield
+        if not self._started:
+            self._start(now, q, dq, stamp)
+        sh.update_state(q, dq, stamp=stamp, now=now)
+        if policy is not None:
+            sh.propose("policy", policy, now=now)
+        sh.propose("baseline", baseline, now=now)
+        if revert:
+            sh.request_revert(revert)
+        out = sh.step(now)
+        if out.command is None:
+            raise RuntimeError(f"shield gave no command: {out.reason}")
+        kinds = sorted({iv.kind for iv in out.interventions})
+        return ShieldStep(out.command, out.source, kinds, out.reverted)

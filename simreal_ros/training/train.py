@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="profile in config/randomization.yaml (default: %(default)s)")
     p.add_argument("--net", default="256,256", help="hidden layer sizes (default: %(default)s)")
     p.add_argument("--log-std-init", type=float, default=-1.0, help="PPO initial log std of the actions")
+    p.add_argument("--pretrain-steps", type=int, default=0,
+                   help="PPO only: DAgger warm start from the analytic expert for this many env steps (0: off)")
+    p.add_argument("--dagger-iterations", type=int, default=4, help="DAgger iterations (default: %(default)s)")
     p.add_argument("--eval-episodes", type=int, default=0,
                    help="after training, evaluate this many episodes per condition and record them")
     p.add_argument("--workdir", default=None, help="keep the SB3 model and VecNormalize stats here")
@@ -65,10 +68,14 @@ def _make_env(randomization: str, seed: int, rank: int):
 
 
 class _Progress:
-    """SB3 callback factory (kept lazy: stable-baselines3 is an optional dependency)."""
+    """SB3 callback factory (kept lazy: stable-baselines3 is an optional dependency).
+
+    The callback shows a tqdm bar with the recent training success rate and, with
+    ``checkpoint=(dir, every)``, saves the model and VecNormalize statistics every ``every`` steps.
+    """
 
     @staticmethod
-    def make(total: int, enabled: bool):
+    def make(total: int, enabled: bool, checkpoint: tuple[Path, int] | None = None):
         from stable_baselines3.common.callbacks import BaseCallback
         from tqdm import tqdm
 
@@ -77,9 +84,14 @@ class _Progress:
                 self.bar = tqdm(total=total, unit="step", disable=not enabled, dynamic_ncols=True,
                                 desc="simreal train")
                 self.success: list[float] = []
+                self._saved = 0
 
             def _on_step(self) -> bool:
                 self.bar.update(self.training_env.num_envs)
+                if checkpoint and self.num_timesteps // checkpoint[1] > self._saved:
+                    self._saved = self.num_timesteps // checkpoint[1]
+                    self.model.save(checkpoint[0] / "model.zip")
+                    self.training_env.save(str(checkpoint[0] / "vecnormalize.pkl"))
                 for info, done in zip(self.locals.get("infos", []), self.locals.get("dones", [])):
                     if done:
                         self.success.append(float(info.get("is_success", False)))
@@ -132,6 +144,31 @@ def export_bundle(model, vecnorm, out: Path, name: str, provenance: dict[str, An
         return save_bundle(out, manifest, onnx_path)
 
 
+def _pretrain(model, venv, args: argparse.Namespace) -> dict[str, Any]:
+    """DAgger warm start (see :mod:`simreal_ros.training.imitation`); seeds VecNormalize's obs statistics."""
+    from tqdm import tqdm
+
+    from simreal_ros.sim.env import ReachEnv
+    from simreal_ros.training.imitation import dagger
+
+    bar = tqdm(total=args.pretrain_steps, unit="step", desc="dagger warm start", disable=args.no_progress,
+               dynamic_ncols=True)
+
+    def progress(n: int, text: str) -> None:
+        bar.update(n)
+        bar.set_postfix_str(text)
+
+    t0 = time.monotonic()
+    mean, var, report = dagger(model, lambda: ReachEnv(randomization=args.randomization), args.pretrain_steps,
+                               args.dagger_iterations, args.seed, progress=progress)
+    bar.close()
+    rms = venv.obs_rms
+    rms.mean, rms.var, rms.count = mean.copy(), var.copy(), float(args.pretrain_steps)
+    report.update(method="DAgger from an analytic resolved-rate expert (simreal_ros.training.imitation)",
+                  steps=args.pretrain_steps, wall_time_s=round(time.monotonic() - t0, 1))
+    return report
+
+
 def train(args: argparse.Namespace) -> Path:
     """Train, export, optionally evaluate; returns the bundle directory."""
     import torch
@@ -166,12 +203,19 @@ def train(args: argparse.Namespace) -> Path:
         policy_kwargs = {"net_arch": net}
         model = SAC("MlpPolicy", venv, seed=args.seed, policy_kwargs=policy_kwargs, device="cpu", verbose=0, **hp)
 
-    t0 = time.monotonic()
-    model.learn(total_timesteps=args.timesteps, callback=_Progress.make(args.timesteps, not args.no_progress))
-    wall = time.monotonic() - t0
-    if args.workdir:
-        wd = Path(args.workdir)
+    pretrain = None
+    if args.pretrain_steps > 0:
+        if args.algo != "ppo":
+            raise ValueError("--pretrain-steps needs --algo ppo (the warm start fits PPO's Gaussian mean)")
+        pretrain = _pretrain(model, venv, args)
+    wd = Path(args.workdir) if args.workdir else None
+    if wd is not None:
         wd.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    model.learn(total_timesteps=args.timesteps, callback=_Progress.make(
+        args.timesteps, not args.no_progress, (wd, 100_000) if wd is not None else None))
+    wall = time.monotonic() - t0
+    if wd is not None:
         model.save(wd / "model.zip")
         venv.save(str(wd / "vecnormalize.pkl"))
     venv.close()
@@ -188,6 +232,8 @@ def train(args: argparse.Namespace) -> Path:
                      "env": {"id": "SimReal/Reach-v0", "action_scale": action_scale, "control_rate_hz": rate}},
         "randomization": {"profile": args.randomization, "ranges": asdict(ranges)},
     }
+    if pretrain is not None:
+        provenance["training"]["pretraining"] = pretrain
     out = export_bundle(model, venv, Path(args.out), args.name, provenance, action_scale, rate)
     print(f"trained {args.timesteps} steps in {wall:.0f} s; bundle written to {out}")
     if args.eval_episodes > 0:

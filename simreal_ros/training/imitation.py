@@ -1,0 +1,150 @@
+"""Warm start for RL: DAgger from an analytic reaching expert, before PPO fine-tuning.
+
+The expert is a *stateless* resolved-rate controller written only in terms of what the
+policy observes (measured joints, goal, last action), so a network can represent it exactly:
+
+* joint step ``dq = gain * J^T (J J^T + lambda^2 I)^-1 (goal - flange) + N (k (q_ready - q))``
+  (damped least squares on the flange position, null-space pull to the ready pose),
+* as an action ``dq / action_scale`` scaled uniformly into ``[-1, 1]``,
+* changing by at most ``max_action_change`` per step (from the observed last action), so the
+  commanded acceleration stays within what the safety shield passes.
+
+DAgger (Ross et al., 2011) rolls out a mixture of expert and learner in the randomized env,
+labels every visited observation with the expert's action and fits the policy network's
+mean action by regression. The result initialises SB3's PPO policy (same network), and its
+observation statistics become the ``VecNormalize`` statistics (kept fixed afterwards).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from simreal_ros.robot import RobotModel
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    gain: float = 1.0  # fraction of the Cartesian error corrected per step
+    damping: float = 0.05  # DLS damping (m)
+    posture_gain: float = 0.05  # null-space pull per step
+    max_action_change: float = 0.3  # per step, in action units
+
+
+def expert_action(robot: RobotModel, q: np.ndarray, goal: np.ndarray, last_action: np.ndarray,
+                  action_scale: float, cfg: ExpertConfig = ExpertConfig()) -> np.ndarray:
+    """The expert's action for measured joints ``q``, ``goal`` and the previous action."""
+    T = robot.link_transforms(q)
+    e = goal - T[-1][:3, 3]
+    J = robot.jacobian(q)[:3]
+    JJt = J @ J.T
+    dq = cfg.gain * (J.T @ np.linalg.solve(JJt + cfg.damping**2 * np.eye(3), e))
+    J_pinv = J.T @ np.linalg.inv(JJt + 1e-9 * np.eye(3))
+    dq = dq + (np.eye(robot.n_joints) - J_pinv @ J) @ (cfg.posture_gain * (robot.ready_pose - q))
+    a = dq / action_scale
+    m = float(np.max(np.abs(a)))
+    if m > 1.0:
+        a = a / m
+    return np.clip(a, last_action - cfg.max_action_change, last_action + cfg.max_action_change)
+
+
+def collect(env, policy_fn, steps: int, beta: float, rng: np.random.Generator, noise: float,
+            cfg: ExpertConfig = ExpertConfig()) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Roll out for ``steps``: each episode is driven by the expert with probability ``beta``
+    (else by ``policy_fn(obs)``), plus Gaussian action noise; returns (observations, expert
+    labels, stats)."""
+    obs_list, act_list, successes = [], [], []
+    obs, info = env.reset(seed=int(rng.integers(2**31)))
+    use_expert = rng.random() < beta
+    last = np.zeros(env.robot.n_joints)
+    for _ in range(steps):
+        q = env._last_meas.position
+        label = expert_action(env.robot, q, env.goal, last, env.action_scale, cfg)
+        act = label if use_expert else np.asarray(policy_fn(obs), dtype=float)
+        if noise > 0:
+            act = act + noise * rng.standard_normal(act.shape)
+        act = np.clip(act, -1.0, 1.0)
+        obs_list.append(obs)
+        act_list.append(label)
+        obs, _, term, trunc, info = env.step(act)
+        last = act
+        if term or trunc:
+            successes.append(float(info["is_success"]))
+            obs, info = env.reset(seed=int(rng.integers(2**31)))
+            use_expert = rng.random() < beta
+            last = np.zeros(env.robot.n_joints)
+    stats = {"episodes": len(successes), "success": float(np.mean(successes)) if successes else float("nan")}
+    return np.asarray(obs_list, dtype=np.float32), np.asarray(act_list, dtype=np.float32), stats
+
+
+def fit(policy, obs_n: np.ndarray, actions: np.ndarray, epochs: int, lr: float, seed: int,
+        batch_size: int = 256) -> float:
+    """Regress the SB3 policy's deterministic action on normalised observations; returns the final MSE."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.as_tensor(obs_n)
+    y = torch.as_tensor(actions)
+    params = list(policy.mlp_extractor.policy_net.parameters()) + list(policy.action_net.parameters())
+    if hasattr(policy, "features_extractor"):
+        params += list(policy.features_extractor.parameters())
+    opt = torch.optim.Adam(params, lr=lr)
+    loss_val = float("nan")
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        total, count = 0.0, 0
+        for i in range(0, len(x), batch_size):
+            idx = perm[i:i + batch_size]
+            pred = policy.action_net(policy.mlp_extractor.forward_actor(policy.extract_features(
+                x[idx], policy.pi_features_extractor)))
+            loss = torch.mean((pred - y[idx]) ** 2)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        loss_val = total / count
+    return loss_val
+
+
+def dagger(model, make_env, total_steps: int, iterations: int, seed: int, epochs: int = 15, lr: float = 1e-3,
+           noise: float = 0.1, progress=None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Pre-train ``model.policy`` (SB3 PPO) by DAgger; returns (obs mean, obs var, report).
+
+    ``make_env()`` gives a fresh (randomized) ReachEnv. Iteration 0 is pure expert; later ones
+    use the learner with probability ``1 - 0.5**i``.
+    """
+    import torch
+
+    rng = np.random.default_rng(seed)
+    env = make_env()
+    per_iter = max(1, total_steps // max(1, iterations))
+    X, Y = [], []
+    mean = var = None
+    report: dict[str, Any] = {"iterations": [], "expert": ExpertConfig().__dict__}
+    policy = model.policy
+
+    def learner(obs: np.ndarray) -> np.ndarray:
+        z = np.clip((obs - mean) / np.sqrt(var + 1e-8), -10.0, 10.0).astype(np.float32)
+        with torch.no_grad():
+            a = policy._predict(torch.as_tensor(z[None]), deterministic=True)
+        return a.numpy()[0]
+
+    for it in range(max(1, iterations)):
+        beta = 1.0 if it == 0 else 0.5**it
+        x, y, stats = collect(env, learner, per_iter, beta, rng, noise if it == 0 else noise / 2)
+        X.append(x)
+        Y.append(y)
+        xs, ys = np.concatenate(X), np.concatenate(Y)
+        if it == 0:  # statistics of the expert's state distribution, as VecNormalize would gather them
+            mean, var = xs.mean(axis=0).astype(np.float64), xs.var(axis=0).astype(np.float64)
+        z = np.clip((xs - mean) / np.sqrt(var + 1e-8), -10.0, 10.0).astype(np.float32)
+        mse = fit(policy, z, ys, epochs, lr, seed + it)
+        report["iterations"].append({"beta": beta, "samples": int(len(xs)), "rollout_success": stats["success"],
+                                     "mse": mse})
+        if progress is not None:
+            progress(per_iter, f"dagger {it + 1}/{iterations}: mse {mse:.4f}, rollout success {stats['success']:.2f}")
+    env.close()
+    return mean, var, report
