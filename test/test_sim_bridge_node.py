@@ -59,6 +59,8 @@ def test_paced_bridge_publishes_at_rate_tracks_targets_and_rejects_nan(processes
     assert len(js[0].position) == len(js[0].velocity) == len(js[0].effort) == 7
     assert np.allclose(np.diff([stamp(m) for m in js]), 0.002, atol=1e-6)  # one sample per 2 ms period
     assert not got["clock"]  # paced mode: wall-clock ROS time, no /clock
+    age = ros_node.get_clock().now().nanoseconds * 1e-9 - stamp(got["js"][-1])
+    assert 0.0 <= age < 0.5, f"stamps are not on the ROS clock (age {age:.3f} s)"
     goal0 = got["goal"][-1].point
 
     target = np.array(READY) + np.array([0.3, 0.2, -0.2, 0.3, 0.1, -0.2, 0.3])

@@ -98,6 +98,8 @@ def test_paced_runs_due_periods_and_skips_a_long_stall():
     assert drv.due_steps(11.0) == 1  # 1 s stall: backlog skipped, counted
     drv.step()
     assert drv.counters["overruns"] > 90
+    # stamps follow the schedule: the period just run ends "now", also after the skipped stall
+    assert drv.wall_time_of(drv.time) == pytest.approx(11.0, abs=drv.period)
     assert drv.real_time_factor(11.0) == pytest.approx(0.04, abs=1e-6)
 
 

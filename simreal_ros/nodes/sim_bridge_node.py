@@ -138,7 +138,7 @@ class SimBridgeNode(Node):
             self.wait_timer = self.create_timer(min(0.01, p["sync_timeout"] / 10), self._on_wait_timer,
                                                 clock=steady)
         self.create_timer(p["diagnostics_period"], self._on_diagnostics, clock=steady)
-        self._ros_t0 = self.get_clock().now().nanoseconds * 1e-9 - self.driver.time
+        self._ros_minus_mono = 0.0  # paced: ROS time - monotonic time, read at each tick
         # the wall clock is anchored at the first timer tick (due_steps), not during start-up
         self._publish_goal()
         self.get_logger().info(
@@ -148,7 +148,21 @@ class SimBridgeNode(Node):
 
     # ------------------------------------------------------------------ stepping
     def _stamp(self, t: float):
-        return sec_to_stamp(t if self.unpaced else self._ros_t0 + t)
+        """Header stamp of driver time ``t``: sim time (unpaced), or (paced) the ROS time at which the
+        pacing schedules ``t`` -- smooth, never ahead of the publish time, shifted after a skipped stall."""
+        if self.unpaced:
+            return sec_to_stamp(t)
+        if not self.driver.started:  # before the first tick
+            return self.get_clock().now().to_msg()
+        return sec_to_stamp(self.driver.wall_time_of(t) + self._ros_minus_mono)
+
+    def _clock_offset(self) -> None:
+        """ROS (system) time - monotonic time; kept constant (smooth stamps) unless the system clock
+        was stepped by more than 1 ms."""
+        if not self.unpaced:
+            off = self.get_clock().now().nanoseconds * 1e-9 - time.monotonic()
+            if abs(off - self._ros_minus_mono) > 1e-3:
+                self._ros_minus_mono = off
 
     def _on_timer(self) -> None:
         n = self.driver.due_steps(time.monotonic())
@@ -158,6 +172,7 @@ class SimBridgeNode(Node):
         self._run(n)
 
     def _run(self, n: int) -> None:
+        self._clock_offset()
         try:
             self._steps(n)
         except _rclpy.RCLError:

@@ -161,6 +161,7 @@ class SimDriver:
         self._steps = 0
         self._wall0: float | None = None  # pacing anchor (moves forward when a backlog is skipped)
         self._wall_start: float | None = None
+        self._t_start = 0.0
         self._wait_since: float | None = None
         self.episode = 0
         self._dropped_before = 0
@@ -185,7 +186,18 @@ class SimDriver:
     def start(self, wall_now: float) -> None:
         """Anchor the wall clock (pacing and real-time factor) at ``wall_now``."""
         self._wall0 = self._wall_start = wall_now
+        self._t_start = self.time
         self._steps = 0
+
+    @property
+    def started(self) -> bool:
+        return self._wall0 is not None
+
+    def wall_time_of(self, t: float) -> float:
+        """Paced: the wall-clock time at which driver time ``t`` is scheduled (smooth, stall-adjusted)."""
+        if self._wall0 is None:
+            raise RuntimeError("wall_time_of() before start()")
+        return self._wall0 + (t - self._t_start)
 
     def due_steps(self, wall_now: float) -> int:
         """How many publish periods to run now (see the module docstring)."""
