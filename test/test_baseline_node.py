@@ -61,6 +61,19 @@ def test_node_commands_reach_the_goal_within_limits(processes, ros_node):
     step = np.abs(np.diff(cmds, axis=0))  # per control period, the node's own clock
     assert np.all(step <= lim.velocity * 0.5 / RATE + 1e-9)
 
+    # another controller is in command: the shield sends something else; the baseline
+    # continues from what was sent (bumpless take-over), then heads back to the goal
+    sent_pub = node.create_publisher(Float64MultiArray, "/forward_position_controller/commands", 10)
+    elsewhere = commands[-1][1] + np.array([0.3, -0.2, 0.0, 0.2, 0.0, 0.0, 0.0])
+    n0 = len(commands)
+    sent_pub.publish(Float64MultiArray(data=elsewhere.tolist()))
+    assert node.spin_until(lambda: len(commands) >= n0 + 3, timeout=5)
+    after = np.array([c[1] for c in commands[n0:]])
+    jumped = [i for i, c in enumerate(after) if np.max(np.abs(c - elsewhere)) < 0.1]
+    assert jumped, "the baseline did not take over from the sent command"
+    follow = after[jumped[0]:]
+    assert np.all(np.abs(np.diff(follow, axis=0)) <= lim.velocity * 0.5 / RATE + 1e-9)
+
 
 def test_bad_parameter_refuses_to_start_naming_the_key(processes):
     proc = processes.start("-m", "simreal_ros.nodes.baseline_node", "--ros-args", "-p", "velocity_scale:=1.5",

@@ -45,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--randomization", default="default",
                    help="profile in config/randomization.yaml (default: %(default)s)")
     p.add_argument("--net", default="256,256", help="hidden layer sizes (default: %(default)s)")
+    p.add_argument("--learning-rate", type=float, default=None, help="override the algorithm's learning rate")
     p.add_argument("--log-std-init", type=float, default=-1.0, help="PPO initial log std of the actions")
     p.add_argument("--pretrain-steps", type=int, default=0,
                    help="PPO only: DAgger warm start from the analytic expert for this many env steps (0: off)")
@@ -192,6 +193,10 @@ def train(args: argparse.Namespace) -> Path:
     fns = [_make_env(args.randomization, args.seed, i) for i in range(args.n_envs)]
     venv = SubprocVecEnv(fns) if args.subproc and args.n_envs > 1 else DummyVecEnv(fns)
     hp = dict(PPO_DEFAULTS if args.algo == "ppo" else SAC_DEFAULTS)
+    if args.learning_rate is not None:
+        if not args.learning_rate > 0:
+            raise ValueError(f"--learning-rate must be > 0, got {args.learning_rate}")
+        hp["learning_rate"] = float(args.learning_rate)
     venv = VecNormalize(venv, norm_obs=True, norm_reward=True, clip_obs=10.0, gamma=hp["gamma"])
     if args.algo == "ppo":
         hp["n_steps"] = max(16, hp["n_steps"] if args.n_envs >= 8 else hp["n_steps"] * 8 // args.n_envs)
