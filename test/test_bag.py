@@ -21,7 +21,7 @@ from mcap_ros2._dynamic import serialize_dynamic
 from mcap_ros2.decoder import DecoderFactory
 from rosbags.rosbag2 import Reader
 from rosbags.rosbag2.errors import ReaderError
-from rosbags.typesys import Stores, get_typestore
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from simreal_ros.bag import STATUS_TOPIC, BagError, BagWriter, needs_recovery, recover
 from simreal_ros.bag.types import UnknownTypeError, message_definition
@@ -235,3 +235,25 @@ def test_check_limits_on_recorded_commands(tmp_path, capsys):
     assert simreal(["bag", "check-limits", record("bad", jump_at=50), "--rate", "100"]) == 1
     out = capsys.readouterr().out
     assert "panda_joint1 velocity" in out
+
+
+def test_types_unknown_to_the_typestore_come_from_installed_msg_files(tmp_path, monkeypatch):
+    share = tmp_path / "share" / "demo_msgs" / "msg"
+    share.mkdir(parents=True)
+    (share / "Inner.msg").write_text("float64 value\nint32 LIMIT=3\n")
+    (share / "Outer.msg").write_text("# a comment\nstd_msgs/Header header\nInner[] items\nstring<=8 label\n")
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path))
+    text, rihs = message_definition("demo_msgs/msg/Outer")
+    assert "Inner[] items" in text and "MSG: demo_msgs/Inner" in text and rihs.startswith("RIHS01_")
+    enc = serialize_dynamic("demo_msgs/msg/Outer", text)["demo_msgs/msg/Outer"]
+    with BagWriter(tmp_path / "bag", status_interval_s=0) as w:
+        w.add_topic("/outer", "demo_msgs/msg/Outer")
+        w.write("/outer", enc({"header": {"stamp": {"sec": 1, "nanosec": 2}, "frame_id": "f"},
+                               "items": [{"value": 1.5}], "label": "x"}), 5)
+    store = get_typestore(Stores.EMPTY)  # a reader that knows the type only from the bag's own schema
+    with Reader(tmp_path / "bag") as reader:
+        for conn in reader.connections:
+            store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))
+        (conn, _t, raw), = list(reader.messages())
+    msg = store.deserialize_cdr(raw, conn.msgtype)
+    assert msg.items[0].value == 1.5 and msg.label == "x" and msg.header.stamp.nanosec == 2
