@@ -85,6 +85,24 @@ def test_paced_bridge_publishes_at_rate_tracks_targets_and_rejects_nan(processes
     g = got["goal"][-1].point
     assert g.z > 0.1 and math.hypot(g.x, g.y) > 0.25  # a reachable goal above the table
 
+    from geometry_msgs.msg import PointStamped
+
+    req = ros_node.create_publisher(PointStamped, "/simreal/sim/goal_request", 10)
+    assert ros_node.spin_until(lambda: req.get_subscription_count() > 0, 10)
+    asked = PointStamped()
+    asked.point.x, asked.point.y, asked.point.z = 0.45, -0.1, 0.35
+    req.publish(asked)
+    assert ros_node.spin_until(lambda: (got["goal"][-1].point.x, got["goal"][-1].point.z) == (0.45, 0.35), 10)
+
+    reset = ros_node.create_client(Trigger, "/sim_bridge/reset")
+    assert reset.wait_for_service(timeout_sec=10)
+    future = reset.call_async(Trigger.Request())
+    assert ros_node.spin_until(future.done, 10) and "episode 1" in future.result().message
+    n = len(got["js"])  # back at the home pose, holding it
+    assert ros_node.spin_until(lambda: len(got["js"]) > n + 50
+                               and np.allclose(got["js"][-1].position, READY, atol=0.01), 10)
+    assert got["goal"][-1].point.x != 0.45
+
 
 def lockstep_run(processes, ros_node, name: str) -> list[tuple[float, tuple[float, ...]]]:
     """Unpaced lockstep with noise: 6 commands queued at once; the joint-state sequence they produce."""
