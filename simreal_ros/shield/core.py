@@ -57,6 +57,7 @@ class ShieldConfig:
         revert_window, revert_fraction, revert_min_steps: revert when more than
             ``revert_fraction`` of at least ``revert_min_steps`` cycles within
             ``revert_window`` seconds needed an intervention.
+            ``revert_fraction = 1`` disables the automatic revert.
         revert_target: ``baseline`` (shadow mode) or ``hold``.
         command_mode: ``position`` (joint targets) or ``effort`` (joint torques).
         stiffness, damping: impedance gains used for the position-mode torque check
