@@ -124,7 +124,7 @@ class BagWriter:
         if sid is None:
             sid = self._mcap.register_schema(t.msgtype, "ros2msg", topic.msgdef.encode())
             self._schemas[t.msgtype] = sid
-        meta = {"offered_qos_profiles": yaml.safe_dump(t.qos) if t.qos else "", "topic_type_hash": t.type_hash}
+        meta = {"offered_qos_profiles": yaml.safe_dump(t.qos) if t.qos else "[]", "topic_type_hash": t.type_hash}
         topic.channel = self._mcap.register_channel(t.name, "cdr", sid, meta)
 
     def _close_file(self) -> None:
