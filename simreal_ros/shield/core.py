@@ -270,6 +270,20 @@ class Shield:
         self.counts["reverts"] += 1
         self.modes.revert(f"requested: {reason}" if reason else "requested by a monitor")
 
+    def restart(self) -> None:
+        """Forget the motion: the next step starts again from the measured position, at rest
+        (e.g. after the node was inactive and another controller may have moved the arm)."""
+        self._motion = None
+        self._last = None
+
+    @property
+    def last_output(self) -> ShieldOutput | None:
+        return self._last
+
+    def command_fresh(self, source: str, now: float) -> bool:
+        """Is there a valid command from ``source`` younger than the command timeout?"""
+        return self._cmd[source] is not None and self._cmd_fresh[source].fresh(now)
+
     def state_fresh(self, now: float) -> bool:
         """Is the last accepted joint state younger than the state timeout?"""
         return self._state_fresh.fresh(now)

@@ -1,0 +1,431 @@
+"""``safety_shield`` lifecycle node: the only path from command proposers to the arm.
+
+A thin adapter around :class:`simreal_ros.shield.Shield` (see that module for what is
+enforced). Lifecycle:
+
+* configure: validates every parameter (an error names the key and the allowed range and
+  the transition fails), loads the robot's limits, creates topics, services and timers;
+* activate: starts forwarding (the core restarts from the measured state);
+* deactivate: holds: the shield brakes within limits, publishes until the command is
+  stationary, then stops publishing;
+* ``autostart: true`` runs configure + activate from a one-shot timer at start (no lifecycle
+  manager is needed); a failed configure then ends the process with exit status 1.
+
+Topics (defaults, see :mod:`simreal_ros.nodes`): subscribes ``/simreal/policy/command`` and
+``/simreal/baseline/command`` (``Float64MultiArray``, robot joint order), the joint state
+(``/simreal/state_estimate``, or ``/joint_states``), ``/simreal/shield/revert``
+(``std_msgs/String`` reason); publishes the sent command on
+``/forward_position_controller/commands``, interventions on ``/simreal/shield/interventions``
+(``DiagnosticArray``, one status per intervention: joint, kind, requested, applied), in shadow
+mode the policy's would-be command on ``/simreal/shield/shadow_command`` and its
+interventions on ``/simreal/shield/shadow_interventions``, and ``/diagnostics``.
+
+Services (``std_srvs/Trigger``): ``~/estop``, ``~/reset``, ``~/mode_active``,
+``~/mode_shadow``, ``~/mode_blend``, ``~/mode_hold``. The mode is also the parameter
+``mode`` (validated; refused while a revert is latched, until ``~/reset``).
+
+The shield steps when the driving source's command arrives, and on its own timer (period
+``control_period``) whenever no step happened for 1.5 periods or the driving command is
+stale, so a silent proposer is stopped within ``command_timeout`` plus one period.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import Trigger
+
+from simreal_ros.nodes.common import JointOrder, array_msg, stamp_to_sec
+from simreal_ros.nodes.params import Param, ParameterError, declare_and_read, validate_update
+from simreal_ros.robot import RobotDescriptionError, load_robot
+from simreal_ros.shield import MODES, REVERT_TARGETS, Shield, ShieldConfig
+from simreal_ros.sim.arm import DEFAULT_DAMPING, DEFAULT_STIFFNESS
+
+NODE_NAME = "safety_shield"
+N_GAINS = len(DEFAULT_STIFFNESS)
+
+
+def _box_check(v) -> str | None:
+    return None if all(lo < hi for lo, hi in zip(v[:3], v[3:])) else "each min must be below its max"
+
+
+SPEC = [
+    Param("robot", "panda", "robot description name (urdf/<robot>.urdf); all limits come from it"),
+    Param("policy_topic", "/simreal/policy/command", "policy proposals (Float64MultiArray, robot joint order)"),
+    Param("baseline_topic", "/simreal/baseline/command", "baseline proposals (Float64MultiArray)"),
+    Param("state_topic", "/simreal/state_estimate", "sensor_msgs/JointState (estimate, or /joint_states)"),
+    Param("revert_topic", "/simreal/shield/revert", "std_msgs/String revert requests from monitors"),
+    Param("command_topic", "/forward_position_controller/commands", "sent command (Float64MultiArray)"),
+    Param("interventions_topic", "/simreal/shield/interventions", "DiagnosticArray, one status per intervention"),
+    Param("shadow_topic", "/simreal/shield/shadow_command", "shadow mode: what the policy would have sent"),
+    Param("shadow_interventions_topic", "/simreal/shield/shadow_interventions", "shadow mode: its interventions"),
+    Param("mode", "active", "who drives: active (policy), shadow (baseline; policy logged), blend, hold",
+          choices=MODES),
+    Param("command_mode", "position", "position targets or joint torques", choices=("position", "effort")),
+    Param("position_margin", 0.01, "rad kept inside the position limits", low=0.0, high=0.5),
+    Param("command_timeout", 0.1, "s without a fresh command -> controlled stop and hold", low=0.001, high=10.0),
+    Param("state_timeout", 0.1, "s without a fresh joint state -> stop and latch a fault", low=0.001, high=10.0),
+    Param("control_period", 0.05, "s; expected command period and watchdog timer period", low=0.001, high=1.0),
+    Param("max_step_gap", 0.1, "s; longest step the motion continues over (>= control_period; also the "
+          "sampling slack of the braking distance)", low=0.001, high=1.0),
+    Param("min_step", 1e-4, "s; closer steps repeat the last command", low=1e-6, high=0.01),
+    Param("blend_alpha", 0.5, "policy share in blend mode", low=0.0, high=1.0),
+    Param("blend_ramp_rate", 1.0, "1/s; how fast the policy share changes on a mode change", low=1e-3, high=1e6),
+    Param("revert_window", 1.0, "s; sliding window of the automatic revert", low=0.01, high=3600.0),
+    Param("revert_fraction", 0.5, "revert when more than this share of cycles needed an intervention "
+          "(1: never)", low=0.0, high=1.0),
+    Param("revert_min_steps", 10, "cycles in the window before the revert can trip", low=1, high=1000000),
+    Param("revert_target", "baseline", "what takes over on a revert (baseline = shadow mode)", choices=REVERT_TARGETS),
+    Param("stiffness", list(DEFAULT_STIFFNESS), "N m/rad; impedance gains of the arm's controller (torque check)",
+          low=1e-3, high=1e6, length=N_GAINS),
+    Param("damping", list(DEFAULT_DAMPING), "N m s/rad; impedance damping (torque check)", low=0.0, high=1e6,
+          length=N_GAINS),
+    Param("cartesian_box_enabled", False, "keep the flange inside cartesian_box"),
+    Param("cartesian_box", [-1.0, -1.0, 0.0, 1.0, 1.0, 1.5], "m; xmin ymin zmin xmax ymax zmax (base frame)",
+          low=-10.0, high=10.0, length=6, check=_box_check),
+    Param("autostart", False, "configure + activate at start (no lifecycle manager needed)"),
+    Param("diagnostics_period", 1.0, "s between /diagnostics messages", low=0.05, high=60.0),
+]
+MODE_SERVICES = ("active", "shadow", "blend", "hold")
+
+
+class ShieldNode(LifecycleNode):
+    """Lifecycle adapter around :class:`Shield`; see the module docstring."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        for p in SPEC:
+            default = list(p.default) if isinstance(p.default, tuple) else p.default
+            self.declare_parameter(p.name, default, p.descriptor())
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.shield: Shield | None = None
+        self.exit_code: int | None = None
+        self._active = False
+        self._stopping = False  # deactivated: braking until stationary
+        self._entities: list = []
+        self._last_step = -np.inf
+        self._last_pub_time = -np.inf
+        self._last_sent: np.ndarray | None = None
+        self._diag_key = None
+        self._syncing = False
+        self._warned_no_velocity = False
+        self.bad_states = 0
+        sim_time = self.get_parameter("use_sim_time").value
+        self._clock = self.get_clock() if sim_time else Clock(clock_type=ClockType.STEADY_TIME)
+        if self.get_parameter("autostart").value:
+            self._autostart_timer = self.create_timer(0.0, self._autostart)
+
+    # ------------------------------------------------------------------ lifecycle
+    def _autostart(self) -> None:
+        self.destroy_timer(self._autostart_timer)
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            self.exit_code = 1
+            return
+        if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            self.exit_code = 1
+
+    def _config(self, p: dict) -> ShieldConfig:
+        if p["max_step_gap"] < p["control_period"]:
+            raise ParameterError(f"parameter 'max_step_gap' = {p['max_step_gap']}: must be >= 'control_period' "
+                                 f"= {p['control_period']}; allowed: [control_period, 1]")
+        if p["min_step"] > p["control_period"]:
+            raise ParameterError(f"parameter 'min_step' = {p['min_step']}: must be <= 'control_period' "
+                                 f"= {p['control_period']}")
+        box = p["cartesian_box"]
+        return ShieldConfig(
+            position_margin=p["position_margin"], command_timeout=p["command_timeout"],
+            state_timeout=p["state_timeout"], control_period=p["control_period"], max_step_gap=p["max_step_gap"],
+            min_step=p["min_step"], mode=p["mode"], blend_alpha=p["blend_alpha"],
+            blend_ramp_rate=p["blend_ramp_rate"], revert_window=p["revert_window"],
+            revert_fraction=p["revert_fraction"], revert_min_steps=p["revert_min_steps"],
+            revert_target=p["revert_target"], command_mode=p["command_mode"],
+            stiffness=tuple(p["stiffness"]), damping=tuple(p["damping"]),
+            cartesian_box=(tuple(box[:3]), tuple(box[3:])) if p["cartesian_box_enabled"] else None)
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            p = declare_and_read(self, SPEC)
+            robot = load_robot(p["robot"])
+            if robot.n_joints != N_GAINS:
+                raise ParameterError(f"robot '{p['robot']}' has {robot.n_joints} joints; stiffness/damping have "
+                                     f"{N_GAINS}")
+            self.shield = Shield(robot, self._config(p))
+        except (ParameterError, RobotDescriptionError, ValueError) as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.params, self.robot = p, robot
+        self.order = JointOrder(robot.joint_names)
+        e = self._entities
+        self.cmd_pub = self.create_publisher(Float64MultiArray, p["command_topic"], 10)
+        self.iv_pub = self.create_publisher(DiagnosticArray, p["interventions_topic"], 50)
+        self.shadow_pub = self.create_publisher(Float64MultiArray, p["shadow_topic"], 10)
+        self.shadow_iv_pub = self.create_publisher(DiagnosticArray, p["shadow_interventions_topic"], 50)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        e += [self.cmd_pub, self.iv_pub, self.shadow_pub, self.shadow_iv_pub, self.diag_pub]
+        e.append(self.create_subscription(JointState, p["state_topic"], self._on_state, qos_profile_sensor_data))
+        e.append(self.create_subscription(Float64MultiArray, p["policy_topic"],
+                                          lambda m: self._on_command("policy", m), 10))
+        e.append(self.create_subscription(Float64MultiArray, p["baseline_topic"],
+                                          lambda m: self._on_command("baseline", m), 10))
+        e.append(self.create_subscription(String, p["revert_topic"], self._on_revert, 10))
+        e.append(self.create_service(Trigger, "~/estop", self._srv_estop))
+        e.append(self.create_service(Trigger, "~/reset", self._srv_reset))
+        for m in MODE_SERVICES:
+            e.append(self.create_service(Trigger, f"~/mode_{m}", lambda req, res, m=m: self._srv_mode(m, res)))
+        e.append(self.create_timer(p["control_period"], self._on_timer, clock=self._clock))
+        e.append(self.create_timer(p["diagnostics_period"], self._publish_diagnostics, clock=self._clock))
+        self.get_logger().info(
+            f"configured: {p['command_mode']} mode, {p['mode']}; {p['policy_topic']} + {p['baseline_topic']} + "
+            f"{p['state_topic']} -> {p['command_topic']}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if not self._stopping:  # (reactivated while still braking: keep the motion going smoothly)
+            self.shield.restart()
+        self._stopping = False
+        ok, why = self.shield.set_mode(self.params["mode"])
+        if not ok:
+            self.get_logger().warning(f"mode '{self.params['mode']}' refused on activate: {why}")
+        self._active = True
+        self.get_logger().info(f"active: forwarding ({self.shield.mode})")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.params["mode"] = self.get_parameter("mode").value
+        if self.shield is not None and self._active:
+            self.shield.set_mode("hold")
+            self._stopping = True
+        self._active = False
+        self.get_logger().info("inactive: braking, then holding")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _teardown(self) -> None:
+        for ent in self._entities:
+            for destroy in (self.destroy_publisher, self.destroy_subscription, self.destroy_service,
+                            self.destroy_timer):
+                try:
+                    if destroy(ent):
+                        break
+                except (TypeError, AttributeError):
+                    continue
+        self._entities = []
+        self.shield = None
+        self._active = self._stopping = False
+
+    # ------------------------------------------------------------------ inputs
+    def _now(self) -> float:
+        return self._clock.now().nanoseconds * 1e-9
+
+    def _on_state(self, msg: JointState) -> None:
+        now = self._now()
+        try:
+            q, dq, _ = self.order.arrays(msg)
+        except ValueError as exc:
+            self.bad_states += 1
+            self.get_logger().error(f"ignoring state on {self.params['state_topic']}: {exc}",
+                                    throttle_duration_sec=2.0)
+            return
+        if dq is None:
+            if not self._warned_no_velocity:
+                self.get_logger().warning("joint state without velocities: the torque check assumes 0")
+                self._warned_no_velocity = True
+            dq = np.zeros_like(q)
+        stamp = stamp_to_sec(msg.header.stamp) or now
+        if not self.shield.update_state(q, dq, stamp, now):
+            self.get_logger().warning("rejected joint state (non-finite, implausible or older than the last)",
+                                   throttle_duration_sec=2.0)
+
+    def _driver(self) -> str | None:
+        sh = self.shield
+        if sh.mode == "hold":
+            return None
+        return "baseline" if sh.modes.alpha <= 0.0 else "policy"
+
+    def _on_command(self, source: str, msg: Float64MultiArray) -> None:
+        now = self._now()
+        if not self.shield.propose(source, msg.data, now=now):
+            self.get_logger().error(f"rejected {source} command (non-finite, implausible or {len(msg.data)} values "
+                                    f"for {len(self.order.names)} joints): holding", throttle_duration_sec=1.0)
+        if (self._active or self._stopping) and source == self._driver():
+            self._step(now)
+
+    def _on_revert(self, msg: String) -> None:
+        self.shield.request_revert(msg.data)
+        self.get_logger().error(f"revert requested: {msg.data}")
+        self._sync_mode_parameter()
+
+    def _on_timer(self) -> None:
+        if not (self._active or self._stopping):
+            return
+        now = self._now()
+        sh = self.shield
+        drv = self._driver()
+        stale = drv is None or not sh.command_fresh(drv, now)
+        if stale or now - self._last_step >= 1.5 * self.params["control_period"]:
+            self._step(now)
+
+    # ------------------------------------------------------------------ cycle
+    def _step(self, now: float) -> None:
+        sh = self.shield
+        out = sh.step(now)
+        self._last_step = now
+        if out.command is None or out.time <= self._last_pub_time:
+            return
+        if self._stopping and self._last_sent is not None and np.array_equal(out.command, self._last_sent):
+            self._stopping = False  # stationary: stop publishing (the controller holds the last target)
+            self.get_logger().info("inactive: holding")
+            return
+        self._last_pub_time = out.time
+        self._last_sent = out.command
+        self.cmd_pub.publish(array_msg(out.command))
+        stamp = self.get_clock().now().to_msg()
+        if out.interventions:
+            self.iv_pub.publish(self._interventions_msg(out.interventions, stamp, out.source))
+        if out.shadow_command is not None:
+            self.shadow_pub.publish(array_msg(out.shadow_command))
+            if out.shadow_interventions:
+                self.shadow_iv_pub.publish(self._interventions_msg(out.shadow_interventions, stamp, "policy"))
+        key = (out.mode, out.fault, out.estop, out.reverted, out.reason.split(" (")[0])
+        if key != self._diag_key:
+            self._diag_key = key
+            if out.reason:
+                self.get_logger().warning(f"holding: {out.reason}", throttle_duration_sec=1.0)
+            self._sync_mode_parameter()
+            self._publish_diagnostics(out)
+
+    def _interventions_msg(self, interventions, stamp, source: str) -> DiagnosticArray:
+        msg = DiagnosticArray()
+        msg.header.stamp = stamp
+        for iv in interventions:
+            msg.status.append(DiagnosticStatus(
+                level=DiagnosticStatus.WARN, name=f"{NODE_NAME}: {iv.joint}", message=iv.kind,
+                hardware_id=self.robot.name,
+                values=[KeyValue(key="joint", value=iv.joint), KeyValue(key="kind", value=iv.kind),
+                        KeyValue(key="requested", value=repr(iv.requested)),
+                        KeyValue(key="applied", value=repr(iv.applied)), KeyValue(key="source", value=source)]))
+        return msg
+
+    def _publish_diagnostics(self, out=None) -> None:
+        sh = self.shield
+        if sh is None:
+            return
+        out = out or sh.last_output
+        if out is not None and (out.fault or out.estop):
+            level, text = DiagnosticStatus.ERROR, out.fault or f"e-stop: {sh.estop_reason}"
+        elif out is not None and (out.reverted or out.reason):
+            level, text = DiagnosticStatus.WARN, out.reverted and f"reverted: {out.reverted}" or out.reason
+        else:
+            level, text = DiagnosticStatus.OK, "forwarding" if self._active else "inactive"
+        values = {"lifecycle": "active" if self._active else "inactive", "mode": sh.mode,
+                  "command_mode": sh.config.command_mode,
+                  "source": out.source if out else "", "alpha": f"{sh.modes.alpha:.3f}",
+                  "fault": sh.fault or "", "estop": str(sh.estop_reason is not None).lower(),
+                  "reverted": sh.modes.reverted or "", "reason": out.reason if out else "",
+                  "bad_state_messages": str(self.bad_states)}
+        values.update({k: str(v) for k, v in sorted(sh.counts.items())})
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status.append(DiagnosticStatus(level=level, name=NODE_NAME, message=text, hardware_id=self.robot.name,
+                                           values=[KeyValue(key=k, value=v) for k, v in values.items()]))
+        self.diag_pub.publish(msg)
+
+    # ------------------------------------------------------------------ services, parameters
+    def _srv_estop(self, req, res):
+        self.shield.estop("~/estop service")
+        self.get_logger().error("E-STOP (latched until ~/reset)")
+        res.success, res.message = True, "e-stop latched: braking, then holding; ~/reset to clear"
+        return res
+
+    def _srv_reset(self, req, res):
+        res.success, res.message = self.shield.reset(self._now())
+        self._sync_mode_parameter()
+        self.get_logger().info(f"reset: {res.message}")
+        return res
+
+    def _srv_mode(self, mode: str, res):
+        result = self.set_parameters([Parameter("mode", value=mode)])[0]
+        res.success, res.message = result.successful, result.reason or f"mode {mode}"
+        return res
+
+    def _sync_mode_parameter(self) -> None:
+        sh = self.shield
+        if sh is not None and self.get_parameter("mode").value != sh.mode and not self._stopping:
+            self._syncing = True
+            try:
+                self.set_parameters([Parameter("mode", value=sh.mode)])
+            finally:
+                self._syncing = False
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """Validate every update; ``mode`` applies at once while active (it may be refused,
+        e.g. while a revert is latched), otherwise on the next activate. Other parameters
+        take effect at the next configure."""
+        ok, why = validate_update(SPEC, params)
+        if not ok:
+            return SetParametersResult(successful=False, reason=why)
+        for prm in params:
+            if prm.name != "mode" or self.shield is None or self._syncing:
+                continue
+            if not self._active:
+                self.params["mode"] = prm.value
+                continue
+            ok, why = self.shield.set_mode(prm.value)
+            if not ok:
+                return SetParametersResult(successful=False, reason=why)
+        return SetParametersResult(successful=True)
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Spin until SIGINT/SIGTERM (or a failed autostart, exit status 1)."""
+    stop: list[int] = []
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    previous = {sig: signal.signal(sig, lambda s, _f: stop.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    node = None
+    code = 0
+    try:
+        node = ShieldNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while not stop and node.exit_code is None:
+            executor.spin_once(timeout_sec=0.1)
+        code = node.exit_code or 0
+        executor.remove_node(node)
+    except ParameterError as exc:
+        print(f"{NODE_NAME}: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if code:
+        time.sleep(0.1)  # let the log line reach the console
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
