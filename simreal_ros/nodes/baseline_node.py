@@ -29,9 +29,8 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from simreal_ros.baseline import BaselineConfig, BaselineController
-from simreal_ros.nodes.common import JointOrder, array_msg
+from simreal_ros.nodes.common import JointOrder, array_msg, run_node
 from simreal_ros.nodes.params import Param, ParameterError, declare_and_read
-from simreal_ros.nodes.shutdown import run_until_signal
 from simreal_ros.robot import RobotDescriptionError, load_robot
 
 NODE_NAME = "baseline_controller"
@@ -174,7 +173,7 @@ class BaselineControllerNode(Node):
 def main(args=None) -> int:
     """Run until SIGINT/SIGTERM (clean stop at any moment, see :mod:`simreal_ros.nodes.shutdown`)."""
     try:
-        return run_until_signal(BaselineControllerNode, args, NODE_NAME)
+        return run_node(BaselineControllerNode, args, NODE_NAME)
     except (ParameterError, InvalidParameterValueException, RobotDescriptionError, ValueError) as exc:
         print(f"[{NODE_NAME}] refusing to start: {exc}", file=sys.stderr, flush=True)
         return 1

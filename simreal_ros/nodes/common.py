@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from typing import Callable, Sequence
 
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+from simreal_ros.nodes.params import ParameterError
 
 
 def stamp_to_sec(stamp) -> float:
@@ -78,24 +83,34 @@ class JointOrder:
         return pos, pick(msg.velocity), pick(msg.effort)
 
 
-def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> int:
-    """``main()`` body of a node process: init, spin a SingleThreadedExecutor, clean shutdown.
+def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, name: str = "node") -> int:
+    """``main()`` body of a node process: init, spin, stop cleanly on SIGINT/SIGTERM at any moment.
 
-    SingleThreadedExecutor because rclpy 9.1.2's MultiThreadedExecutor loses most
-    subscription messages. The spin stops before ``rclpy.shutdown`` (the other order aborts).
+    rclpy's own signal handler shuts the context down from inside the signal, so a callback
+    running at that moment (a long unpaced sim step, a bag write) fails with ``RCLError`` and
+    the process exits 1 without the node's cleanup. Here the signal only sets a flag: the
+    SingleThreadedExecutor (rclpy 9.1.2's MultiThreadedExecutor loses messages) finishes the
+    current callback, the node is destroyed (its cleanup runs, e.g. the recorder closes its
+    bag), and only then rclpy shuts down. A :class:`ParameterError` exits 1 with its message.
     """
-    rclpy.init(args=args)
+    stop: list[int] = []
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    previous = {sig: signal.signal(sig, lambda s, _f: stop.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
     node = None
     try:
         node = factory()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        while not stop:
+            executor.spin_once(timeout_sec=0.1)
+        executor.remove_node(node)
+    except ParameterError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
-

@@ -28,8 +28,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from simreal_ros.bag.types import UnknownTypeError, qos_profile
 from simreal_ros.bag.writer import BagError, BagWriter
+from simreal_ros.nodes.common import run_node
 from simreal_ros.nodes.params import Param, ParameterError, declare_and_read
-from simreal_ros.nodes.shutdown import run_until_signal
 
 NODE_NAME = "recorder"
 
@@ -174,7 +174,7 @@ class RecorderNode(Node):
 
 def main(args=None) -> int:
     """SIGINT/SIGTERM stop the spin, then the bag is closed (see :mod:`simreal_ros.nodes.shutdown`)."""
-    return run_until_signal(RecorderNode, args, NODE_NAME)
+    return run_node(RecorderNode, args, NODE_NAME)
 
 
 if __name__ == "__main__":

@@ -35,9 +35,8 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from simreal_ros.nodes.common import joint_state_msg, sec_to_stamp
+from simreal_ros.nodes.common import joint_state_msg, run_node, sec_to_stamp
 from simreal_ros.nodes.params import Param, ParameterError, declare_and_read
-from simreal_ros.nodes.shutdown import run_until_signal
 from simreal_ros.robot import load_robot
 from simreal_ros.sim.driver import KNOBS, TIMING_MODES, DriverConfig, SimDriver, ranges_with_overrides
 from simreal_ros.sim.randomize import load_ranges
@@ -253,7 +252,7 @@ class SimBridgeNode(Node):
 
 def main(args=None) -> int:
     """Stops cleanly on SIGINT/SIGTERM even mid-step (see :mod:`simreal_ros.nodes.shutdown`)."""
-    return run_until_signal(SimBridgeNode, args, NODE_NAME)
+    return run_node(SimBridgeNode, args, NODE_NAME)
 
 
 if __name__ == "__main__":
