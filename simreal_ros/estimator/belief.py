@@ -58,8 +58,8 @@ class BeliefConfig:
         residual_time_constant: time constant (s) of the running residual variance.
     """
 
-    window: float = 0.05
-    update_period: float = 0.05
+    window: float = 0.075
+    update_period: float = 0.1
     effort_delay: float = 0.0
     min_speed: float = 0.1
     forgetting: float = 1.0
@@ -67,10 +67,10 @@ class BeliefConfig:
     prior_coulomb_std: float = 2.0
     prior_payload_std: float = 5.0
     prior_armature_std: float = 0.2
-    drift_viscous: float = 1e-3
-    drift_coulomb: float = 1e-3
-    drift_payload: float = 1e-3
-    drift_armature: float = 1e-4
+    drift_viscous: float = 1e-4
+    drift_coulomb: float = 1e-4
+    drift_payload: float = 1e-4
+    drift_armature: float = 1e-5
     residual_std_floor: float = 0.02
     residual_std_init: float = 0.5
     residual_time_constant: float = 2.0
