@@ -145,6 +145,16 @@ def export_bundle(model, vecnorm, out: Path, name: str, provenance: dict[str, An
         return save_bundle(out, manifest, onnx_path)
 
 
+def _argv(args: argparse.Namespace) -> list[str]:
+    """The arguments after ``simreal train`` (from ``main(argv)`` or the process's command line)."""
+    argv = getattr(args, "argv", None)
+    if argv is None:
+        argv = sys.argv[1:]
+        if argv and argv[0] == "train":
+            argv = argv[1:]
+    return list(argv)
+
+
 def _pretrain(model, venv, args: argparse.Namespace) -> dict[str, Any]:
     """DAgger warm start (see :mod:`simreal_ros.training.imitation`); seeds VecNormalize's obs statistics."""
     from tqdm import tqdm
@@ -227,7 +237,7 @@ def train(args: argparse.Namespace) -> Path:
 
     provenance: dict[str, Any] = {
         "tool": "simreal train",
-        "command": "simreal train " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:])),
+        "command": "simreal train " + " ".join(shlex.quote(a) for a in _argv(args)),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "seed": args.seed,
         "training": {"library": "stable-baselines3", "algorithm": args.algo.upper(), "timesteps": args.timesteps,
