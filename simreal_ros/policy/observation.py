@@ -34,6 +34,15 @@ def _flange(robot: RobotModel, x: ObsInputs) -> np.ndarray:
     return x.flange
 
 
+def _belief(robot: RobotModel, x: ObsInputs) -> np.ndarray:
+    """The estimator's belief vector: [viscous(n), coulomb(n), payload, armature(n)] then their stds."""
+    size = 2 * (3 * robot.n_joints + 1)
+    if x.belief is None or np.shape(x.belief) != (size,):
+        raise ValueError(f"observation term 'belief' needs the estimator's {size}-value belief vector "
+                         f"(simreal_ros.estimator.belief), got {None if x.belief is None else np.shape(x.belief)}")
+    return x.belief
+
+
 #: term name -> (size for a 7-joint arm as a function of n_joints, builder)
 TERMS: dict[str, tuple[Callable[[int], int], Callable[[RobotModel, ObsInputs], np.ndarray]]] = {
     "joint_pos": (lambda n: n, lambda r, x: x.q - r.ready_pose),  # relative to the ready pose
@@ -42,6 +51,7 @@ TERMS: dict[str, tuple[Callable[[int], int], Callable[[RobotModel, ObsInputs], n
     "goal_pos": (lambda n: 3, lambda r, x: x.goal),
     "goal_delta": (lambda n: 3, lambda r, x: x.goal - _flange(r, x)),
     "last_action": (lambda n: n, lambda r, x: x.last_action),
+    "belief": (lambda n: 2 * (3 * n + 1), _belief),  # optional; from the state estimator's /simreal/belief
 }
 
 DEFAULT_TERMS: tuple[str, ...] = ("joint_pos", "joint_vel", "flange_pos", "goal_pos", "goal_delta", "last_action")
