@@ -177,3 +177,17 @@ def test_belief_layout_and_names():
 def test_belief_config_errors_name_the_key(key, value):
     with pytest.raises(ValueError, match=key):
         BeliefConfig(**{key: value})
+
+
+def test_belief_is_an_optional_observation_term():
+    from simreal_ros.policy.observation import ObsInputs, build_observation, term_sizes
+
+    robot = sim_dynamics().robot
+    state = HiddenParameterBelief(sim_dynamics()).state()
+    assert term_sizes(["belief"], N) == [len(state.vector())]
+    x = ObsInputs(q=robot.ready_pose, dq=np.zeros(N), goal=np.zeros(3), last_action=np.zeros(N),
+                  belief=state.vector())
+    np.testing.assert_array_equal(build_observation(robot, ["belief"], x), state.vector())
+    x.belief = None
+    with pytest.raises(ValueError, match="belief"):
+        build_observation(robot, ["joint_pos", "belief"], x)

@@ -210,7 +210,7 @@ NODE_CLASS = StateEstimatorNode  # for the in-process graph runner (simreal_ros.
 
 def main(args=None) -> int:
     try:
-        return run_node(StateEstimatorNode, args)
+        return run_node(StateEstimatorNode, args, NODE_NAME)
     except (ParameterError, InvalidParameterValueException, RobotDescriptionError, ValueError) as exc:
         print(f"[{NODE_NAME}] refusing to start: {exc}", file=sys.stderr, flush=True)
         return 1
