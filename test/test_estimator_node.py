@@ -86,6 +86,34 @@ def test_node_publishes_estimate_covariance_and_belief(processes, ros_node):
     assert int(diag["accepted"]) > 1000 and "outliers" in diag and "payload_kg" in diag
 
 
+def test_timer_mode_predicts_to_the_node_clock_and_stops_when_input_stops(processes, ros_node):
+    from sensor_msgs.msg import JointState
+
+    from simreal_ros.nodes.common import joint_state_msg, stamp_to_sec
+
+    proc = processes.start("-m", "simreal_ros.nodes.estimator_node", "--ros-args", "-p", "publish_rate_hz:=50.0",
+                           "-p", "belief_enabled:=false", "-p", "kalman.max_gap:=0.2", name="timer")
+    node = ros_node
+    got: list = []
+    node.create_subscription(JointState, "/simreal/state_estimate", got.append, 100)
+    pub = node.create_publisher(JointState, "/joint_states", 100)
+    assert node.spin_until(lambda: pub.get_subscription_count() > 0, timeout=30), processes.output(proc)
+    names = [f"panda_joint{i}" for i in range(1, 8)]
+    start = time.monotonic()
+    while time.monotonic() - start < 2.0:  # a 0.5 rad/s ramp on every joint, stamped with the ROS clock
+        now = node.get_clock().now()
+        t = time.monotonic() - start
+        pub.publish(joint_state_msg(names, now.to_msg(), np.full(7, -1.0 + 0.5 * t), np.full(7, 0.5), np.zeros(7)))
+        node.spin_until(lambda: False, timeout=0.002)
+    n_running = len(got)
+    node.spin_until(lambda: False, timeout=1.0)  # input stopped: at most max_gap more of estimates
+    assert 60 <= n_running <= 130, n_running  # ~50 Hz, not the ~400 Hz input rate
+    assert len(got) - n_running <= 0.3 * 50 + 2
+    stamps = np.array([stamp_to_sec(m.header.stamp) for m in got])
+    assert np.all(np.diff(stamps) > 0)
+    assert all(abs(m.velocity[0] - 0.5) < 0.05 for m in got[10:])
+
+
 def test_bad_parameter_refuses_to_start_naming_the_key(processes):
     proc = processes.start("-m", "simreal_ros.nodes.estimator_node", "--ros-args", "-p",
                            "belief.window:=5.0", name="bad")

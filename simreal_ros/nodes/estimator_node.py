@@ -5,7 +5,8 @@ acquisition) and runs :class:`~simreal_ros.estimator.StateEstimator`. Publishes:
 
 * ``/simreal/state_estimate`` (``sensor_msgs/JointState``): filtered position, velocity and
   effort in the robot's joint order, predicted to ``stamp + latency`` (input-rate mode) or to
-  the node clock's now (timer mode, ``publish_rate_hz > 0``); the header stamp is that time.
+  the node clock's now (timer mode, ``publish_rate_hz > 0``; nothing is published while the
+  newest sample is older than ``kalman.max_gap``); the header stamp is that time.
 * ``/simreal/state_covariance`` (``std_msgs/Float64MultiArray``): an ``n x 5`` row-major
   matrix; ``layout.dim[0]`` is labelled with the joint names, ``layout.dim[1]`` with the
   columns ``var_position,cov_position_velocity,var_velocity,var_acceleration,var_effort``.
@@ -145,6 +146,7 @@ class StateEstimatorNode(Node):
         self._belief_period = 1.0 / p["belief_rate_hz"] if p["belief_rate_hz"] > 0 else 0.0
         self._belief_published: tuple[int, float] = (0, -np.inf)
         self.bad_messages = 0
+        self.stale_skips = 0
         self.get_logger().info(f"{p['input_topic']} -> {p['estimate_topic']}, {p['covariance_topic']}, "
                                f"{p['belief_topic']} (belief {'on' if p['belief_enabled'] else 'off'}, "
                                f"{'input rate' if p['publish_rate_hz'] == 0 else str(p['publish_rate_hz']) + ' Hz'})")
@@ -168,8 +170,13 @@ class StateEstimatorNode(Node):
         self._maybe_publish_belief()
 
     def _on_timer(self) -> None:
-        if self.core.initialized:
-            self._publish_estimate(self.get_clock().now().nanoseconds * 1e-9)
+        if not self.core.initialized:
+            return
+        now = self.get_clock().now().nanoseconds * 1e-9
+        if now - self.core.last_stamp > self.core.config.kalman.max_gap:
+            self.stale_skips += 1  # no extrapolating a stream that stopped: consumers see it stop too
+            return
+        self._publish_estimate(now)
 
     def _publish_estimate(self, t: float | None) -> None:
         est = self.core.estimate(t)
@@ -193,7 +200,7 @@ class StateEstimatorNode(Node):
             status.level, status.message = DiagnosticStatus.WARN, "waiting for joint states"
         else:
             status.level, status.message = DiagnosticStatus.OK, "estimating"
-        values: dict[str, object] = {**counts, "bad_messages": self.bad_messages}
+        values: dict[str, object] = {**counts, "bad_messages": self.bad_messages, "stale_skips": self.stale_skips}
         belief = self.core.belief()
         if belief is not None and belief.updates:
             values["payload_kg"] = belief.payload
