@@ -98,7 +98,8 @@ SPEC = [
     Param("belief_topic", "/simreal/belief", "Float64MultiArray 2 x (3n+1) output", read_only=True),
     Param("publish_rate_hz", 0.0, "estimate rate (Hz); 0 = at the input rate", low=0.0, high=10000.0,
           read_only=True),
-    Param("belief_rate_hz", 10.0, "belief publications per second; 0 = at every belief update", low=0.0,
+    Param("belief_rate_hz", 10.0, "belief publications per second of sample time; 0 = at every belief update",
+          low=0.0,
           high=10000.0, read_only=True),
     Param("latency", 0.0, "s; estimates are predicted this far beyond the sample stamp", low=0.0, high=1.0,
           read_only=True),
@@ -185,12 +186,19 @@ class StateEstimatorNode(Node):
         self.cov_pub.publish(matrix_msg(covariance_vector(est).reshape(len(self.names), -1), self._cov_labels))
 
     def _maybe_publish_belief(self) -> None:
+        """At ``belief_rate_hz`` of sample time (the prior too, so consumers never wait for
+        motion), or at every belief update when the rate is 0."""
         belief = self.core.belief()
-        if belief is None or belief.updates == self._belief_published[0]:
+        if belief is None:
             return
-        if belief.stamp - self._belief_published[1] < self._belief_period - 1e-9:
+        last_updates, last_stamp = self._belief_published
+        stamp = self.core.last_stamp
+        if self._belief_period > 0:
+            if 0.0 <= stamp - last_stamp < self._belief_period - 1e-9:
+                return  # (a stamp before the last publication is a restarted stream: publish)
+        elif belief.updates == last_updates:
             return
-        self._belief_published = (belief.updates, belief.stamp)
+        self._belief_published = (belief.updates, stamp)
         self.belief_pub.publish(matrix_msg(np.stack([belief.values, belief.std]), self._belief_labels))
 
     def _on_diagnostics(self) -> None:
