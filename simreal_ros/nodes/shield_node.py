@@ -110,8 +110,12 @@ class ShieldNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         for p in SPEC:
+            # declared without the numeric range so that a bad override does not abort the
+            # process here: configure validates and fails naming the key (lifecycle contract)
+            d = p.descriptor()
+            d.floating_point_range, d.integer_range = [], []
             default = list(p.default) if isinstance(p.default, tuple) else p.default
-            self.declare_parameter(p.name, default, p.descriptor())
+            self.declare_parameter(p.name, default, d)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.shield: Shield | None = None
         self.exit_code: int | None = None
@@ -345,6 +349,9 @@ class ShieldNode(LifecycleNode):
                   "fault": sh.fault or "", "estop": str(sh.estop_reason is not None).lower(),
                   "reverted": sh.modes.reverted or "", "reason": out.reason if out else "",
                   "bad_state_messages": str(self.bad_states)}
+        drv = self._driver()
+        if drv is not None:
+            values["command_age"] = f"{sh.command_age(drv, out.time if out else self._now()):.4f}"
         values.update({k: str(v) for k, v in sorted(sh.counts.items())})
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()

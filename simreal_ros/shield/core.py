@@ -284,6 +284,10 @@ class Shield:
         """Is there a valid command from ``source`` younger than the command timeout?"""
         return self._cmd[source] is not None and self._cmd_fresh[source].fresh(now)
 
+    def command_age(self, source: str, now: float) -> float:
+        """Seconds since the last valid command from ``source`` (inf if none)."""
+        return self._cmd_fresh[source].age(now)
+
     def state_fresh(self, now: float) -> bool:
         """Is the last accepted joint state younger than the state timeout?"""
         return self._state_fresh.fresh(now)

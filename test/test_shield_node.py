@@ -1,0 +1,232 @@
+"""The safety_shield node over DDS with real processes: watchdog on a killed proposer, stale
+state fault, e-stop/reset services, shadow mode, lifecycle and parameter validation.
+
+Run inside a loopback-only network namespace (see .ci/run), e.g.::
+
+    unshare -n sh -c 'ip link set lo up && exec python -m pytest test/test_shield_node.py'
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simreal_ros.robot import load_robot
+
+pytestmark = pytest.mark.ros
+
+ROBOT = load_robot()
+NAMES = list(ROBOT.joint_names)
+READY = ROBOT.ready_pose.copy()
+PERIOD = 0.05
+TIMEOUT = 0.1
+
+#: a proposer process: publishes a fixed target at 20 Hz on the given topic until killed
+PUBLISHER = """
+import sys, rclpy
+from std_msgs.msg import Float64MultiArray
+rclpy.init()
+node = rclpy.create_node("fake_" + sys.argv[2].strip("/").replace("/", "_"))
+pub = node.create_publisher(Float64MultiArray, sys.argv[2], 10)
+target = [float(x) for x in sys.argv[1].split(",")]
+node.create_timer(0.05, lambda: pub.publish(Float64MultiArray(data=target)))
+rclpy.spin(node)
+"""
+
+
+def start_shield(processes, *params: str, name: str = "shield"):
+    args = ["-m", "simreal_ros.nodes.shield_node", "--ros-args", "--params-file", "config/shield.yaml",
+            "-p", f"control_period:={PERIOD}", "-p", f"command_timeout:={TIMEOUT}", "-p", "revert_fraction:=1.0"]
+    for p in params:
+        args += ["-p", p]
+    return processes.start(*args, name=name)
+
+
+def start_proposer(processes, target, topic="/simreal/policy/command", name="policy"):
+    return processes.start("-c", PUBLISHER, ",".join(repr(float(x)) for x in target), topic, name=name)
+
+
+def shm_mapped(pid: int | str = "[0-9]*") -> set[str]:
+    """Fast DDS shared-memory segments mapped by process ``pid`` (default: any process)."""
+    names = set()
+    for maps in Path("/proc").glob(f"{pid}/maps"):
+        try:
+            names |= {line.rsplit("/", 1)[-1].strip() for line in maps.read_text().splitlines()
+                      if "/dev/shm/fastdds_" in line}
+        except OSError:
+            continue
+    return names
+
+
+def remove_stale_segments(candidates: set[str]) -> None:
+    """A SIGKILLed process leaves its Fast DDS segments behind: remove those of
+    ``candidates`` (what it had mapped) that no live process maps any more."""
+    for name in candidates - shm_mapped():
+        for suffix in ("", "_el"):
+            Path("/dev/shm", name + suffix).unlink(missing_ok=True)
+
+
+class Arm:
+    """The probe plays a perfectly tracking arm: it publishes the last sent command as the
+    joint state at 100 Hz and records everything the shield publishes."""
+
+    def __init__(self, node, state_topic="/simreal/state_estimate") -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray
+
+        self.node = node
+        self.q = READY.copy()
+        self.sent: list[np.ndarray] = []
+        self.shadow: list[np.ndarray] = []
+        self.diag: list[dict] = []
+        self.publish_state = True
+        self._js = JointState
+        self.state_pub = node.create_publisher(JointState, state_topic, 10)
+        node.create_subscription(Float64MultiArray, "/forward_position_controller/commands", self._on_sent, 50)
+        node.create_subscription(Float64MultiArray, "/simreal/shield/shadow_command",
+                                 lambda m: self.shadow.append(np.array(m.data)), 50)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 50)
+        node.create_timer(0.01, self._tick)
+
+    def _on_sent(self, msg) -> None:
+        self.sent.append(np.array(msg.data))
+        self.q = self.sent[-1]
+
+    def _on_diag(self, msg) -> None:
+        for st in msg.status:
+            if st.name == "safety_shield":
+                self.diag.append({**{kv.key: kv.value for kv in st.values}, "message": st.message})
+
+    def _tick(self) -> None:
+        if self.publish_state:
+            msg = self._js()
+            msg.header.stamp = self.node.get_clock().now().to_msg()
+            msg.name = NAMES
+            msg.position = self.q.tolist()
+            msg.velocity = [0.0] * len(NAMES)
+            self.state_pub.publish(msg)
+
+    def last_diag(self) -> dict:
+        return self.diag[-1] if self.diag else {}
+
+    def settled(self, n: int = 5) -> bool:
+        return len(self.sent) > n and all(np.array_equal(self.sent[-1], s) for s in self.sent[-n:])
+
+
+def call_trigger(node, service: str, timeout: float = 10.0):
+    from std_srvs.srv import Trigger
+
+    cli = node.create_client(Trigger, service)
+    assert node.spin_until(lambda: cli.service_is_ready(), timeout), f"{service} not available"
+    fut = cli.call_async(Trigger.Request())
+    assert node.spin_until(fut.done, timeout), f"{service} did not answer"
+    return fut.result()
+
+
+def target_near_ready():
+    t = READY.copy()
+    t[0] += 0.2
+    return t
+
+
+def test_killed_proposer_stops_and_holds_within_timeout_plus_one_cycle(processes, ros_node):
+    arm = Arm(ros_node)
+    start_shield(processes, "autostart:=true")
+    pub = start_proposer(processes, target_near_ready())
+    assert ros_node.spin_until(lambda: len(arm.sent) > 20 and arm.last_diag().get("source") == "policy", 30)
+    assert ros_node.spin_until(lambda: np.allclose(arm.q, target_near_ready(), atol=1e-9), 20)
+    segments = {n for n in shm_mapped(pub.pid) if "port" not in n}
+    pub.send_signal(signal.SIGKILL)
+    pub.wait()
+    assert ros_node.spin_until(lambda: "no fresh policy" in arm.last_diag().get("reason", ""), 10)
+    hold = next(d for d in arm.diag if "no fresh policy" in d.get("reason", ""))
+    # the shield's own clock: age of the last policy command when it began the stop
+    # (timer jitter on a loaded machine allowed: half a cycle)
+    assert float(hold["command_age"]) <= TIMEOUT + 1.5 * PERIOD, hold
+    assert ros_node.spin_until(arm.settled, 10)
+    processes.stop_all()
+    remove_stale_segments(segments)
+
+
+def test_stale_state_latches_fault_until_reset(processes, ros_node):
+    arm = Arm(ros_node)
+    start_shield(processes, "autostart:=true")
+    start_proposer(processes, READY)
+    assert ros_node.spin_until(lambda: arm.last_diag().get("source") == "policy", 30)
+    arm.publish_state = False
+    assert ros_node.spin_until(lambda: "stale" in arm.last_diag().get("fault", ""), 10)
+    arm.publish_state = True
+    ros_node.spin_until(lambda: False, 0.5)
+    assert "stale" in arm.last_diag()["fault"]  # fresh state alone does not clear it
+    res = call_trigger(ros_node, "/safety_shield/reset")
+    assert res.success, res.message
+    assert ros_node.spin_until(lambda: arm.last_diag().get("source") == "policy"
+                               and arm.last_diag().get("fault") == "", 10)
+
+
+def test_estop_and_reset_through_services(processes, ros_node):
+    arm = Arm(ros_node)
+    start_shield(processes, "autostart:=true")
+    start_proposer(processes, target_near_ready())
+    assert ros_node.spin_until(lambda: arm.last_diag().get("source") == "policy", 30)
+    res = call_trigger(ros_node, "/safety_shield/estop")
+    assert res.success
+    assert ros_node.spin_until(lambda: arm.last_diag().get("estop") == "true", 10)
+    assert ros_node.spin_until(arm.settled, 10)
+    n = len(arm.sent)
+    ros_node.spin_until(lambda: False, 0.5)
+    assert all(np.array_equal(s, arm.sent[n - 1]) for s in arm.sent[n:])  # holding, latched
+    res = call_trigger(ros_node, "/safety_shield/reset")
+    assert res.success, res.message
+    assert ros_node.spin_until(lambda: arm.last_diag().get("estop") == "false"
+                               and arm.last_diag().get("source") == "policy", 10)
+
+
+def test_shadow_mode_never_forwards_the_policy(processes, ros_node):
+    arm = Arm(ros_node)
+    start_shield(processes, "autostart:=true", "mode:=shadow")
+    far = READY.copy()
+    far[0] += 1.0
+    start_proposer(processes, far, name="policy")
+    start_proposer(processes, READY, topic="/simreal/baseline/command", name="baseline")
+    assert ros_node.spin_until(lambda: len(arm.shadow) > 20, 30)
+    assert arm.sent
+    assert max(abs(s[0] - READY[0]) for s in arm.sent) < 1e-9  # only the baseline (at READY) was sent
+    assert max(abs(s[0] - READY[0]) for s in arm.shadow) > 0.01  # the policy would have moved
+    # switching to active through the service is bumpless and then the policy drives
+    assert call_trigger(ros_node, "/safety_shield/mode_active").success
+    assert ros_node.spin_until(lambda: arm.last_diag().get("mode") == "active", 10)
+
+
+def test_lifecycle_without_autostart_publishes_only_when_active(processes, ros_node):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    arm = Arm(ros_node)
+    start_shield(processes)
+    start_proposer(processes, READY)
+    cli = ros_node.create_client(ChangeState, "/safety_shield/change_state")
+    assert ros_node.spin_until(cli.service_is_ready, 30)
+    ros_node.spin_until(lambda: False, 1.0)
+    assert arm.sent == []  # unconfigured: nothing forwarded
+    for tid in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+        fut = cli.call_async(ChangeState.Request(transition=Transition(id=tid)))
+        assert ros_node.spin_until(fut.done, 10) and fut.result().success
+    assert ros_node.spin_until(lambda: len(arm.sent) > 5, 10)
+    fut = cli.call_async(ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))
+    assert ros_node.spin_until(fut.done, 10) and fut.result().success
+    assert ros_node.spin_until(arm.settled, 10)
+    n = len(arm.sent)
+    ros_node.spin_until(lambda: False, 0.5)
+    assert len(arm.sent) == n  # inactive: holding, nothing published
+
+
+def test_bad_parameter_fails_configure_naming_the_key(processes):
+    proc = start_shield(processes, "autostart:=true", "position_margin:=-0.5", name="bad")
+    assert proc.wait(30) == 1
+    out = processes.output(proc)
+    assert "position_margin" in out and "allowed" in out, out
