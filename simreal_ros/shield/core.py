@@ -394,13 +394,16 @@ class Shield:
         else:
             res = self._filter(st, request, now, meas)
             interventions = self._interventions(request, res)
-            self.counts["interventions"] += len(interventions)
-            self.counts["braking"] += res.braking
+            if interventions:
+                self.counts["interventions"] += len(interventions)
+            if res.braking:
+                self.counts["braking"] += 1
             if modes.policy_drives and source in ("policy", "blend"):
                 why = modes.record(now, bool(interventions))
                 if why is not None:
                     self.counts["reverts"] += 1
-        self.counts["infeasible"] += res.infeasible
+        if res.infeasible:
+            self.counts["infeasible"] += 1
 
         shadow_cmd, shadow_iv = None, []
         if modes.mode == "shadow" and self._cmd["policy"] is not None and self._cmd_fresh["policy"].fresh(now):
