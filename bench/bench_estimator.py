@@ -24,7 +24,7 @@ import numpy as np
 from simreal_ros.estimator.belief import BeliefConfig
 from simreal_ros.estimator.estimator import EstimatorConfig, StateEstimator
 from simreal_ros.estimator.excitation import ExcitationConfig, ExcitationTrajectory
-from simreal_ros.estimator.kalman import JointKalmanFilter
+from simreal_ros.estimator.kalman import JointKalmanFilter, KalmanConfig
 from simreal_ros.sim.arm import ArmSim, ArmSimConfig
 from simreal_ros.sim.randomize import DynamicsRanges, RandomizationRanges, SensorRanges
 
@@ -74,8 +74,9 @@ def main() -> None:
         state["dq"] += a * (m.velocity - state["dq"])
         state["tau"] += a * (m.effort - state["tau"])
 
-    kf = JointKalmanFilter(7)
-    est = StateEstimator(config=EstimatorConfig(belief=BeliefConfig(effort_delay=0.001)))
+    sim_kalman = KalmanConfig(velocity_delay=0.0005)
+    kf = JointKalmanFilter(7, sim_kalman)
+    est = StateEstimator(config=EstimatorConfig(kalman=sim_kalman, belief=BeliefConfig(effort_delay=0.001)))
     belief_updates: list[float] = []
 
     def estimator(m):

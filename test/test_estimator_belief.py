@@ -11,6 +11,7 @@ from simreal_ros.estimator.belief import BeliefConfig, HiddenParameterBelief, Re
 from simreal_ros.estimator.dynamics import InverseDynamics
 from simreal_ros.estimator.estimator import EstimatorConfig, StateEstimator
 from simreal_ros.estimator.excitation import ExcitationConfig, ExcitationTrajectory
+from simreal_ros.estimator.kalman import KalmanConfig
 from simreal_ros.estimator.simrun import run_against_sim
 from simreal_ros.sim.arm import ArmSim, ArmSimConfig
 from simreal_ros.sim.randomize import DynamicsRanges, RandomizationRanges, SensorRanges
@@ -32,7 +33,8 @@ def randomized_sim(seed: int, drop: float = 0.0, noise: bool = True) -> ArmSim:
 
 def identify(seed: int, duration: float, drop: float = 0.0, checkpoints=(10.0, 30.0)):
     sim = randomized_sim(seed, drop)
-    est = StateEstimator(robot=sim.robot, config=EstimatorConfig(belief=SIM_BELIEF))
+    est = StateEstimator(robot=sim.robot, config=EstimatorConfig(kalman=KalmanConfig(velocity_delay=0.0005),
+                                                                 belief=SIM_BELIEF))
     trace = run_against_sim(sim, est, duration, ExcitationTrajectory(sim.robot, EXCITATION, seed=seed),
                             checkpoints=(*checkpoints, duration))
     return sim, est, trace

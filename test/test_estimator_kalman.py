@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from simreal_ros.estimator.belief import BeliefConfig
 from simreal_ros.estimator.estimator import EstimatorConfig, StateEstimator, covariance_vector
+from simreal_ros.estimator.excitation import ExcitationConfig, ExcitationTrajectory
 from simreal_ros.estimator.kalman import JointKalmanFilter, KalmanConfig
 from simreal_ros.estimator.simrun import run_against_sim
 from simreal_ros.sim.arm import ArmSim, ArmSimConfig
@@ -16,6 +18,10 @@ from simreal_ros.sim.randomize import DynamicsRanges, RandomizationRanges, Senso
 
 N = 7
 POS_STD, VEL_STD, EFF_STD = 5e-4, 1e-2, 0.2  # the "default" profile's worst-case sensor noise
+#: MuJoCo's semi-implicit Euler reports the mean velocity of the last 1 ms step.
+SIM_KALMAN = KalmanConfig(velocity_delay=0.0005)
+#: The standard (fast) identification excitation: up to ~1 rad/s, the hardest case for consistency.
+FAST = ExcitationConfig(base_frequency=0.3, amplitude=0.6, limit_fraction=0.5)
 
 
 def noisy_sim(drop: float = 0.0, latency: float = 0.0, seed: int = 3) -> ArmSim:
@@ -27,7 +33,7 @@ def noisy_sim(drop: float = 0.0, latency: float = 0.0, seed: int = 3) -> ArmSim:
 
 
 def kf_only(latency: float = 0.0) -> StateEstimator:
-    return StateEstimator(config=EstimatorConfig(belief_enabled=False, latency=latency))
+    return StateEstimator(config=EstimatorConfig(kalman=SIM_KALMAN, belief_enabled=False, latency=latency))
 
 
 def rmse(err: np.ndarray) -> float:
@@ -50,8 +56,9 @@ def test_filter_beats_raw_measurements_and_finite_differences():
 
 def test_drops_and_outliers_no_divergence_and_honest_3_sigma():
     est = kf_only()
-    trace = run_against_sim(noisy_sim(drop=0.3), est, duration=10.0, outlier_rate=0.05,
-                            rng=np.random.default_rng(11))
+    sim = noisy_sim(drop=0.3)
+    trace = run_against_sim(sim, est, duration=10.0, excitation=ExcitationTrajectory(sim.robot, FAST, seed=2),
+                            outlier_rate=0.05, rng=np.random.default_rng(11))
     settle = trace.stamp > 0.5
     counts = est.counts()
     n_samples = len(trace.stamp)
@@ -68,6 +75,30 @@ def test_drops_and_outliers_no_divergence_and_honest_3_sigma():
     inside_vel = (vel_err <= 3 * trace.velocity_std[settle]).mean(axis=0)
     assert np.all(inside_pos >= 0.99), inside_pos
     assert np.all(inside_vel >= 0.99), inside_vel
+
+
+def test_torque_fed_acceleration_improves_the_estimate_once_the_model_is_identified():
+    """Option ``torque_acceleration``: effort -> forward dynamics with the belief -> acceleration."""
+    def run(on: bool):
+        sim = noisy_sim(seed=5)
+        cfg = EstimatorConfig(kalman=SIM_KALMAN, belief=BeliefConfig(effort_delay=0.001), torque_acceleration=on,
+                              torque_acceleration_warmup=50)
+        est = StateEstimator(robot=sim.robot, config=cfg)
+        trace = run_against_sim(sim, est, 14.0, ExcitationTrajectory(sim.robot, FAST, seed=5))
+        late = trace.stamp > 9.0
+        acc, acc_est = trace.true_acceleration()
+        acc_rmse = np.sqrt(np.mean((acc - acc_est)[late[1:]] ** 2, axis=0))
+        vel_rmse = np.sqrt(np.mean((trace.velocity - trace.true_velocity)[late] ** 2, axis=0))
+        inside = (np.abs(trace.velocity - trace.true_velocity) <= 3 * trace.velocity_std)[late].mean(axis=0)
+        return acc_rmse, vel_rmse, inside, est.counts()
+
+    acc_off, vel_off, _, _ = run(False)
+    acc_on, vel_on, inside, counts = run(True)
+    assert np.all(acc_on[:4] < 0.5 * acc_off[:4]), (acc_on, acc_off)  # the heavy joints: large gains
+    assert np.all(acc_on < 1.1 * acc_off), (acc_on, acc_off)  # and no joint gets worse
+    assert np.all(vel_on[:4] < 0.8 * vel_off[:4]), (vel_on, vel_off)
+    assert np.all(inside >= 0.99), inside
+    assert counts["reinitialized_joints"] == 0
 
 
 def test_prediction_to_time_of_use_compensates_latency():

@@ -72,3 +72,31 @@ class InverseDynamics:
             mujoco.mj_inverse(m, d)
             out.append(d.qfrc_inverse[self._da].copy())
         return out[0], (out[1] - out[0]) / UNIT_PAYLOAD
+
+    def acceleration(self, q: np.ndarray, dq: np.ndarray, tau: np.ndarray, viscous: np.ndarray,
+                     coulomb: np.ndarray, payload: float, armature: np.ndarray,
+                     stiction_speed: float) -> tuple[np.ndarray, np.ndarray]:
+        """Forward dynamics with the identified parameters: the ``ddq`` that ``tau`` produces.
+
+        Solves ``(M + m M_p + diag(a)) ddq = tau - h - m h_p - b dq - f_c s(dq)`` where ``s``
+        is ``sign`` smoothed linearly below ``stiction_speed`` (the stick zone is unknown).
+        Also returns the row norms of the inverse inertia matrix: a torque noise of std
+        ``s`` on every joint gives ``ddq_i`` a std of ``s * norm_i``.
+        """
+        da = self._da
+        Ms, hs = [], []
+        for m, d in zip(self._models, self._datas):
+            d.qpos[self._qa] = q
+            d.qvel[da] = dq
+            d.qacc[da] = 0.0
+            mujoco.mj_inverse(m, d)  # with qacc = 0: qfrc_inverse = h(q, dq); also fills the inertia matrix
+            full = np.zeros((m.nv, m.nv))
+            mujoco.mj_fullM(m, d, full)
+            Ms.append(full[np.ix_(da, da)])
+            hs.append(d.qfrc_inverse[da].copy())
+        w = payload / UNIT_PAYLOAD
+        M = Ms[0] + w * (Ms[1] - Ms[0]) + np.diag(armature)
+        h = hs[0] + w * (hs[1] - hs[0])
+        rhs = tau - h - viscous * dq - coulomb * np.clip(dq / stiction_speed, -1.0, 1.0)
+        Minv = np.linalg.inv(M)
+        return Minv @ rhs, np.sqrt(np.sum(Minv * Minv, axis=1))

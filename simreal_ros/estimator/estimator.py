@@ -39,16 +39,32 @@ class EstimatorConfig:
         belief_enabled: run the belief (costs an inverse-dynamics pair per update).
         latency: known delay (s) between acquisition and use; :meth:`StateEstimator.estimate`
             predicts this far beyond the newest sample by default.
+        torque_acceleration: also feed the filter the acceleration the measured torque
+            produces through the nominal model plus the current belief (forward dynamics
+            per sample: roughly doubles the cost; off by default).
+        acceleration_noise_std: std (rad/s^2) of the model error of that acceleration; the
+            effort noise (``kalman.effort_noise_std`` through the inverse inertia) is added per joint.
+        torque_acceleration_warmup: belief updates before the model is trusted (an
+            unidentified payload or armature makes the acceleration wrong).
     """
 
     kalman: KalmanConfig = field(default_factory=KalmanConfig)
     belief: BeliefConfig = field(default_factory=BeliefConfig)
     belief_enabled: bool = True
     latency: float = 0.0
+    torque_acceleration: bool = False
+    acceleration_noise_std: float = 0.5
+    torque_acceleration_warmup: int = 100
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.latency) and 0.0 <= self.latency <= 1.0):
             raise ValueError(f"latency must be in [0, 1] s, got {self.latency}")
+        if not (math.isfinite(self.acceleration_noise_std) and self.acceleration_noise_std > 0):
+            raise ValueError(f"acceleration_noise_std must be > 0, got {self.acceleration_noise_std}")
+        if self.torque_acceleration and not self.belief_enabled:
+            raise ValueError("torque_acceleration needs belief_enabled (the model uses the identified friction)")
+        if self.torque_acceleration_warmup < 0:
+            raise ValueError(f"torque_acceleration_warmup must be >= 0, got {self.torque_acceleration_warmup}")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> EstimatorConfig:
@@ -60,7 +76,8 @@ class EstimatorConfig:
                 nested.setdefault(section, {})[name] = value
             else:
                 nested[key] = value
-        allowed = {"kalman", "belief", "belief_enabled", "latency"}
+        allowed = {"kalman", "belief", "belief_enabled", "latency", "torque_acceleration", "acceleration_noise_std",
+                   "torque_acceleration_warmup"}
         bad = set(nested) - allowed
         if bad:
             raise ValueError(f"estimator: unknown key(s) {sorted(bad)} (allowed: {sorted(allowed)})")
@@ -71,8 +88,13 @@ class EstimatorConfig:
             kwargs["belief"] = BeliefConfig.from_dict(nested["belief"])
         if "belief_enabled" in nested:
             kwargs["belief_enabled"] = bool(nested["belief_enabled"])
-        if "latency" in nested:
-            kwargs["latency"] = float(nested["latency"])
+        for key in ("latency", "acceleration_noise_std"):
+            if key in nested:
+                kwargs[key] = float(nested[key])
+        if "torque_acceleration_warmup" in nested:
+            kwargs["torque_acceleration_warmup"] = int(nested["torque_acceleration_warmup"])
+        if "torque_acceleration" in nested:
+            kwargs["torque_acceleration"] = bool(nested["torque_acceleration"])
         return cls(**kwargs)
 
 
@@ -158,7 +180,21 @@ class StateEstimator:
             else:
                 self._belief.push(float(stamp), np.asarray(position, float), np.asarray(velocity, float),
                                   np.asarray(effort, float))
+        if self.config.torque_acceleration and res.outcome == "accepted" and effort is not None \
+                and not res.effort_rejected.any():
+            self._fuse_torque_acceleration(np.asarray(effort, float))
         return res
+
+    def _fuse_torque_acceleration(self, effort: np.ndarray) -> None:
+        b = self._belief.state()
+        if b.updates < self.config.torque_acceleration_warmup:
+            return
+        ddq, gain = self._belief.dynamics.acceleration(
+            self.kf.x[:, 0], self.kf.x[:, 1], effort, b.viscous, b.coulomb, b.payload, np.maximum(b.armature, 0.0),
+            self.config.belief.min_speed)
+        std = np.hypot(self.config.acceleration_noise_std, self.config.kalman.effort_noise_std * gain)
+        if np.all(np.isfinite(ddq)):
+            self.kf.fuse_acceleration(ddq, std)
 
     def estimate(self, t: float | None = None) -> Estimate:
         """The state at time ``t`` (default: newest sample + ``config.latency``).

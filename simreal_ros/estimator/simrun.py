@@ -6,6 +6,10 @@ feeds every measurement that arrives to a :class:`StateEstimator` (optionally co
 some with outliers first) and records, per accepted-or-not sample, the estimate at the
 sample's stamp, the sim's true state at that instant, the raw sample, and belief
 snapshots at chosen times.
+
+The sim's velocity (``qvel`` of semi-implicit Euler) is the mean velocity of the last step;
+with ``kalman.velocity_delay`` set, the recorded estimate velocity is the filter's velocity
+that many seconds earlier (``v - delay * a``, with its variance), the same quantity.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class SimTrace:
     stamp: np.ndarray
     position: np.ndarray  # estimate at the stamp
     velocity: np.ndarray
+    acceleration: np.ndarray
     position_std: np.ndarray
     velocity_std: np.ndarray
     true_position: np.ndarray
@@ -39,6 +44,11 @@ class SimTrace:
     beliefs: dict[float, BeliefState] = field(default_factory=dict)
     coulomb_saturation: np.ndarray | None = None  # per joint: share of fast samples at |frictionloss|
     contacts: int = 0
+
+    def true_acceleration(self) -> tuple[np.ndarray, np.ndarray]:
+        """(true mean acceleration between consecutive samples, estimate at their midpoint)."""
+        a = np.diff(self.true_velocity, axis=0) / np.diff(self.stamp)[:, None]
+        return a, 0.5 * (self.acceleration[1:] + self.acceleration[:-1])
 
     def finite_difference_velocity(self) -> tuple[np.ndarray, np.ndarray]:
         """(velocity, truth) by differencing consecutive raw positions (the naive baseline)."""
@@ -64,7 +74,7 @@ def run_against_sim(sim: ArmSim, estimator: StateEstimator, duration: float,
     steps = int(round(duration / period))
     n = sim.robot.n_joints
     truth: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    rows: dict[str, list] = {k: [] for k in ("stamp", "position", "velocity", "position_std", "velocity_std",
+    rows: dict[str, list] = {k: [] for k in ("stamp", "position", "velocity", "acceleration", "position_std", "velocity_std",
                                              "true_position", "true_velocity", "raw_position", "raw_velocity",
                                              "outlier", "now_error", "stale_error")}
     beliefs: dict[float, BeliefState] = {}
@@ -73,6 +83,7 @@ def run_against_sim(sim: ArmSim, estimator: StateEstimator, duration: float,
     saturated = np.zeros(n)
     friction = sim.model.dof_frictionloss[sim.sim.dof_adr]
     contacts = 0
+    delay = estimator.config.kalman.velocity_delay
     for i in range(steps):
         q_cmd, _, _ = excitation(i * period)
         sim.set_command(q_cmd)
@@ -93,10 +104,14 @@ def run_against_sim(sim: ArmSim, estimator: StateEstimator, duration: float,
                 dq[j] += rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 2.0)
             estimator.process(m.stamp, q, dq, m.effort)
             at = estimator.estimate(m.stamp)
+            h = np.array([0.0, 1.0, -delay])
+            vel = at.velocity - delay * at.acceleration
+            vel_std = np.sqrt(np.einsum("i,nij,j->n", h, at.covariance, h))
             t_pos, t_vel = truth.pop(round(m.stamp * 1e6))
             ahead = estimator.estimate(now.stamp)
-            for k, v in (("stamp", m.stamp), ("position", at.position), ("velocity", at.velocity),
-                         ("position_std", at.position_std), ("velocity_std", at.velocity_std),
+            for k, v in (("stamp", m.stamp), ("position", at.position), ("velocity", vel),
+                         ("acceleration", at.acceleration),
+                         ("position_std", at.position_std), ("velocity_std", vel_std),
                          ("true_position", t_pos), ("true_velocity", t_vel), ("raw_position", m.position),
                          ("raw_velocity", m.velocity), ("outlier", corrupted),
                          ("now_error", np.abs(ahead.position - now.position)),

@@ -57,6 +57,7 @@ _CORE_PARAMS = {
         "max_consecutive_rejects": ("re-initialise a joint after this many rejections in a row", 1, 100000),
         "max_gap": ("s; a longer gap between samples re-initialises the filter", 1e-4, 3600.0),
         "restart_backjump": ("s; a stamp this far back is a restart of the stream", 1e-4, 3600.0),
+        "velocity_delay": ("s the measured velocity lags the position (MuJoCo sim: half a physics step)", 0.0, 0.1),
     }),
     "belief": (BeliefConfig(), {
         "window": ("s, half width of the centred window (the belief lags by this)", 0.002, 1.0),
@@ -104,6 +105,12 @@ SPEC = [
     Param("latency", 0.0, "s; estimates are predicted this far beyond the sample stamp", low=0.0, high=1.0,
           read_only=True),
     Param("belief_enabled", True, "estimate friction/payload/armature online", read_only=True),
+    Param("torque_acceleration", False, "also fuse the acceleration the measured effort produces through the "
+          "identified model (needs belief_enabled; about 2x the cost per sample)", read_only=True),
+    Param("acceleration_noise_std", 0.5, "rad/s^2, model error of that acceleration", low=1e-6, high=1e4,
+          read_only=True),
+    Param("torque_acceleration_warmup", 100, "belief updates before the model's acceleration is used", low=0,
+          high=1000000, read_only=True),
     Param("diagnostics_period", 1.0, "s between /diagnostics messages", low=0.05, high=60.0, read_only=True),
     *_core_spec(),
 ]
@@ -129,8 +136,9 @@ class StateEstimatorNode(Node):
         self.params = p
         self.robot = load_robot(p["robot"])
         core = {k: v for k, v in p.items() if k.startswith(("kalman.", "belief."))}
-        core["belief_enabled"] = p["belief_enabled"]
-        core["latency"] = p["latency"]
+        for key in ("belief_enabled", "latency", "torque_acceleration", "acceleration_noise_std",
+                    "torque_acceleration_warmup"):
+            core[key] = p[key]
         self.core = StateEstimator(self.robot, EstimatorConfig.from_mapping(core))
         self.order = JointOrder(self.robot.joint_names)
         self.names = list(self.robot.joint_names)
