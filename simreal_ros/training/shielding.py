@@ -39,7 +39,7 @@ class EpisodeShield:
 
         self.mode = mode
         self.use_shield = use_shield
-        self.shield = Shield(robot, ShieldConfig(control_period=control_period, max_step_gap=1.5 * control_period,
+        self.shield = Shield(robot, ShieldConfig(control_period=control_period, max_step_gap=2.0 * control_period,
                                                  min_step=min(1e-4, control_period / 10),
                                                  command_timeout=2.5 * control_period, mode=mode))
         self.period = control_period
