@@ -236,3 +236,14 @@ def test_covariance_layout():
     np.testing.assert_allclose(v[:, 0], e.position_std**2)
     np.testing.assert_allclose(v[:, 2], e.velocity_std**2)
     np.testing.assert_allclose(v[:, 4], e.effort_variance)
+
+
+def test_unobservable_position_bias_is_reported_not_hidden():
+    cfg = EstimatorConfig(kalman=KalmanConfig(velocity_delay=0.0005, position_bias_std=1e-3), belief_enabled=False)
+    est, plain = StateEstimator(config=cfg), kf_only()
+    for e in (est, plain):
+        for t in np.arange(0, 0.1, 0.001):
+            e.process(t, np.zeros(N), np.zeros(N))
+    np.testing.assert_allclose(est.estimate().covariance[:, 0, 0],
+                               plain.estimate().covariance[:, 0, 0] + 1e-6, rtol=1e-9)
+    np.testing.assert_array_equal(est.estimate().position, plain.estimate().position)

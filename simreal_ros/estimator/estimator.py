@@ -208,6 +208,9 @@ class StateEstimator:
             t = self.kf.t + self.config.latency
         t = max(float(t), self.kf.t)
         x, P, tau, tau_var = self.kf.predict(t)
+        bias = self.config.kalman.position_bias_std
+        if bias:
+            P[:, 0, 0] += bias * bias  # predict() returns a copy
         return Estimate(t, x[:, 0], x[:, 1], x[:, 2], tau, P, tau_var)
 
     def belief(self) -> BeliefState | None:

@@ -54,6 +54,9 @@ class KalmanConfig:
             step behind the position): without this, at 1 rad/s the filter's positions are
             off by 0.5 mrad, the size of the position noise. Real drivers that difference or
             filter encoder positions have a similar lag.
+        position_bias_std: std (rad) of a constant, unobservable offset of the position
+            sensor (calibration); not part of the filter, added to the *reported* position
+            variance (:meth:`StateEstimator.estimate`) so that it stays honest.
     """
 
     position_noise_std: float = 5e-4
@@ -67,11 +70,12 @@ class KalmanConfig:
     max_gap: float = 0.5
     restart_backjump: float = 0.5
     velocity_delay: float = 0.0
+    position_bias_std: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
-            zero_ok = f.name == "velocity_delay"
+            zero_ok = f.name in ("velocity_delay", "position_bias_std")
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 \
                     or (v == 0 and not zero_ok):
                 raise ValueError(f"kalman.{f.name} must be a finite number {'>= 0' if zero_ok else '> 0'}, "

@@ -58,6 +58,7 @@ _CORE_PARAMS = {
         "max_gap": ("s; a longer gap between samples re-initialises the filter", 1e-4, 3600.0),
         "restart_backjump": ("s; a stamp this far back is a restart of the stream", 1e-4, 3600.0),
         "velocity_delay": ("s the measured velocity lags the position (MuJoCo sim: half a physics step)", 0.0, 0.1),
+        "position_bias_std": ("rad, unobservable constant sensor offset, added to the reported variance", 0.0, 0.1),
     }),
     "belief": (BeliefConfig(), {
         "window": ("s, half width of the centred window (the belief lags by this)", 0.002, 1.0),
