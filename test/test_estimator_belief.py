@@ -193,3 +193,34 @@ def test_belief_is_an_optional_observation_term():
     x.belief = None
     with pytest.raises(ValueError, match="belief"):
         build_observation(robot, ["joint_pos", "belief"], x)
+
+
+def test_config_from_ros_style_dotted_keys_and_errors():
+    cfg = EstimatorConfig.from_mapping({"kalman.jerk_psd": 5e3, "belief.window": 0.05, "latency": 0.002,
+                                        "belief_enabled": True})
+    assert cfg.kalman.jerk_psd == 5e3 and cfg.belief.window == 0.05 and cfg.latency == 0.002
+    with pytest.raises(ValueError, match="kalman: unknown key"):
+        EstimatorConfig.from_mapping({"kalman.jerk": 1.0})
+    with pytest.raises(ValueError, match="unknown key"):
+        EstimatorConfig.from_mapping({"speed": 1.0})
+    with pytest.raises(ValueError, match="torque_acceleration needs belief_enabled"):
+        EstimatorConfig.from_mapping({"torque_acceleration": True, "belief_enabled": False})
+
+
+def test_stream_restart_keeps_what_was_learned():
+    """A restarted driver (stamps jump back) re-initialises the filter, not the belief."""
+    sim = randomized_sim(seed=9, noise=False)
+    est = StateEstimator(robot=sim.robot, config=EstimatorConfig(belief=SIM_BELIEF), dynamics=sim_dynamics())
+    ex = ExcitationTrajectory(sim.robot, EXCITATION, seed=9)
+    for i in range(4000):
+        sim.set_command(ex(i * 0.001)[0])
+        sim.advance(0.001)
+        for m in sim.pop_measurements():
+            est.process(m.stamp, m.position, m.velocity, m.effort)
+    learned = est.belief()
+    assert learned.updates > 20
+    m = sim.pop_measurements() or [sim.true_state()]
+    assert est.process(0.0, m[-1].position, m[-1].velocity, m[-1].effort).outcome == "restart"
+    after = est.belief()
+    np.testing.assert_array_equal(after.values, learned.values)
+    assert est.counts()["restart"] == 1
