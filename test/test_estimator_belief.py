@@ -172,6 +172,10 @@ def test_belief_layout_and_names():
     assert names[0].startswith("viscous_friction/") and names[N].startswith("coulomb_friction/")
     assert names[2 * N] == "payload_mass [kg]" and names[2 * N + 1].startswith("armature/")
     np.testing.assert_array_equal(state.vector(), np.concatenate([state.values, state.std]))
+    d = state.as_dict(sim_dynamics().robot.joint_names)
+    assert d["payload_mass"] == {"value": 0.0, "std": state.std[2 * N]}
+    assert list(d["coulomb_friction"]) == list(sim_dynamics().robot.joint_names)
+    assert d["units"]["armature"] == "kg m^2"
 
 
 @pytest.mark.parametrize("key,value", [("window", 0.0), ("forgetting", 1.5), ("drift_payload", -1.0),

@@ -171,6 +171,31 @@ class BeliefState:
         """``[values, std]`` (see the module docstring for the layout)."""
         return np.concatenate([self.values, self.std])
 
+    def as_dict(self, joint_names: tuple[str, ...]) -> dict[str, Any]:
+        """Plain-data form for calibration and reports: per quantity, per joint, value and std.
+
+        ``{"viscous_friction": {joint: {"value", "std"}}, "coulomb_friction": ..., "armature": ...,
+        "payload_mass": {"value", "std"}, "units": {...}, "updates": n, "stamp": t}``
+        """
+        n = self.n_joints
+        if len(joint_names) != n:
+            raise ValueError(f"need {n} joint names, got {len(joint_names)}")
+
+        def per_joint(start: int) -> dict[str, dict[str, float]]:
+            return {j: {"value": float(self.values[start + i]), "std": float(self.std[start + i])}
+                    for i, j in enumerate(joint_names)}
+
+        return {
+            "viscous_friction": per_joint(0),
+            "coulomb_friction": per_joint(n),
+            "payload_mass": {"value": float(self.values[2 * n]), "std": float(self.std[2 * n])},
+            "armature": per_joint(2 * n + 1),
+            "units": {"viscous_friction": "N m s/rad", "coulomb_friction": "N m", "payload_mass": "kg",
+                      "armature": "kg m^2"},
+            "updates": int(self.updates),
+            "stamp": float(self.stamp),
+        }
+
 
 class HiddenParameterBelief:
     """Online estimate of viscous/Coulomb friction per joint and the payload mass.
