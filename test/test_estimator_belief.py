@@ -228,3 +228,10 @@ def test_stream_restart_keeps_what_was_learned():
     after = est.belief()
     np.testing.assert_array_equal(after.values, learned.values)
     assert est.counts()["restart"] == 1
+    # and learning goes on in the new stream's time base
+    for i in range(1000):
+        sim.set_command(ex(4.0 + i * 0.001)[0])
+        sim.advance(0.001)
+        for m in sim.pop_measurements():
+            est.process(m.stamp - 4.0, m.position, m.velocity, m.effort)
+    assert est.belief().updates > after.updates + 5

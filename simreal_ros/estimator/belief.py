@@ -237,6 +237,7 @@ class HiddenParameterBelief:
         """Drop buffered samples (after a stream restart) but keep the estimate."""
         self._len = 0
         self._next_center = 0
+        self._last_update_t = -math.inf  # the new stream's clock may start anywhere
 
     # ------------------------------------------------------------------ samples
     def push(self, t: float, q: np.ndarray, dq: np.ndarray, tau: np.ndarray) -> bool:
