@@ -141,6 +141,11 @@ class JointKalmanFilter:
     def initialized(self) -> bool:
         return self.t is not None
 
+    @property
+    def has_effort(self) -> bool:
+        """Whether the stream carries efforts (the effort estimate means something)."""
+        return self._has_tau
+
     # ------------------------------------------------------------------ helpers
     def _checked(self, values: Any, what: str) -> np.ndarray | None:
         if values is None:

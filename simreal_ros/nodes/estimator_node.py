@@ -190,8 +190,9 @@ class StateEstimatorNode(Node):
 
     def _publish_estimate(self, t: float | None) -> None:
         est = self.core.estimate(t)
+        effort = est.effort if self.core.kf.has_effort else None  # no effort in, none out
         self.est_pub.publish(joint_state_msg(self.names, sec_to_stamp(est.stamp), est.position, est.velocity,
-                                             est.effort))
+                                             effort))
         self.cov_pub.publish(matrix_msg(covariance_vector(est).reshape(len(self.names), -1), self._cov_labels))
 
     def _maybe_publish_belief(self) -> None:
