@@ -56,7 +56,7 @@ class ShieldLimits:
     h: float
 
     @classmethod
-    def from_robot(cls, robot: RobotModel, position_margin: float = 0.0, max_step_gap: float = 0.05) -> ShieldLimits:
+    def from_robot(cls, robot: RobotModel, position_margin: float = 0.0, max_step_gap: float = 0.1) -> ShieldLimits:
         lim = robot.limits
         if not (math.isfinite(position_margin) and position_margin >= 0):
             raise ValueError(f"position_margin must be finite and >= 0, got {position_margin}")
@@ -130,7 +130,7 @@ def check_limits(
     states: Sequence[tuple[Sequence[float], Sequence[float]]] | None = None,
     stiffness: Sequence[float] | None = None,
     damping: Sequence[float] | None = None,
-    max_step_gap: float = 0.05,
+    max_step_gap: float = 0.1,
     min_step: float = 1e-4,
     rtol: float = 1e-6,
 ) -> list[Violation]:
@@ -147,7 +147,9 @@ def check_limits(
         states: optional ``(q, dq)`` measured when each command was computed (None where
             unknown); enables the impedance-torque check in position mode (needs
             ``stiffness`` and ``damping``).
-        max_step_gap, min_step: see the module docstring (use the shield's values).
+        max_step_gap, min_step: see the module docstring; use the shield's values (the
+            defaults are the node's and ShieldConfig's defaults). Checking with a smaller
+            ``max_step_gap`` than the shield used reports false violations after "gaps".
         rtol: relative tolerance for floating-point rounding.
 
     Returns:
