@@ -263,6 +263,8 @@ class HiddenParameterBelief:
 
     def _compact(self, force: bool = False) -> None:
         """Drop samples no future centre needs (amortised: only once half the buffer is stale)."""
+        if not force and self._len < len(self._t) // 2:
+            return
         if self._next_center >= self._len:
             keep_from = self._len
         else:
