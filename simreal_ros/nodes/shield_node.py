@@ -15,7 +15,9 @@ Topics (defaults, see :mod:`simreal_ros.nodes`): subscribes ``/simreal/policy/co
 ``/simreal/baseline/command`` (``Float64MultiArray``, robot joint order), the joint state
 (``/simreal/state_estimate``, or ``/joint_states``), ``/simreal/shield/revert``
 (``std_msgs/String`` reason); publishes the sent command on
-``/forward_position_controller/commands``, interventions on ``/simreal/shield/interventions``
+``/forward_position_controller/commands`` (and, as ``JointState`` stamped with the shield's
+clock, on ``/simreal/shield/sent``: exact times for :func:`~simreal_ros.shield.check_limits`
+on a recording), interventions on ``/simreal/shield/interventions``
 (``DiagnosticArray``, one status per intervention: joint, kind, requested, applied), in shadow
 mode the policy's would-be command on ``/simreal/shield/shadow_command`` and its
 interventions on ``/simreal/shield/shadow_interventions``, and ``/diagnostics``.
@@ -50,7 +52,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from simreal_ros.nodes.common import JointOrder, array_msg, stamp_to_sec
+from simreal_ros.nodes.common import JointOrder, array_msg, joint_state_msg, sec_to_stamp, stamp_to_sec
 from simreal_ros.nodes.params import Param, ParameterError, declare_and_read, validate_update
 from simreal_ros.robot import RobotDescriptionError, load_robot
 from simreal_ros.shield import MODES, REVERT_TARGETS, Shield, ShieldConfig
@@ -71,6 +73,8 @@ SPEC = [
     Param("state_topic", "/simreal/state_estimate", "sensor_msgs/JointState (estimate, or /joint_states)"),
     Param("revert_topic", "/simreal/shield/revert", "std_msgs/String revert requests from monitors"),
     Param("command_topic", "/forward_position_controller/commands", "sent command (Float64MultiArray)"),
+    Param("sent_state_topic", "/simreal/shield/sent", "sent command as JointState stamped with the shield's clock "
+          "(exact times for check_limits on a bag); empty: off"),
     Param("interventions_topic", "/simreal/shield/interventions", "DiagnosticArray, one status per intervention"),
     Param("shadow_topic", "/simreal/shield/shadow_command", "shadow mode: what the policy would have sent"),
     Param("shadow_interventions_topic", "/simreal/shield/shadow_interventions", "shadow mode: its interventions"),
@@ -79,7 +83,7 @@ SPEC = [
     Param("command_mode", "position", "position targets or joint torques", choices=("position", "effort")),
     Param("position_margin", 0.01, "rad kept inside the position limits", low=0.0, high=0.5),
     Param("command_timeout", 0.1, "s without a fresh command -> controlled stop and hold", low=0.001, high=10.0),
-    Param("state_timeout", 0.1, "s without a fresh joint state -> stop and latch a fault", low=0.001, high=10.0),
+    Param("state_timeout", 0.25, "s without a fresh joint state -> stop and latch a fault", low=0.001, high=10.0),
     Param("control_period", 0.05, "s; expected command period and watchdog timer period", low=0.001, high=1.0),
     Param("max_step_gap", 0.1, "s; longest step the motion continues over (>= control_period; also the "
           "sampling slack of the braking distance)", low=0.001, high=1.0),
@@ -181,6 +185,10 @@ class ShieldNode(LifecycleNode):
         self.shadow_iv_pub = self.create_publisher(DiagnosticArray, p["shadow_interventions_topic"], 50)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         e += [self.cmd_pub, self.iv_pub, self.shadow_pub, self.shadow_iv_pub, self.diag_pub]
+        self.sent_pub = None
+        if p["sent_state_topic"]:
+            self.sent_pub = self.create_publisher(JointState, p["sent_state_topic"], 50)
+            e.append(self.sent_pub)
         e.append(self.create_subscription(JointState, p["state_topic"], self._on_state, qos_profile_sensor_data))
         e.append(self.create_subscription(Float64MultiArray, p["policy_topic"],
                                           lambda m: self._on_command("policy", m), 10))
@@ -305,6 +313,11 @@ class ShieldNode(LifecycleNode):
         self._last_pub_time = out.time
         self._last_sent = out.command
         self.cmd_pub.publish(array_msg(out.command))
+        if self.sent_pub is not None:  # the same command, stamped with the time the shield used
+            effort = self.shield.config.command_mode == "effort"
+            self.sent_pub.publish(joint_state_msg(self.order.names, sec_to_stamp(out.time),
+                                                  position=None if effort else out.command,
+                                                  effort=out.command if effort else None))
         stamp = self.get_clock().now().to_msg()
         if out.interventions:
             self.iv_pub.publish(self._interventions_msg(out.interventions, stamp, out.source))

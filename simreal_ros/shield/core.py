@@ -67,7 +67,7 @@ class ShieldConfig:
 
     position_margin: float = 0.01
     command_timeout: float = 0.1
-    state_timeout: float = 0.1
+    state_timeout: float = 0.25
     control_period: float = 0.05
     max_step_gap: float = 0.1
     min_step: float = 1e-4
