@@ -55,7 +55,7 @@ Method (every timestamp is the machine's system clock)
 The composed graph runs by default in a child process (this script with ``--host-inproc``), so
 the Python driver does not share the stack's interpreter lock; ``--inproc-host self`` puts the
 stack on a thread of this process next to the driver instead (GIL contention included; the
-driver's hops then stay inside one process). Overrides (NodeSpec parameters, nodes unchanged):
+driver's hops then stay inside one process, and its CPU figure includes the driver). Overrides (NodeSpec parameters, nodes unchanged):
 shield ``control_period = 1/R``, ``revert_fraction = 1`` (the automatic revert hands the arm to
 the baseline, which is not running: in ``active`` mode the shield needs only the policy),
 ``diagnostics_period = 0.5``; policy ``bundle``, ``ood_revert: false`` (a random policy has no
@@ -512,7 +512,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.host_inproc:
         return host_inproc(args.rates[0], args.bundle, args.run_dir)
-    # SIGTERM -> SystemExit, so the finally blocks stop every child process
+    # SIGINT -> KeyboardInterrupt (even if inherited as ignored), SIGTERM -> SystemExit: the finally
+    # blocks then stop every child process
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     from simreal_ros.robot import load_robot
@@ -550,7 +552,8 @@ def main(argv=None) -> int:
     for q in ("p50", "p99"):
         for h in ("e2e", "fixed_hops"):
             a, b = (results.get((m, args.rates[0]), {}).get(f"{h}_{q}_ms") for m in ("proc", "inproc"))
-            out[f"ratio_{h}_{q}_proc_vs_inproc_{base}"] = round(a / b, 2) if a and b else None
+            name = f"ratio_{q}" if h == "e2e" else f"ratio_{h}_{q}"
+            out[f"{name}_proc_vs_inproc_{base}"] = round(a / b, 2) if a and b else None
     out["loadavg_1min_start"], out["loadavg_1min_end"] = load0, round(os.getloadavg()[0], 2)
     out["total_s"] = round(time.monotonic() - t_start, 1)
     print(json.dumps(out), flush=True)
@@ -558,4 +561,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the children are already stopped (finally blocks)
+        sys.exit(130)
