@@ -136,6 +136,7 @@ class JointKalmanFilter:
         self.tau_var = np.zeros(self.n)
         self._has_tau = False
         self._rejects = np.zeros(self.n, int)
+        self._since_symmetrized = 0
 
     @property
     def initialized(self) -> bool:
@@ -263,7 +264,14 @@ class JointKalmanFilter:
             K1 = (c1 * s00[:, None] - c0 * s01[:, None]) * g
             x += K0 * nu0[:, None] + K1 * nu1[:, None]
             P -= K0[:, :, None] * c0[:, None, :] + K1[:, :, None] * c1[:, None, :]
-        P[:] = 0.5 * (P + P.transpose(0, 2, 1))  # keep it symmetric against round-off
+        self._since_symmetrized += 1
+        if self._since_symmetrized >= 64:  # the update is symmetric but for round-off: clean it now and then
+            P[:] = 0.5 * (P + P.transpose(0, 2, 1))
+            self._since_symmetrized = 0
+        if ok.all():  # the common case: no bookkeeping
+            if self._rejects.any():
+                self._rejects[:] = 0
+            return ~ok
         rejected = ~ok
         self.counts["outliers"] += int(rejected.sum())
         self._rejects = np.where(rejected, self._rejects + 1, 0)
