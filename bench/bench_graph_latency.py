@@ -200,6 +200,7 @@ class Probe:
         self.goal_pub = self.node.create_publisher(PointStamped, "/simreal/goal", QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.recording = False
+        self.t0 = time.time_ns()  # records hold ns since t0: exact as float64 (epoch ns are not)
         self.est: list = []
         self.prop: list = []
         self.sent: list = []
@@ -262,18 +263,18 @@ class Probe:
 
     def _on_est(self, msg, info) -> None:
         if self.recording:
-            st = msg.header.stamp
-            self.est.append((st.sec * 1_000_000_000 + st.nanosec, info["source_timestamp"],
-                             info["received_timestamp"], *msg.position))
+            st, t0 = msg.header.stamp, self.t0
+            self.est.append((st.sec * 1_000_000_000 + st.nanosec - t0, info["source_timestamp"] - t0,
+                             info["received_timestamp"] - t0, *msg.position))
 
     def _on_prop(self, msg, info) -> None:
         if self.recording:
-            self.prop.append((info["source_timestamp"], info["received_timestamp"], *msg.data))
+            self.prop.append((info["source_timestamp"] - self.t0, info["received_timestamp"] - self.t0, *msg.data))
 
     def _on_sent(self, msg, info) -> None:
         self.sent_total += 1
         if self.recording:
-            self.sent.append((info["source_timestamp"], info["received_timestamp"], *msg.data))
+            self.sent.append((info["source_timestamp"] - self.t0, info["received_timestamp"] - self.t0, *msg.data))
 
     def _on_diag(self, msg) -> None:
         t = time.time()
@@ -418,7 +419,7 @@ def run_config(mode: str, rate: float, robot, tmp: Path, args) -> dict:
         t_end = time.monotonic() + 2.0
         while time.monotonic() < t_end and not all(probe.last_diag(n, after=w1) for n in NODES_WITH_COUNTERS):
             time.sleep(0.05)
-        est, prop, sent = list(probe.est), list(probe.prop), list(probe.sent)
+        est, prop, sent, t0 = list(probe.est), list(probe.prop), list(probe.sent), probe.t0
         d0, d1 = probe.last_diag("policy_executor", after=w0), probe.last_diag("policy_executor", after=w1)
         s0, s1 = probe.last_diag("safety_shield", after=w0), probe.last_diag("safety_shield", after=w1)
         failed = graph.failed() if hasattr(graph, "failed") else {}
@@ -432,7 +433,7 @@ def run_config(mode: str, rate: float, robot, tmp: Path, args) -> dict:
     span = w1 - w0
     r = analyse(est, prop, sent)
     r["driver_rate_hz"] = (pub1 - pub0) / span
-    r["sent_rate_hz"] = sum(1 for s in sent if w0 * 1e9 <= s[1] <= w1 * 1e9) / span
+    r["sent_rate_hz"] = sum(1 for s in sent if w0 * 1e9 <= s[1] + t0 <= w1 * 1e9) / span
     r["proposal_rate_hz"] = len(prop) / span
     r["cpu_pct"] = {n: round(100 * (cpu1[n] - cpu0[n]) / span, 1) for n in pids}
     r["cpu_ms_per_cycle"] = {n: round(1e3 * (cpu1[n] - cpu0[n]) / (span * rate), 3) for n in pids}
