@@ -8,6 +8,7 @@ Run inside a loopback-only network namespace (see .ci/run), e.g.::
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -27,14 +28,19 @@ TIMEOUT = 0.1
 
 #: a proposer process: publishes a fixed target at 20 Hz on the given topic until killed
 PUBLISHER = """
-import sys, rclpy
+import sys, rclpy, rclpy.executors
 from std_msgs.msg import Float64MultiArray
 rclpy.init()
 node = rclpy.create_node("fake_" + sys.argv[2].strip("/").replace("/", "_"))
 pub = node.create_publisher(Float64MultiArray, sys.argv[2], 10)
 target = [float(x) for x in sys.argv[1].split(",")]
 node.create_timer(0.05, lambda: pub.publish(Float64MultiArray(data=target)))
-rclpy.spin(node)
+try:
+    rclpy.spin(node)
+except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+    pass
+node.destroy_node()
+rclpy.try_shutdown()
 """
 
 
@@ -50,10 +56,12 @@ def start_proposer(processes, target, topic="/simreal/policy/command", name="pol
     return processes.start("-c", PUBLISHER, ",".join(repr(float(x)) for x in target), topic, name=name)
 
 
-def shm_mapped(pid: int | str = "[0-9]*") -> set[str]:
+def shm_mapped(pid: int | str = "[0-9]*", exclude: int | None = None) -> set[str]:
     """Fast DDS shared-memory segments mapped by process ``pid`` (default: any process)."""
     names = set()
     for maps in Path("/proc").glob(f"{pid}/maps"):
+        if exclude is not None and maps.parent.name == str(exclude):
+            continue
         try:
             names |= {line.rsplit("/", 1)[-1].strip() for line in maps.read_text().splitlines()
                       if "/dev/shm/fastdds_" in line}
@@ -64,8 +72,9 @@ def shm_mapped(pid: int | str = "[0-9]*") -> set[str]:
 
 def remove_stale_segments(candidates: set[str]) -> None:
     """A SIGKILLed process leaves its Fast DDS segments behind: remove those of
-    ``candidates`` (what it had mapped) that no live process maps any more."""
-    for name in candidates - shm_mapped():
+    ``candidates`` (what it had mapped) that no other live process maps any more (this
+    test process maps its dead peer's segment too; unlinking only drops the name)."""
+    for name in candidates - shm_mapped(exclude=os.getpid()):
         for suffix in ("", "_el"):
             Path("/dev/shm", name + suffix).unlink(missing_ok=True)
 
