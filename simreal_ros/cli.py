@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("simreal_ros.training.evaluate", "evaluate a policy bundle against the baseline controller"),
     "policy": ("simreal_ros.policy.cli", "check a policy bundle against the robot (offline checks)"),
     "bag": ("simreal_ros.bag.cli", "inspect and recover recorded bags"),
+    "estimate": ("simreal_ros.estimator.cli", "score the state estimator and friction/payload belief in the sim"),
 }
 
 
