@@ -8,7 +8,9 @@ timed in the same loop as the baseline:
 * ``clip``: a policy that jumps around, so most cycles clip and label interventions.
 
 Also reports the whole cycle a node runs (``update_state`` + ``propose`` + ``step``).
-Target: shield p99 <= 30 us. The last line is one JSON object.
+Target: shield p99 <= 30 us. Besides the p99 over all cycles, the p99 of the least
+disturbed of 5 blocks is reported (other processes' time slices dominate the tail on a
+shared 2-core machine). The last line is one JSON object.
 
     python bench/bench_shield.py [--cycles 20000]
 """
@@ -73,15 +75,20 @@ def main() -> None:
         r = run(workload, args.cycles)
         for key in ("step", "cycle", "clip"):
             p50, p99 = np.percentile(r[key], [50, 99]) * 1e6
+            # p99 of the least disturbed of 5 consecutive blocks: on a shared machine the
+            # overall p99 of a 100+ us call mostly measures other processes' time slices
+            best = min(np.percentile(b, 99) for b in np.array_split(r[key], 5)) * 1e6
             name = {"step": "shield", "cycle": "shield_cycle", "clip": "np_clip"}[key]
             result[f"{workload}_{name}_p50_us"] = round(float(p50), 2)
             result[f"{workload}_{name}_p99_us"] = round(float(p99), 2)
+            result[f"{workload}_{name}_p99_best_block_us"] = round(float(best), 2)
         result[f"{workload}_clipped_share"] = round(r["clipped_share"], 3)
         print(f"{workload}: shield p50 {result[f'{workload}_shield_p50_us']} us, p99 "
               f"{result[f'{workload}_shield_p99_us']} us; np.clip p50 {result[f'{workload}_np_clip_p50_us']} us; "
               f"{100 * r['clipped_share']:.0f}% of cycles clipped")
     result["shield_p99_us"] = result["track_shield_p99_us"]
     result["np_clip_p99_us"] = result["track_np_clip_p99_us"]
+    result["shield_p99_best_block_us"] = result["track_shield_p99_best_block_us"]
     result["ratio_vs_np_clip"] = round(result["track_shield_p50_us"] / result["track_np_clip_p50_us"], 1)
     result["target_p99_us"] = 30.0
     print(json.dumps(result))
