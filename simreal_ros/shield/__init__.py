@@ -6,7 +6,8 @@
   with the same definitions (``limits``).
 """
 
-from simreal_ros.shield.core import COMMAND_MODES, SOURCES, Intervention, Shield, ShieldConfig, ShieldOutput
+from simreal_ros.shield.config import COMMAND_MODES, ShieldConfig
+from simreal_ros.shield.core import SOURCES, Intervention, Shield, ShieldOutput
 from simreal_ros.shield.limits import KINDS, ShieldLimits, Violation, check_limits
 from simreal_ros.shield.modes import MODES, REVERT_TARGETS
 
