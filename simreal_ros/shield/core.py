@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,8 +34,7 @@ SOURCES = ("policy", "baseline")
 MAX_ABS = 1e6
 
 
-@dataclass(frozen=True, slots=True)
-class Intervention:
+class Intervention(NamedTuple):
     """One joint's command changed by one limit (values in the command's unit)."""
 
     joint: str

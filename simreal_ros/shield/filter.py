@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simreal_ros.shield.limits import ShieldLimits, stopping_distance, velocity_viability
+from simreal_ros.shield.limits import ShieldLimits, stopping_distance
 
 #: Row labels of the interval stacks, in priority order.
 POSITION_ROWS = ("jerk", "acceleration", "velocity", "velocity", "position", "effort", "effort_rate")
@@ -91,30 +91,6 @@ def _binding(request, command, lo_rows, hi_rows, labels) -> list[str]:
     return [labels[i] for i in idx]
 
 
-def position_bounds(lim: ShieldLimits, st: MotionState, dt: float, meas, K, D) -> tuple[np.ndarray, np.ndarray]:
-    """Interval rows (``POSITION_ROWS`` order) for the next target; ``meas`` = (q_m, dq_m) or None."""
-    q, v, a = st.q, st.v, st.a
-    dt2 = dt * dt
-    base = q + v * dt
-    jdt = lim.j * dt
-    x_lo, x_hi = velocity_viability(lim, v, dt)
-    lo = [base + dt2 * (a - jdt), base - dt2 * lim.a, q - dt * lim.v, base + dt2 * x_lo, lim.q_lo]
-    hi = [base + dt2 * (a + jdt), base + dt2 * lim.a, q + dt * lim.v, base + dt2 * x_hi, lim.q_hi]
-    if meas is not None:
-        qm, dqm = meas
-        ok = K > 0
-        Ks = np.where(ok, K, 1.0)
-        c = qm + D * dqm / Ks
-        inf = np.inf
-        lo.append(np.where(ok, c - lim.tau / Ks, -inf))
-        hi.append(np.where(ok, c + lim.tau / Ks, inf))
-        if st.tau is not None:
-            r = lim.dtau * dt
-            lo.append(np.where(ok, c + (st.tau - r) / Ks, -inf))
-            hi.append(np.where(ok, c + (st.tau + r) / Ks, inf))
-    return np.array(lo), np.array(hi)
-
-
 def viable(lim: ShieldLimits, q: np.ndarray, v: np.ndarray, a: np.ndarray) -> np.ndarray:
     """Per joint: can it still stop inside the position limits from (q, v, a)?"""
     tol = 1e-12
@@ -125,9 +101,9 @@ def viable(lim: ShieldLimits, q: np.ndarray, v: np.ndarray, a: np.ndarray) -> np
 class PositionFilter:
     """Position-mode filter with the constants of one limit set precomputed.
 
-    The common case (intervals meet, far from position limits) costs a few dozen numpy
-    operations on n-vectors; the rare cases (torque intervals that do not meet the motion
-    ones, braking, labelling an intervention) fall back to the row-wise form above.
+    The common case (request within every limit, far from the position limits) runs as a
+    scalar loop (:meth:`_fast`, cheaper than numpy calls for 7 joints); otherwise all limit
+    rows are computed at once (:meth:`rows`) to clip, brake and label the intervention.
     """
 
     def __init__(self, lim: ShieldLimits, K: np.ndarray, D: np.ndarray) -> None:
@@ -157,6 +133,25 @@ class PositionFilter:
         self._consts = list(zip(*(x.tolist() for x in (
             lim.v, lim.a, lim.j, self.two_over_j, lim.q_lo, lim.q_hi, self.mid, self.inner,
             self.DK, self.Kinv0, self.tau_span, self.dtau_span, self.K, self.D))))
+
+    def rows(self, q, v, a, tau, dtp: float, meas) -> np.ndarray:
+        """Every limit as a bound on the next target, both sides at once in signed form:
+        ``R[k, 0]`` bounds ``q'`` from above, ``R[k, 1]`` bounds ``-q'`` from above (so the
+        lower bound is ``-R[k, 1]``); rows in ``POSITION_ROWS`` order, shape (rows, 2, n)."""
+        sgn = self.sgn
+        dt2 = dtp * dtp
+        room = np.maximum(self.v2 - sgn * v, 0.0)  # velocity left in each direction
+        x = 2.0 * room / (dtp + np.sqrt(dt2 + room * self.two_over_j2))  # jerk-aware velocity viability
+        sb = sgn * (q + v * dtp)
+        out = [sb + dt2 * (sgn * a + self.j2 * dtp), sb + dt2 * self.a2, sgn * q + dtp * self.v2, sb + dt2 * x,
+               self.qlim2]
+        if meas is not None:
+            qm, dqm = meas
+            c = qm + self.DK * dqm
+            out.append(sgn * c + self.tau_span2)
+            if tau is not None:
+                out.append(sgn * (c + tau * self.Kinv0) + self.dtau_span2 * dtp)
+        return np.array(out)
 
     def _fast(self, st: MotionState, request: np.ndarray, dt: float, dtp: float, gap: bool, meas):
         """The common case in scalar Python, with the same formulas (and rounding) as the
@@ -241,26 +236,12 @@ class PositionFilter:
                 return StepResult(cmd, MotionState(now, cmd, v_new, a_new, None if taun is None else np.array(taun)),
                                   self.no_clip, [], False, False)
         q = st.q
-        dt2 = dtp * dtp
-        # Both sides at once, in "signed" form: row 0 bounds +x from above (x <= b0), row 1
-        # bounds -x from above (x >= -b1), so every limit is one np.minimum on a 2 x n array.
-        sv = self.sgn * v
-        room = np.maximum(self.v2 - sv, 0.0)  # velocity left in each direction
-        x = 2.0 * room / (dtp + np.sqrt(dt2 + room * self.two_over_j2))  # velocity viability
-        u = np.minimum(np.minimum(self.sgn * a + self.j2 * dtp, self.a2), x)  # max accel each way
-        b = np.minimum((self.sgn * (q + v * dtp)) + dt2 * u, self.qlim2)
-        if meas is not None:
-            qm, dqm = meas
-            c = qm + self.DK * dqm
-            b = np.fmin(b, self.sgn * c + self.tau_span2)
-            if st.tau is not None:
-                b = np.fmin(b, self.sgn * (c + st.tau * self.Kinv0) + self.dtau_span2 * dtp)
+        R = self.rows(q, v, a, st.tau, dtp, meas)
+        b = np.fmin.reduce(R, axis=0)  # fmin: a NaN bound (overflowed torque row) is ignored
         lo, hi = -b[1], b[0]
         infeasible = not (lo <= hi).all()
-        rows = None  # the row-wise bounds, computed at most once and only when needed
         if infeasible:
-            rows = position_bounds(lim, MotionState(st.t, q, v, a, st.tau), dtp, meas, self.K, self.D)
-            lo, hi, infeasible = intersect(*rows)
+            lo, hi, infeasible = intersect(-R[:, 1], R[:, 0])
         cmd = np.minimum(np.maximum(request, lo), hi)
         v_new = (cmd - q) / dt
         a_new = (v_new - v) / dt
@@ -271,12 +252,9 @@ class PositionFilter:
         if veto or (near and not viable(lim, cmd, v_new, a_new).all()):
             braking = True
             kind = "cartesian" if veto else "position"
-            if rows is None:
-                rows = position_bounds(lim, MotionState(st.t, q, v, a, st.tau), dtp, meas, self.K, self.D)
-            lo_rows, hi_rows = rows
-            for n_rows in (len(lo_rows), N_HARD):  # "stop here", giving up the torque rows if needed
-                lo, hi, infeasible = intersect(lo_rows[:n_rows], hi_rows[:n_rows])
-                infeasible = infeasible or n_rows < len(lo_rows)
+            for n_rows in (len(R), N_HARD):  # "stop here", giving up the torque rows if needed
+                lo, hi, infeasible = intersect(-R[:n_rows, 1], R[:n_rows, 0])
+                infeasible = infeasible or n_rows < len(R)
                 cmd = np.minimum(np.maximum(q, lo), hi)
                 v_new = (cmd - q) / dt
                 a_new = (v_new - v) / dt
@@ -287,9 +265,7 @@ class PositionFilter:
         if kind is not None:
             kinds = [kind] * len(cmd)
         elif clipped.any():
-            if rows is None:
-                rows = position_bounds(lim, MotionState(st.t, q, v, a, st.tau), dtp, meas, self.K, self.D)
-            kinds = _binding(request, cmd, *rows, POSITION_ROWS)
+            kinds = _binding(request, cmd, -R[:, 1], R[:, 0], POSITION_ROWS)
         else:
             kinds = []
         return StepResult(cmd, MotionState(now, cmd, v_new, a_new, tau), clipped, kinds, braking, infeasible)
