@@ -120,6 +120,13 @@ def test_command_timeout_stops_within_limits_then_holds_and_resumes():
     assert out.reason == "" and out.source == "policy"
 
 
+def test_stale_state_at_start_up_holds_without_latching():
+    loop = Loop(state_timeout=0.05)
+    out = loop.cycle(state=False, n=20)  # nothing forwarded yet: the state stream is still coming up
+    assert out.fault is None and out.reason.startswith("waiting for fresh joint state")
+    assert loop.cycle(policy=far_target()).source == "policy"
+
+
 def test_stale_state_latches_a_fault_until_reset():
     loop = Loop(state_timeout=0.05)
     loop.cycle(policy=far_target(), n=20)

@@ -28,7 +28,8 @@ class ShieldConfig:
     Attributes:
         position_margin: kept inside the robot's position limits (rad).
         command_timeout: no fresh command for this long -> controlled stop and hold (s).
-        state_timeout: no fresh joint state for this long -> stop and latch a fault (s).
+        state_timeout: no fresh joint state for this long -> stop and latch a fault (s);
+            before the first proposal has been forwarded (start-up) it only holds.
         control_period: expected step period (s); the node's watchdog timer period.
         max_step_gap: longest step over which the motion is continued; after a longer gap
             it restarts from rest. Also the sampling slack of the braking distance (s).

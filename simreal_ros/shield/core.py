@@ -111,6 +111,7 @@ class Shield:
         self.fault: str | None = None
         self.estop_reason: str | None = None
         self._holding_reason = ""
+        self._armed = False  # the state watchdog latches only once a proposal has been forwarded
         self._pos_filter = PositionFilter(self.limits, self.K, self.D)
         self._box_check = None
         if cfg.cartesian_box is not None:
@@ -194,6 +195,7 @@ class Shield:
         (e.g. after the node was inactive and another controller may have moved the arm)."""
         self._motion = None
         self._last = None
+        self._armed = False
 
     @property
     def last_output(self) -> ShieldOutput | None:
@@ -277,7 +279,7 @@ class Shield:
                                       infeasible=infeasible)
             return self._last
         self.counts["steps"] += 1
-        if not state_ok and self.fault is None:
+        if not state_ok and self.fault is None and self._armed:
             self.fault = f"joint state stale (> {cfg.state_timeout:g} s)"
             self.counts["faults"] += 1
         alpha = modes.advance(min(now - st.t, cfg.max_step_gap))
@@ -288,6 +290,8 @@ class Shield:
             reason = f"e-stop: {self.estop_reason}"
         elif self.fault is not None:
             reason = f"fault: {self.fault}"
+        elif not state_ok:  # (not yet armed: start-up) hold without latching
+            reason = f"waiting for fresh joint state (timeout {cfg.state_timeout:g} s)"
         elif modes.mode == "hold":
             reason = "mode hold"
         else:
@@ -311,6 +315,7 @@ class Shield:
             res = self._filter(st, self._hold_request(st, state_ok), now, meas)
             interventions = []
         else:
+            self._armed = True
             res = self._filter(st, request, now, meas)
             interventions = self._interventions(request, res)
             if interventions:
