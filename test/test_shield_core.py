@@ -94,6 +94,14 @@ def test_wrong_or_reordered_joint_names_are_rejected(names):
     assert loop.shield.propose("policy", READY, names=list(ROBOT.joint_names), now=0.006) is True
 
 
+def test_reordered_state_is_dropped_but_a_clock_reset_is_accepted():
+    shield = Shield(ROBOT)
+    assert shield.update_state(READY, np.zeros(N), 100.0, 0.0)
+    assert not shield.update_state(READY + 0.1, np.zeros(N), 99.99, 0.001)  # arrived out of order
+    assert shield.update_state(READY + 0.2, np.zeros(N), 0.5, 0.002)  # the sim clock restarted
+    assert np.allclose(shield.state[0], READY + 0.2)
+
+
 def test_invalid_state_is_rejected():
     shield = Shield(ROBOT)
     assert not shield.update_state([math.nan] * N, np.zeros(N), 0.0, 0.0)

@@ -134,12 +134,17 @@ class Shield:
 
     def update_state(self, q, dq, stamp: float, now: float) -> bool:
         """Accept a measured/estimated joint state (robot order). Returns False (and counts it)
-        for a wrong length, non-finite values or a stamp older than the last accepted one."""
+        for a wrong length, non-finite or implausible values, or a stamp slightly older than
+        the last accepted one (reordered). ``stamp`` only orders samples (any clock);
+        freshness is judged by ``now``."""
         qa = self._valid(q, None, "state")
         if qa is None:
             return False
         dqa = self._valid(dq if dq is not None else np.zeros_like(qa), None, "state")
-        if dqa is None or not math.isfinite(stamp) or stamp < self.state_stamp:
+        # an older stamp within the state timeout is a reordered sample: dropped; a much
+        # older one is a clock reset (e.g. the simulation restarted): accepted
+        reordered = self.state_stamp - self.config.state_timeout <= stamp < self.state_stamp
+        if dqa is None or not math.isfinite(stamp) or reordered:
             if dqa is not None:
                 self.counts["rejected_state"] += 1
             return False
