@@ -54,7 +54,8 @@ class Loop:
 
     def violations(self):
         return check_limits(ROBOT, self.times, self.sent, position_margin=self.cfg.position_margin,
-                            max_step_gap=self.cfg.max_step_gap, min_step=self.cfg.min_step)
+                            max_step_gap=self.cfg.max_step_gap, min_step=self.cfg.min_step,
+                            starts_at_rest=True)
 
 
 def far_target():

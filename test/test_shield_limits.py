@@ -19,6 +19,7 @@ from simreal_ros.shield.limits import stopping_distance
 ROBOT = load_robot()
 N = ROBOT.n_joints
 LIM = ROBOT.limits
+READY = ROBOT.ready_pose.copy()
 EPS = 1e-6
 J0 = 0  # the joint under test (panda_joint1)
 
@@ -203,3 +204,23 @@ def test_effort_rate_edge_in_position_mode(side):
         assert out.command[J0] == pytest.approx(mid[J0], abs=1e-12)
         raw = check_limits(ROBOT, [0.0, dt], [first, request], **kw)
         assert {x.kind for x in raw if x.joint == joint1} == {"effort_rate"}
+
+
+def test_check_limits_on_recordings_that_start_mid_motion_or_have_gaps():
+    dt = 0.05
+    v = 0.5 * LIM.velocity
+    times = [k * dt for k in range(6)]
+    moving = [READY + v * t for t in times]  # constant velocity, well within limits
+    assert check_limits(ROBOT, times, moving) == []  # a recording may start mid-motion
+    flagged = check_limits(ROBOT, times, moving, starts_at_rest=True)  # not from the shield's start
+    assert {x.kind for x in flagged} >= {"acceleration"} and {x.index for x in flagged} <= {1, 2}
+    jump = [q.copy() for q in moving]
+    jump[4] = jump[4] + 0.2  # one target jumps
+    assert {x.kind for x in check_limits(ROBOT, times, jump)} >= {"velocity", "acceleration"}
+    nan = [q.copy() for q in moving]
+    nan[3][2] = np.nan
+    assert [x.kind for x in check_limits(ROBOT, times, nan)] == ["invalid"]
+    # after a gap longer than max_step_gap the motion restarts from rest
+    gap_t = times[:3] + [times[2] + 1.0 + k * dt for k in range(3)]
+    held = [READY] * 3 + [READY + 1e-4 * k**3 for k in range(3)]
+    assert check_limits(ROBOT, gap_t, held, starts_at_rest=True) == []

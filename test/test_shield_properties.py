@@ -167,7 +167,7 @@ def run_scenario(robot, cfg: ShieldConfig, sc: dict, n_steps: int):
     viol = check_limits(robot, times, commands, command_mode=cfg.command_mode,
                         position_margin=cfg.position_margin, states=None if effort else states,
                         stiffness=cfg.stiffness, damping=cfg.damping,
-                        max_step_gap=cfg.max_step_gap, min_step=cfg.min_step)
+                        max_step_gap=cfg.max_step_gap, min_step=cfg.min_step, starts_at_rest=True)
     return viol, outputs, shield
 
 

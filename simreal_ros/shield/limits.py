@@ -133,6 +133,7 @@ def check_limits(
     max_step_gap: float = 0.1,
     min_step: float = 1e-4,
     rtol: float = 1e-6,
+    starts_at_rest: bool = False,
 ) -> list[Violation]:
     """Check a sequence of sent commands against every limit kind of ``robot``.
 
@@ -151,6 +152,10 @@ def check_limits(
             defaults are the node's and ShieldConfig's defaults). Checking with a smaller
             ``max_step_gap`` than the shield used reports false violations after "gaps".
         rtol: relative tolerance for floating-point rounding.
+        starts_at_rest: the first sample is the shield's first command (it starts at rest),
+            so acceleration and jerk are checked from the second sample on. Otherwise (a
+            recording that may start mid-motion) they are checked once enough samples exist
+            to compute them.
 
     Returns:
         Every violation found (empty list: the sequence is within all limits).
@@ -198,6 +203,7 @@ def check_limits(
             flag(k, "effort", tau, lim.effort)
         if prev is None:
             prev = (k, x, np.zeros(n), np.zeros(n), tau)
+            known = 2 if starts_at_rest else 0  # how many derivatives of prev come from data
             continue
         dt = t[k] - t[prev[0]]
         if not dt >= min_step:
@@ -206,8 +212,9 @@ def check_limits(
                     out.append(Violation(k, float(t[k]), names[i], "invalid", float(x[i]), float(prev[1][i])))
             continue
         _, xp, vp, ap, taup = prev
-        if dt > max_step_gap:
+        if dt > max_step_gap:  # the shield restarts from rest after a gap
             vp, ap = np.zeros(n), np.zeros(n)
+            known = 2
         if command_mode == "position":
             # rounding of the differences grows like eps * |q| / dt^order
             eps = 8 * np.finfo(float).eps * np.maximum(np.abs(x), 1.0)
@@ -215,8 +222,11 @@ def check_limits(
             a = (v - vp) / dt
             jk = (a - ap) / dt
             flag(k, "velocity", v, lim.velocity, eps / dt)
-            flag(k, "acceleration", a, lim.acceleration, 2 * eps / dt**2)
-            flag(k, "jerk", jk, lim.jerk, 4 * eps / dt**3)
+            if known >= 1:
+                flag(k, "acceleration", a, lim.acceleration, 2 * eps / dt**2)
+            if known >= 2:
+                flag(k, "jerk", jk, lim.jerk, 4 * eps / dt**3)
+            known = min(known + 1, 2)
         else:
             v = a = np.zeros(n)
         if tau is not None and taup is not None:
@@ -224,3 +234,19 @@ def check_limits(
             flag(k, "effort_rate", (tau - taup) / dt, lim.effort_rate, eps_t / dt)
         prev = (k, x, v, a, tau)
     return out
+
+
+def stamped_commands(messages, command_mode: str = "position") -> tuple[np.ndarray, np.ndarray]:
+    """(times, commands) from the shield's ``/simreal/shield/sent`` JointState messages (or
+    ``(bag_time, msg)`` pairs), using ``header.stamp``: the shield's own step times.
+
+    Check a recording with these rather than with receive times: transport jitter of a few
+    ms shows up as spurious acceleration/jerk "violations" whenever the shield is
+    saturating a limit exactly. Duck-typed (no ROS imports).
+    """
+    times, rows = [], []
+    for item in messages:
+        msg = item[1] if isinstance(item, tuple) else item
+        times.append(msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec)
+        rows.append(list(msg.effort if command_mode == "effort" else msg.position))
+    return np.asarray(times, dtype=float), np.asarray(rows, dtype=float)
