@@ -224,6 +224,17 @@ def test_shadow_mode_never_forwards_the_policy(processes, ros_node):
     assert arm.sent
     assert max(abs(s[0] - READY[0]) for s in arm.sent) < 1e-9  # only the baseline (at READY) was sent
     assert max(abs(s[0] - READY[0]) for s in arm.shadow) > 0.01  # the policy would have moved
+    # the mode parameter is validated: an unknown mode is refused, naming the key
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    cli = ros_node.create_client(SetParameters, "/safety_shield/set_parameters")
+    assert ros_node.spin_until(cli.service_is_ready, 10)
+    bad = Parameter(name="mode", value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="dance"))
+    fut = cli.call_async(SetParameters.Request(parameters=[bad]))
+    assert ros_node.spin_until(fut.done, 10)
+    result = fut.result().results[0]
+    assert not result.successful and "'mode'" in result.reason and "allowed" in result.reason
     # switching to active through the service is bumpless and then the policy drives
     assert call_trigger(ros_node, "/safety_shield/mode_active").success
     assert ros_node.spin_until(lambda: arm.last_diag().get("mode") == "active", 10)
