@@ -327,6 +327,8 @@ class ShieldNode(LifecycleNode):
                 self.shadow_iv_pub.publish(self._interventions_msg(out.shadow_interventions, stamp, "policy"))
         key = (out.mode, out.fault, out.estop, out.reverted, out.reason.split(" (")[0])
         if key != self._diag_key:
+            if out.reverted and (self._diag_key is None or not self._diag_key[3]):
+                self.get_logger().error(f"reverted to {out.mode}: {out.reverted} (latched until ~/reset)")
             self._diag_key = key
             if out.reason:
                 self.get_logger().warning(f"holding: {out.reason}", throttle_duration_sec=1.0)
