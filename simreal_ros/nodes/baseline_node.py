@@ -24,12 +24,12 @@ from geometry_msgs.msg import PointStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidParameterValueException
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from simreal_ros.baseline import BaselineConfig, BaselineController
-from simreal_ros.nodes.common import JointOrder, array_msg, run_node
+from simreal_ros.nodes.common import JointOrder, array_msg, run_node, subscribe_goal
 from simreal_ros.nodes.params import Param, ParameterError, declare_and_read
 from simreal_ros.robot import RobotDescriptionError, load_robot
 
@@ -82,7 +82,7 @@ class BaselineControllerNode(Node):
         self.cmd_pub = self.create_publisher(Float64MultiArray, p["command_topic"], 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointState, p["state_topic"], self._on_state, qos_profile_sensor_data)
-        self.create_subscription(PointStamped, p["goal_topic"], self._on_goal, QoSProfile(depth=1))
+        subscribe_goal(self, PointStamped, p["goal_topic"], self._on_goal)  # latched or plain publishers
         if p["sent_topic"]:
             self.create_subscription(Float64MultiArray, p["sent_topic"], self._on_sent, 10)
         sim_time = self.get_parameter("use_sim_time").value

@@ -10,6 +10,7 @@ import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
@@ -81,6 +82,22 @@ class JointOrder:
         if pos is None:
             raise ValueError(f"JointState has {len(msg.position)} positions for {n} names")
         return pos, pick(msg.velocity), pick(msg.effort)
+
+
+#: QoS of the goal topic's publisher: latched (transient local), so a late subscriber gets it.
+GOAL_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def subscribe_goal(node: Node, msg_type, topic: str, callback) -> None:
+    """Subscribe to a goal topic from latched *and* plain publishers.
+
+    A transient-local subscription gets the goal a latched publisher (the sim bridge) sent
+    before this node started, but does not match a volatile publisher (``ros2 topic pub``
+    with default QoS); a volatile one matches both but gets no history. Both are created;
+    a goal delivered twice is set twice, which is harmless.
+    """
+    node.create_subscription(msg_type, topic, callback, GOAL_QOS)
+    node.create_subscription(msg_type, topic, callback, QoSProfile(depth=1))
 
 
 def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, name: str = "node") -> int:

@@ -22,11 +22,11 @@ from geometry_msgs.msg import PointStamped, PoseStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidParameterValueException
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
-from simreal_ros.nodes.common import JointOrder, array_msg, run_node, stamp_to_sec
+from simreal_ros.nodes.common import JointOrder, array_msg, run_node, stamp_to_sec, subscribe_goal
 from simreal_ros.nodes.params import Param, ParameterError, declare_and_read
 from simreal_ros.policy.bundle import BundleError, load_bundle
 from simreal_ros.policy.executor import ExecutorConfig, PolicyExecutor
@@ -90,7 +90,7 @@ class PolicyExecutorNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointState, p["state_topic"], self._on_state, qos_profile_sensor_data)
         goal_type = PoseStamped if p["goal_type"] == "pose" else PointStamped
-        self.create_subscription(goal_type, p["goal_topic"], self._on_goal, QoSProfile(depth=1))
+        subscribe_goal(self, goal_type, p["goal_topic"], self._on_goal)  # latched or plain publishers
         # steady timer on wall time; with use_sim_time the timer follows the ROS (sim) clock
         sim_time = self.get_parameter("use_sim_time").value
         self.timer = self.create_timer(period, self._on_timer,
