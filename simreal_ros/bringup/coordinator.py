@@ -1,0 +1,113 @@
+"""The run coordinator of ``simreal sim``: sequences goals, watches progress, collects figures.
+
+A plain rclpy node (not part of the launch graph): it asks the sim bridge for a goal, waits
+until the flange (from the bridge's ground truth) is within the success radius and slow, or
+a timeout passes, then asks for the next one. It counts interventions, reads the policy
+executor's latency from ``/diagnostics`` and keeps the numbers for the summary.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PointStamped
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+
+from simreal_ros.nodes.common import JointOrder
+from simreal_ros.robot import load_robot
+
+
+@dataclass
+class GoalResult:
+    goal: list[float]
+    reached: bool
+    seconds: float
+    final_distance_m: float
+
+
+@dataclass
+class RunFigures:
+    goals: list[GoalResult] = field(default_factory=list)
+    interventions: int = 0
+    sent_commands: int = 0
+    policy_commands: int = 0
+    policy_latency_p99_ms: float | None = None
+    diagnostics_seen: dict[str, str] = field(default_factory=dict)  # node -> last level name
+
+
+class Coordinator(Node):
+    """Drive a sequence of goals through the sim bridge and watch the arm reach them."""
+
+    def __init__(self, success_radius: float = 0.02, success_speed: float = 0.05, **kwargs) -> None:
+        super().__init__("simreal_coordinator", **kwargs)
+        self.robot = load_robot()
+        self.order = JointOrder(self.robot.joint_names)
+        self.success_radius, self.success_speed = success_radius, success_speed
+        self.figures = RunFigures()
+        self.flange: np.ndarray | None = None
+        self.flange_speed = float("inf")
+        self.goal: np.ndarray | None = None
+        self.goal_stamp = 0.0
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+        self.create_subscription(JointState, "/simreal/sim/ground_truth", self._on_truth, 10)
+        self.create_subscription(PointStamped, "/simreal/goal", self._on_goal, latched)
+        self.create_subscription(DiagnosticArray, "/simreal/shield/interventions", self._on_interventions, 50)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
+        self.create_subscription(Float64MultiArray, "/forward_position_controller/commands", self._on_sent, 50)
+        self.create_subscription(Float64MultiArray, "/simreal/policy/command", self._on_policy, 50)
+        self.next_goal = self.create_client(Trigger, "/sim_bridge/next_goal")
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_truth(self, msg: JointState) -> None:
+        q, dq, _ = self.order.arrays(msg)
+        self.flange = self.robot.fk(q)[:3, 3]
+        if dq is not None:
+            self.flange_speed = float(np.linalg.norm(self.robot.jacobian(q)[:3] @ dq))
+
+    def _on_goal(self, msg: PointStamped) -> None:
+        self.goal = np.array([msg.point.x, msg.point.y, msg.point.z])
+        self.goal_stamp = time.monotonic()
+
+    def _on_interventions(self, msg: DiagnosticArray) -> None:
+        self.figures.interventions += len(msg.status)
+
+    def _on_sent(self, msg: Float64MultiArray) -> None:
+        self.figures.sent_commands += 1
+
+    def _on_policy(self, msg: Float64MultiArray) -> None:
+        self.figures.policy_commands += 1
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        levels = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}
+        for status in msg.status:
+            level = status.level if isinstance(status.level, int) else int.from_bytes(status.level, "little")
+            self.figures.diagnostics_seen[status.name] = levels.get(level, str(level))
+            for kv in status.values:
+                if "p99" in kv.key and ("latency" in kv.key or "compute" in kv.key) and "policy" in status.name:
+                    try:
+                        value = float(kv.value)
+                    except ValueError:
+                        continue
+                    self.figures.policy_latency_p99_ms = value * 1000.0 if kv.key.endswith("_s") else value
+
+    # ------------------------------------------------------------------ state
+    def distance(self) -> float:
+        if self.flange is None or self.goal is None:
+            return float("inf")
+        return float(np.linalg.norm(self.goal - self.flange))
+
+    def reached(self) -> bool:
+        return self.distance() < self.success_radius and self.flange_speed < self.success_speed
+
+    def request_next_goal(self):
+        """Ask the sim bridge for a new goal; returns the service future (or None if not ready)."""
+        if not self.next_goal.service_is_ready():
+            return None
+        return self.next_goal.call_async(Trigger.Request())

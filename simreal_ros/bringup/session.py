@@ -1,0 +1,130 @@
+"""One ``simreal sim`` session: start the graph, sequence goals with progress, stop, check the bag."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from simreal_ros.bringup.graph import GraphOptions, NodeSpec
+
+STARTUP_TIMEOUT_S = 60.0
+
+
+class _Spinner:
+    """The coordinator's own context and executor, spun in a background thread."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        from simreal_ros.bringup.coordinator import Coordinator
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = Coordinator(context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while not self._stop.is_set() and self.context.ok():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def close(self) -> None:
+        import rclpy
+
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.node.destroy_node()
+        self.executor.shutdown()
+        rclpy.try_shutdown(context=self.context)
+
+
+def _wait(cond, timeout: float, alive=lambda: True) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        if not alive():
+            return False
+        time.sleep(0.01)
+    return cond()
+
+
+def run_session(nodes: list[NodeSpec], opts: GraphOptions, run_dir: Path, goals: int, duration: float,
+                goal_timeout: float, processes: bool, progress: bool) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from simreal_ros.bringup.coordinator import GoalResult
+    from simreal_ros.bringup.report import bag_directory, scan_bag
+    from simreal_ros.bringup.runner import InProcessGraph, ProcessGraph
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "error": None}
+    graph = ProcessGraph(nodes, run_dir) if processes else InProcessGraph(nodes, run_dir)
+    graph.start()
+    alive = (lambda: not graph.failed()) if processes else (lambda: True)
+    spinner = _Spinner()
+    coord = spinner.node
+    started = time.monotonic()
+    try:
+        if not _wait(lambda: coord.goal is not None and coord.flange is not None, STARTUP_TIMEOUT_S, alive):
+            failed = graph.failed() if processes else {}
+            summary["error"] = (f"the graph did not come up within {STARTUP_TIMEOUT_S:.0f} s"
+                                + (f"; exited: {failed} (see logs in {run_dir})" if failed else ""))
+            return _finish(summary, coord.figures, opts, nodes)
+        bar = tqdm(total=goals, desc="goals", unit="goal", disable=not progress, dynamic_ncols=True)
+        for i in range(goals):
+            if duration and time.monotonic() - started > duration:
+                break
+            if i > 0:
+                previous = coord.goal_stamp
+                future = coord.request_next_goal()
+                if future is None or not _wait(lambda p=previous: coord.goal_stamp != p, 10.0, alive):
+                    summary["error"] = "the sim bridge did not provide a new goal (service /sim_bridge/next_goal)"
+                    break
+            t0 = time.monotonic()
+            reached = _wait(coord.reached, goal_timeout, alive)
+            coord.figures.goals.append(GoalResult(coord.goal.tolist(), reached, time.monotonic() - t0,
+                                                  coord.distance()))
+            bar.set_postfix(dist_cm=f"{100 * coord.distance():.1f}", interventions=coord.figures.interventions)
+            bar.update(1)
+            if processes and graph.failed():
+                summary["error"] = f"node process(es) exited: {graph.failed()} (see logs in {run_dir})"
+                break
+        bar.close()
+    finally:
+        spinner.close()
+        graph.stop()
+    summary.update(_finish(summary, coord.figures, opts, nodes))
+    if opts.record:
+        bag = bag_directory(opts)
+        summary["bag"] = str(bag) if bag else None
+        if bag:
+            scan = scan_bag(bag)
+            summary.update(scan)
+    return summary
+
+
+def _finish(summary: dict[str, Any], fig, opts: GraphOptions, nodes: list[NodeSpec]) -> dict[str, Any]:
+    reached = [g for g in fig.goals if g.reached]
+    summary.update({
+        "goals_attempted": len(fig.goals),
+        "goals_reached": len(reached),
+        "success_rate": (len(reached) / len(fig.goals)) if fig.goals else 0.0,
+        "mean_time_to_goal_s": (sum(g.seconds for g in reached) / len(reached)) if reached else float("nan"),
+        "interventions": fig.interventions,
+        "sent_commands": fig.sent_commands,
+        "policy_commands": fig.policy_commands,
+        "policy_latency_p99_ms": fig.policy_latency_p99_ms,
+        "shield_mode": opts.shield_mode,
+        "nodes": [n.name for n in nodes],
+        "goals": [g.__dict__ for g in fig.goals],
+        "limit_violations": summary.get("limit_violations", 0),
+        "bag": summary.get("bag"),
+    })
+    return summary
