@@ -230,11 +230,14 @@ def test_check_limits_on_recorded_commands(tmp_path, capsys):
                         enc({"layout": {"dim": [], "data_offset": 0}, "data": q}), 10**9 + k * 10**7)
         return str(tmp_path / name)
 
-    assert simreal(["bag", "check-limits", record("ok")]) == 0
+    topic = ["--topic", "/forward_position_controller/commands"]  # unstamped: receive times or --rate
+    assert simreal(["bag", "check-limits", record("ok"), *topic]) == 0
     assert "0 violation(s)" in capsys.readouterr().out
-    assert simreal(["bag", "check-limits", record("bad", jump_at=50), "--rate", "100"]) == 1
+    assert simreal(["bag", "check-limits", record("bad", jump_at=50), "--rate", "100", *topic]) == 1
     out = capsys.readouterr().out
     assert "panda_joint1 velocity" in out
+    assert simreal(["bag", "check-limits", record("nostamped")]) == 2  # default: the shield's stamped copy
+    assert "no topic /simreal/shield/sent" in capsys.readouterr().err
 
 
 def test_types_unknown_to_the_typestore_come_from_installed_msg_files(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from simreal_ros.bag.check import STAMPED_SENT_TOPIC, sent_commands
 from simreal_ros.bag.metadata import read_metadata
 from simreal_ros.bag.recover import needs_recovery, recover
 
@@ -24,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("check-limits", help="check recorded sent commands against every robot limit "
                                             "(simreal_ros.shield.limits.check_limits); exit 1 on a violation")
     p.add_argument("path", type=Path, help="bag directory")
-    p.add_argument("--topic", default="/forward_position_controller/commands",
-                   help="Float64MultiArray command topic (default: %(default)s)")
+    p.add_argument("--topic", default=STAMPED_SENT_TOPIC,
+                   help="the shield's stamped JointState copy (default: %(default)s), or a Float64MultiArray "
+                        "command topic (then receive times, or --rate)")
     p.add_argument("--mode", choices=("position", "effort"), default="position", help="command mode")
     p.add_argument("--robot", default="panda", help="robot description name (default: %(default)s)")
     p.add_argument("--position-margin", type=float, default=0.0, help="rad inside the position limits")
@@ -69,30 +71,17 @@ def info(path: Path) -> int:
 
 
 def check_limits_cmd(args: argparse.Namespace) -> int:
-    from rosbags.rosbag2 import Reader
-
-    from simreal_ros.bag.types import typestore
     from simreal_ros.robot import load_robot
     from simreal_ros.shield.limits import check_limits
 
-    if needs_recovery(args.path):
-        print(f"error: {args.path} was not closed cleanly; run: simreal bag recover {args.path}", file=sys.stderr)
+    try:
+        times, commands, clock = sent_commands(args.path, args.topic, args.mode, args.rate)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    times, commands = [], []
-    with Reader(args.path) as reader:
-        conns = [c for c in reader.connections if c.topic == args.topic]
-        if not conns:
-            print(f"error: no topic {args.topic} in {args.path}", file=sys.stderr)
-            return 2
-        for conn, t, raw in reader.messages(connections=conns):
-            times.append(t * 1e-9)
-            commands.append(list(typestore().deserialize_cdr(raw, conn.msgtype).data))
-    if args.rate > 0:
-        times = [k / args.rate for k in range(len(times))]
-    robot = load_robot(args.robot)
-    violations = check_limits(robot, times, commands, command_mode=args.mode,
+    violations = check_limits(load_robot(args.robot), times, commands, command_mode=args.mode,
                               position_margin=args.position_margin)
-    print(f"{len(commands)} commands on {args.topic}: {len(violations)} violation(s)")
+    print(f"{len(commands)} commands on {args.topic} (times: {clock}): {len(violations)} violation(s)")
     for v in violations[:args.max_report]:
         print(f"  #{v.index} t={v.time:.4f} {v.joint} {v.kind}: {v.value:.6g} (limit {v.limit:.6g})")
     return 1 if violations else 0

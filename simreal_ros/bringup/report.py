@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 SENT_TOPIC = "/forward_position_controller/commands"
-STAMPED_SENT_TOPIC = "/simreal/shield/sent"  # the same commands, stamped with the shield's step time
+STAMPED_SENT_TOPIC = "/simreal/shield/sent"  # the same commands, stamped with the shield's step time (JointState)
 POLICY_TOPIC = "/simreal/policy/command"
 BASELINE_TOPIC = "/simreal/baseline/command"
 INTERVENTIONS_TOPIC = "/simreal/shield/interventions"
@@ -47,15 +47,13 @@ def commands(messages: list[tuple[int, Any]]) -> tuple[np.ndarray, np.ndarray]:
 
 def scan_bag(bag: str | Path) -> dict[str, Any]:
     """Counts per topic of interest and the limit violations of the sent commands."""
+    from simreal_ros.bag.check import sent_commands
     from simreal_ros.robot import load_robot
-    from simreal_ros.shield import ShieldConfig, check_limits, stamped_commands
+    from simreal_ros.shield import ShieldConfig, check_limits
 
     data = read_bag(bag)
-    # Check the shield's own step times, not the recorder's receive times: transport jitter of
-    # a few ms would show as acceleration/jerk "violations" whenever a limit is saturated.
-    t, sent = stamped_commands(data.get(STAMPED_SENT_TOPIC, []))
-    violations = (check_limits(load_robot(), t, sent, position_margin=ShieldConfig().position_margin)
-                  if len(t) else [])
+    t, sent, _ = sent_commands(bag, STAMPED_SENT_TOPIC)  # the shield's own step stamps
+    violations = check_limits(load_robot(), t, sent, position_margin=ShieldConfig().position_margin)
     return {
         "bag_messages": {k: len(v) for k, v in sorted(data.items())},
         "bag_sent_commands": len(data.get(SENT_TOPIC, [])),
