@@ -49,6 +49,11 @@ def test_full_graph_reaches_goals_without_limit_violations(tmp_path):
     assert {"safety_shield", "policy_executor", "state_estimator", "sim_bridge"} <= names, names
 
 
+def _max(values, what):
+    assert len(values), f"no samples: {what}"
+    return float(np.max(values))
+
+
 def _speeds(truth):
     stamps = np.array([m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec for _, m in truth])
     return stamps, np.array([np.max(np.abs(m.velocity)) for _, m in truth])
@@ -87,27 +92,27 @@ def test_killing_the_policy_brakes_and_holds_and_recording_goes_on(tmp_path, ros
         graph.stop()
     data = read_bag(tmp_path / "run", [TRUTH, STAMPED_SENT_TOPIC, POLICY_TOPIC])
     t, speeds = _speeds(data[TRUTH])  # stamped at acquisition
-    assert np.max(speeds[(t > t_kill - 0.3) & (t < t_kill)]) > 0.2  # the bag shows the motion ...
+    assert _max(speeds[(t > t_kill - 0.5) & (t < t_kill)], "motion before the kill") > 0.1  # the bag shows it ...
     t_pol, _ = commands(data[POLICY_TOPIC])
-    assert t_pol.max() < t_kill + 0.05  # ... the last proposal at the kill ...
+    assert _max(t_pol, "policy proposals") < t_kill + 0.2  # ... the last proposal at the kill (receive time) ...
     t_sent, sent = stamped_commands(data[STAMPED_SENT_TOPIC])
-    assert t_sent.max() > t_kill_steady + 3.0  # ... the shield and the recording going on ...
+    assert _max(t_sent, "sent commands") > t_kill_steady + 3.0  # ... the shield and the recording going on ...
     # ... and the arm braking within the command timeout (0.1 s) + one cycle + the braking time,
     # then holding still: the joint speeds decay and the sent targets stop changing
-    assert np.max(speeds[t > t_kill + 1.0]) < 0.02
+    assert _max(speeds[t > t_kill + 1.0], "state after the kill") < 0.02
     held = sent[t_sent > t_kill_steady + 1.5]
     assert len(held) > 10 and np.max(np.abs(held - held[-1])) < 1e-6
 
 
 def test_shadow_mode_never_sends_a_policy_command(tmp_path):
-    s = _session(tmp_path, goals=1, shield_mode="shadow")
+    s = _session(tmp_path, goals=2, shield_mode="shadow")
     assert s["error"] is None, s
     data = read_bag(tmp_path / "run", [STAMPED_SENT_TOPIC, POLICY_TOPIC, BASELINE_TOPIC])
     _, sent = stamped_commands(data[STAMPED_SENT_TOPIC])
     _, proposals = commands(data[POLICY_TOPIC])
-    assert len(proposals) > 20 and len(sent) > 20  # the policy ran and was recorded
+    assert len(proposals) > 10 and len(sent) > 20  # the policy ran and was recorded
     # no sent command equals (or is near) any policy proposal ...
     dist = np.min(np.max(np.abs(sent[:, None, :] - proposals[None, :, :]), axis=2), axis=1)
     assert np.min(dist) > 1e-9
     # ... and the arm follows the baseline: it reached the goal under the baseline's commands
-    assert s["goals_reached"] == 1, s["goals"]
+    assert s["goals_reached"] == 2, s["goals"]
