@@ -108,7 +108,7 @@ def lockstep_run(processes, ros_node, name: str) -> list[tuple[float, tuple[floa
     """Unpaced lockstep with noise: 6 commands queued at once; the joint-state sequence they produce."""
     from std_msgs.msg import Float64MultiArray
 
-    start_bridge(processes, "timing:=unpaced", "sync_period:=0.01", "sync_timeout:=1000.0", "seed:=5",
+    start_bridge(processes, "timing:=unpaced", "publish_rate_hz:=500.0", "sync_period:=0.01", "sync_timeout:=1000.0", "seed:=5",
                  "randomization_profile:=default", "noise.position_std:=0.001", name=name)
     got = probe(ros_node)
     cmd = ros_node.create_publisher(Float64MultiArray, "/forward_position_controller/commands", 1000)

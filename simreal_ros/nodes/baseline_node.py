@@ -22,7 +22,6 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
@@ -30,8 +29,8 @@ from std_msgs.msg import Float64MultiArray
 
 from simreal_ros.baseline import BaselineConfig, BaselineController
 from simreal_ros.nodes.common import JointOrder, array_msg, run_node, subscribe_goal
-from simreal_ros.nodes.params import Param, ParameterError, declare_and_read
-from simreal_ros.robot import RobotDescriptionError, load_robot
+from simreal_ros.nodes.params import Param, declare_and_read
+from simreal_ros.robot import load_robot
 
 NODE_NAME = "baseline_controller"
 _D = BaselineConfig()
@@ -171,12 +170,7 @@ class BaselineControllerNode(Node):
 
 
 def main(args=None) -> int:
-    """Run until SIGINT/SIGTERM (clean stop at any moment, see :mod:`simreal_ros.nodes.shutdown`)."""
-    try:
-        return run_node(BaselineControllerNode, args, NODE_NAME)
-    except (ParameterError, InvalidParameterValueException, RobotDescriptionError, ValueError) as exc:
-        print(f"[{NODE_NAME}] refusing to start: {exc}", file=sys.stderr, flush=True)
-        return 1
+    return run_node(BaselineControllerNode, args, NODE_NAME)
 
 
 if __name__ == "__main__":

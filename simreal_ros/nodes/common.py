@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import rclpy
+from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -15,8 +16,6 @@ from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
-
-from simreal_ros.nodes.params import ParameterError
 
 
 def stamp_to_sec(stamp) -> float:
@@ -101,33 +100,39 @@ def subscribe_goal(node: Node, msg_type, topic: str, callback) -> None:
 
 
 def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, name: str = "node") -> int:
-    """``main()`` body of a node process: init, spin, stop cleanly on SIGINT/SIGTERM at any moment.
+    """``main()`` body of every node process: init, spin, stop cleanly on SIGINT/SIGTERM at any moment.
 
     rclpy's own signal handler shuts the context down from inside the signal, so a callback
     running at that moment (a long unpaced sim step, a bag write) fails with ``RCLError`` and
     the process exits 1 without the node's cleanup. Here the signal only sets a flag: the
     SingleThreadedExecutor (rclpy 9.1.2's MultiThreadedExecutor loses messages) finishes the
     current callback, the node is destroyed (its cleanup runs, e.g. the recorder closes its
-    bag), and only then rclpy shuts down. A :class:`ParameterError` exits 1 with its message.
+    bag), and only then rclpy shuts down.
+
+    A node that cannot start (bad parameter, robot description or policy bundle: a
+    ``ValueError``, or rclpy's own range check) exits 1 with the reason on stderr; so does a
+    node that sets ``exit_code`` (e.g. a lifecycle node whose autostart configure failed).
     """
     stop: list[int] = []
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     previous = {sig: signal.signal(sig, lambda s, _f: stop.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
     node = None
+    code = 0
     try:
         node = factory()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        while not stop:
+        while not stop and getattr(node, "exit_code", None) is None:
             executor.spin_once(timeout_sec=0.1)
+        code = getattr(node, "exit_code", None) or 0
         executor.remove_node(node)
-    except ParameterError as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
-        return 1
+    except (ValueError, InvalidParameterValueException) as exc:  # ParameterError, BundleError, ... are ValueErrors
+        print(f"[{name}] refusing to start: {exc}", file=sys.stderr, flush=True)
+        code = 1
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0
+    return code

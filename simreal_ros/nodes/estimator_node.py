@@ -29,7 +29,6 @@ from dataclasses import fields
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.exceptions import InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
@@ -39,8 +38,8 @@ from simreal_ros.estimator.belief import BeliefConfig
 from simreal_ros.estimator.estimator import COVARIANCE_FIELDS, EstimatorConfig, StateEstimator, covariance_vector
 from simreal_ros.estimator.kalman import KalmanConfig
 from simreal_ros.nodes.common import JointOrder, joint_state_msg, run_node, sec_to_stamp, stamp_to_sec
-from simreal_ros.nodes.params import Param, ParameterError, declare_and_read
-from simreal_ros.robot import RobotDescriptionError, load_robot
+from simreal_ros.nodes.params import Param, declare_and_read
+from simreal_ros.robot import load_robot
 
 NODE_NAME = "state_estimator"
 
@@ -234,11 +233,7 @@ NODE_CLASS = StateEstimatorNode  # for the in-process graph runner (simreal_ros.
 
 
 def main(args=None) -> int:
-    try:
-        return run_node(StateEstimatorNode, args, NODE_NAME)
-    except (ParameterError, InvalidParameterValueException, RobotDescriptionError, ValueError) as exc:
-        print(f"[{NODE_NAME}] refusing to start: {exc}", file=sys.stderr, flush=True)
-        return 1
+    return run_node(StateEstimatorNode, args, NODE_NAME)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from pathlib import Path
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped, PoseStamped
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
@@ -31,7 +30,7 @@ from simreal_ros.nodes.params import Param, ParameterError, declare_and_read
 from simreal_ros.policy.bundle import BundleError, load_bundle
 from simreal_ros.policy.executor import ExecutorConfig, PolicyExecutor
 from simreal_ros.resources import ResourceNotFoundError, resource
-from simreal_ros.robot import RobotDescriptionError, load_robot
+from simreal_ros.robot import load_robot
 
 NODE_NAME = "policy_executor"
 DEFAULT_BUNDLE = ("policies", "reach_default")
@@ -166,11 +165,7 @@ NODE_CLASS = PolicyExecutorNode  # for the in-process graph runner (simreal_ros.
 
 
 def main(args=None) -> int:
-    try:
-        return run_node(PolicyExecutorNode, args)
-    except (BundleError, ParameterError, InvalidParameterValueException, RobotDescriptionError) as exc:
-        print(f"[{NODE_NAME}] refusing to start: {exc}", file=sys.stderr, flush=True)
-        return 1
+    return run_node(PolicyExecutorNode, args, NODE_NAME)
 
 
 if __name__ == "__main__":

@@ -33,26 +33,20 @@ stale, so a silent proposer is stopped within ``command_timeout`` plus one perio
 
 from __future__ import annotations
 
-import signal
 import sys
-import time
-from typing import Sequence
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from simreal_ros.nodes.common import JointOrder, array_msg, joint_state_msg, sec_to_stamp, stamp_to_sec
+from simreal_ros.nodes.common import JointOrder, array_msg, joint_state_msg, run_node, sec_to_stamp, stamp_to_sec
 from simreal_ros.nodes.params import Param, ParameterError, declare_and_read, validate_update
 from simreal_ros.robot import RobotDescriptionError, load_robot
 from simreal_ros.shield import MODES, REVERT_TARGETS, Shield, ShieldConfig
@@ -420,33 +414,8 @@ class ShieldNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
 
-def main(args: Sequence[str] | None = None) -> int:
-    """Spin until SIGINT/SIGTERM (or a failed autostart, exit status 1)."""
-    stop: list[int] = []
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    previous = {sig: signal.signal(sig, lambda s, _f: stop.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
-    node = None
-    code = 0
-    try:
-        node = ShieldNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while not stop and node.exit_code is None:
-            executor.spin_once(timeout_sec=0.1)
-        code = node.exit_code or 0
-        executor.remove_node(node)
-    except ParameterError as exc:
-        print(f"{NODE_NAME}: {exc}", file=sys.stderr)
-        code = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if code:
-        time.sleep(0.1)  # let the log line reach the console
-    return code
+def main(args=None) -> int:
+    return run_node(ShieldNode, args, NODE_NAME)
 
 
 if __name__ == "__main__":
