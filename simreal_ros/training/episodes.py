@@ -169,7 +169,7 @@ def run_episode(env: ReachEnv, runner, seed: int, use_shield: bool, name: str,
         if render:
             frames.append(env.render())
     cmds = np.array(sent_hist)
-    viol = check_limits(robot, times, cmds, max_step_gap=2.0 * period)
+    viol = check_limits(robot, times, cmds, max_step_gap=2.0 * period, starts_at_rest=True)
     viol_kinds = dict(true_viol)
     for v in viol:
         viol_kinds[v.kind] = viol_kinds.get(v.kind, 0) + 1
