@@ -54,6 +54,7 @@ setup(
         "onnxruntime>=1.17",
         "gymnasium>=1.0",
         "rosbags>=0.10",
+        "mcap>=1.1",  # the bag writer and crash recovery
         "tqdm>=4.60",
         "ruckig>=0.12",  # jerk-limited online trajectory generation (baseline controller)
     ],
@@ -65,7 +66,6 @@ setup(
             "torch>=2.3,<=2.13.0",
             "stable-baselines3>=2.3",
             "onnx>=1.15",
-            "scipy>=1.10",
             "matplotlib>=3.7",
             "imageio>=2.30",
         ],
@@ -73,7 +73,6 @@ setup(
             "pytest>=7",
             "pytest-timeout>=2",
             "hypothesis>=6.100",
-            "mcap>=1.1",
             "mcap-ros2-support>=0.5",
             "ruff>=0.5",
         ],

@@ -42,11 +42,18 @@ def test_full_graph_reaches_goals_without_limit_violations(tmp_path):
     assert s["limit_violations"] == 0, s["limit_violation_examples"]
     counts = s["bag_messages"]
     for topic in ("/joint_states", "/simreal/state_estimate", "/simreal/belief", POLICY_TOPIC, BASELINE_TOPIC,
-                  "/simreal/goal", "/diagnostics", STAMPED_SENT_TOPIC, "/simreal/shield/interventions"):
+                  "/simreal/goal", "/diagnostics", STAMPED_SENT_TOPIC):
         assert counts.get(topic, 0) > 0, (topic, counts)
     data = read_bag(tmp_path / "run", ["/diagnostics"])
     names = {st.name.split(":")[0] for _, m in data["/diagnostics"] for st in m.status}
     assert {"safety_shield", "policy_executor", "state_estimator", "sim_bridge"} <= names, names
+    # the interventions the shield counted (its diagnostics) while the recorder ran are in the bag
+    shield = [{kv.key: kv.value for kv in st.values} for _, m in data["/diagnostics"] for st in m.status
+              if st.name == "safety_shield" and any(kv.key == "interventions" for kv in st.values)]
+    counted = int(shield[-1]["interventions"]) - int(shield[0]["interventions"])
+    # (a few may be published just after the shield's last diagnostics, or before the recorder joined)
+    assert s["bag_interventions"] >= counted - 3 and (counted == 0 or s["bag_interventions"] > 0), \
+        (s["bag_interventions"], counted)
 
 
 def _max(values, what):
@@ -92,7 +99,7 @@ def test_killing_the_policy_brakes_and_holds_and_recording_goes_on(tmp_path, ros
         graph.stop()
     data = read_bag(tmp_path / "run", [TRUTH, STAMPED_SENT_TOPIC, POLICY_TOPIC])
     t, speeds = _speeds(data[TRUTH])  # stamped at acquisition
-    assert _max(speeds[(t > t_kill - 0.5) & (t < t_kill)], "motion before the kill") > 0.1  # the bag shows it ...
+    assert _max(speeds[(t > t_kill - 2.0) & (t < t_kill)], "motion before the kill") > 0.1  # the bag shows it ...
     t_pol, _ = commands(data[POLICY_TOPIC])
     assert _max(t_pol, "policy proposals") < t_kill + 0.2  # ... the last proposal at the kill (receive time) ...
     t_sent, sent = stamped_commands(data[STAMPED_SENT_TOPIC])

@@ -72,9 +72,16 @@ def run_session(nodes: list[NodeSpec], opts: GraphOptions, run_dir: Path, goals:
     coord = spinner.node
     started = time.monotonic()
     try:
-        if not _wait(lambda: coord.goal is not None and coord.flange is not None, STARTUP_TIMEOUT_S, alive):
+        # Up = the bridge's goal and state are here and the policy is proposing (discovery between
+        # seven participants can take seconds on a loaded machine; goal timing starts after it).
+        def up() -> bool:
+            return coord.goal is not None and coord.flange is not None and coord.figures.policy_commands > 0
+
+        if not _wait(up, STARTUP_TIMEOUT_S, alive):
             failed = graph.failed() if processes else {}
-            summary["error"] = (f"the graph did not come up within {STARTUP_TIMEOUT_S:.0f} s"
+            missing = [what for what, ok in (("goal", coord.goal is not None), ("joint state", coord.flange is not None),
+                                             ("policy commands", coord.figures.policy_commands > 0)) if not ok]
+            summary["error"] = (f"the graph did not come up within {STARTUP_TIMEOUT_S:.0f} s (no {', '.join(missing)})"
                                 + (f"; exited: {failed} (see logs in {run_dir})" if failed else ""))
             return _finish(summary, coord.figures, opts, nodes)
         bar = tqdm(total=goals, desc="goals", unit="goal", disable=not progress, dynamic_ncols=True)

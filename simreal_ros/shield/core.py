@@ -112,6 +112,7 @@ class Shield:
         self.estop_reason: str | None = None
         self._holding_reason = ""
         self._armed = False  # the state watchdog latches only once a proposal has been forwarded
+        self._stale_steps = 0
         self._pos_filter = PositionFilter(self.limits, self.K, self.D)
         self._box_check = None
         if cfg.cartesian_box is not None:
@@ -284,7 +285,11 @@ class Shield:
                                       infeasible=infeasible)
             return self._last
         self.counts["steps"] += 1
-        if not state_ok and self.fault is None and self._armed:
+        # Stale at two consecutive steps latches the fault; the first stale step already holds.
+        # (After a process stall the watchdog timer runs before the queued fresh states are
+        # taken, so one stale step alone is not evidence of a dead stream.)
+        self._stale_steps = 0 if state_ok else self._stale_steps + 1
+        if self._stale_steps >= 2 and self.fault is None and self._armed:
             self.fault = f"joint state stale (> {cfg.state_timeout:g} s)"
             self.counts["faults"] += 1
         alpha = modes.advance(min(now - st.t, cfg.max_step_gap))
@@ -295,7 +300,7 @@ class Shield:
             reason = f"e-stop: {self.estop_reason}"
         elif self.fault is not None:
             reason = f"fault: {self.fault}"
-        elif not state_ok:  # (not yet armed: start-up) hold without latching
+        elif not state_ok:  # first stale step, or not yet armed (start-up): hold without latching
             reason = f"waiting for fresh joint state (timeout {cfg.state_timeout:g} s)"
         elif modes.mode == "hold":
             reason = "mode hold"
