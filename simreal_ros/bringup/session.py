@@ -60,7 +60,7 @@ def run_session(nodes: list[NodeSpec], opts: GraphOptions, run_dir: Path, goals:
     from tqdm import tqdm
 
     from simreal_ros.bringup.coordinator import GoalResult
-    from simreal_ros.bringup.report import bag_directory, scan_bag
+    from simreal_ros.bringup.report import STAMPED_SENT_TOPIC, bag_directory, scan_bag
     from simreal_ros.bringup.runner import InProcessGraph, ProcessGraph
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -74,13 +74,18 @@ def run_session(nodes: list[NodeSpec], opts: GraphOptions, run_dir: Path, goals:
     try:
         # Up = the bridge's goal and state are here and the policy is proposing (discovery between
         # seven participants can take seconds on a loaded machine; goal timing starts after it).
+        def recording() -> bool:  # the recorder is the only subscriber of the shield's stamped copy
+            return not opts.record or coord.count_subscribers(STAMPED_SENT_TOPIC) >= 1
+
         def up() -> bool:
-            return coord.goal is not None and coord.flange is not None and coord.figures.policy_commands > 0
+            return (coord.goal is not None and coord.flange is not None and coord.figures.policy_commands > 0
+                    and recording())
 
         if not _wait(up, STARTUP_TIMEOUT_S, alive):
             failed = graph.failed() if processes else {}
             missing = [what for what, ok in (("goal", coord.goal is not None), ("joint state", coord.flange is not None),
-                                             ("policy commands", coord.figures.policy_commands > 0)) if not ok]
+                                             ("policy commands", coord.figures.policy_commands > 0),
+                                             ("recorder", recording())) if not ok]
             summary["error"] = (f"the graph did not come up within {STARTUP_TIMEOUT_S:.0f} s (no {', '.join(missing)})"
                                 + (f"; exited: {failed} (see logs in {run_dir})" if failed else ""))
             return _finish(summary, coord.figures, opts, nodes)
