@@ -111,3 +111,29 @@ def ros_node():
     executor.remove_node(node)
     node.destroy_node()
     rclpy.try_shutdown(context=ctx)
+
+
+def _shm_in_use() -> set[str]:
+    """Shared-memory files some live process has mapped (from /proc/*/maps)."""
+    used: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            used.update(line.split()[-1] for line in maps.read_text().splitlines() if "/dev/shm/" in line)
+        except OSError:
+            continue
+    return used
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_fast_dds_segments():
+    """Remove the Fast DDS segments that processes this run killed (SIGKILL tests) left behind."""
+    shm = Path("/dev/shm")
+    pattern = ("fast*", "sem.fast*")
+    before = {p for g in pattern for p in shm.glob(g)} if shm.is_dir() else set()
+    yield
+    if not shm.is_dir():
+        return
+    in_use = _shm_in_use()
+    for path in {p for g in pattern for p in shm.glob(g)} - before:
+        if str(path) not in in_use:
+            path.unlink(missing_ok=True)
