@@ -101,7 +101,7 @@ def test_step_before_reset_needs_a_measurement():
 def test_config_errors_name_the_key_and_range(key, value):
     with pytest.raises(ValueError, match=f"'{key}'.*allowed"):
         BaselineConfig(**{key: value})
-    with pytest.raises(ValueError, match="unknown baseline config key"):
+    with pytest.raises(ValueError, match="baseline config: unknown key"):
         BaselineConfig.from_mapping({"velocity_scaling": 0.5})
 
 

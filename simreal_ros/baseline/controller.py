@@ -21,13 +21,14 @@ Each control period (:meth:`BaselineController.step`):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 from ruckig import ControlInterface, InputParameter, OutputParameter, Result, Ruckig
 
 from simreal_ros.baseline.ik import solve_position_ik
+from simreal_ros.configs import from_mapping as config_from_mapping
 from simreal_ros.robot import RobotModel
 
 
@@ -85,11 +86,7 @@ class BaselineConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> BaselineConfig:
         """Build from a mapping (e.g. node parameters); unknown keys are refused by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown baseline config key(s) {sorted(unknown)} (allowed: {sorted(known)})")
-        return cls(**dict(values))
+        return config_from_mapping(cls, values, "baseline config")
 
 
 class BaselineController:

@@ -31,6 +31,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from simreal_ros.configs import from_mapping
 from simreal_ros.estimator.dynamics import InverseDynamics
 
 
@@ -90,11 +91,7 @@ class BeliefConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BeliefConfig:
-        allowed = {f.name for f in fields(cls)}
-        bad = set(data) - allowed
-        if bad:
-            raise ValueError(f"belief: unknown key(s) {sorted(bad)} (allowed: {sorted(allowed)})")
-        return cls(**data)
+        return from_mapping(cls, data, "belief")
 
 
 def parameter_names(joint_names: tuple[str, ...]) -> list[str]:

@@ -29,6 +29,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from simreal_ros.configs import from_mapping
+
 #: Update outcomes reported by :meth:`JointKalmanFilter.update` (and counted in ``counts``).
 OUTCOMES = ("initialized", "accepted", "duplicate", "out_of_order", "restart", "gap_reset")
 
@@ -87,11 +89,7 @@ class KalmanConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> KalmanConfig:
-        allowed = {f.name for f in fields(cls)}
-        bad = set(data) - allowed
-        if bad:
-            raise ValueError(f"kalman: unknown key(s) {sorted(bad)} (allowed: {sorted(allowed)})")
-        return cls(**data)
+        return from_mapping(cls, data, "kalman")
 
 
 def _transition(dt: float) -> tuple[np.ndarray, np.ndarray]:
