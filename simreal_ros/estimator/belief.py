@@ -26,68 +26,59 @@ std(a_1)..std(a_7)]``. :func:`parameter_names` gives the names with units.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
 from simreal_ros.configs import from_mapping
 from simreal_ros.estimator.dynamics import InverseDynamics
+from simreal_ros.settings import SettingError, setting, validate_fields
 
 
 @dataclass(frozen=True)
 class BeliefConfig:
-    """Settings of the hidden-parameter belief.
+    """Settings of the hidden-parameter belief; each field declares its bounds and meaning once
+    (the node's ``belief.*`` parameters derive from them).
 
-    Attributes:
-        window: half width (s) of the centred fit; the belief lags by this much.
-        update_period: time (s) between RLS updates (decimation; rows closer than the
-            fit window are strongly correlated, so updating at every sample adds cost, not
-            information, and would overstate the certainty).
-        effort_delay: how much older (s) the effort of a sample is than its position and
-            velocity (the MuJoCo sim measures the actuator force of the step that led to the
-            state: one physics step; a 1 ms misalignment biases viscous friction by
-            ``dt * dg/dq``, about 0.03 N m s/rad on the shoulder).
-        min_speed: rows of joints slower than this (rad/s) are skipped (stiction zone).
-        forgetting: RLS forgetting factor per update, in (0, 1].
-        prior_viscous_std, prior_coulomb_std, prior_payload_std, prior_armature_std: prior
-            standard deviations around zero (N m s/rad, N m, kg, kg m^2).
-        drift_viscous, drift_coulomb, drift_payload, drift_armature: random-walk drift of each parameter
-            per sqrt(second) (same units), the forgetting in physical terms.
-        residual_std_floor: lower bound (N m) of the per-joint residual std used to weight rows.
-        residual_std_init: initial per-joint residual std (N m).
-        residual_time_constant: time constant (s) of the running residual variance.
+    ``update_period`` decimates: rows closer than the fit window are strongly correlated, so
+    updating at every sample adds cost, not information, and would overstate the certainty.
+    ``effort_delay``: the MuJoCo sim measures the actuator force of the step that led to the
+    state (one physics step); a 1 ms misalignment biases viscous friction by ``dt * dg/dq``,
+    about 0.03 N m s/rad on the shoulder. The drifts are the forgetting in physical terms.
     """
 
-    window: float = 0.075
-    update_period: float = 0.1
-    effort_delay: float = 0.0
-    min_speed: float = 0.1
-    forgetting: float = 1.0
-    prior_viscous_std: float = 2.0
-    prior_coulomb_std: float = 2.0
-    prior_payload_std: float = 5.0
-    prior_armature_std: float = 0.2
-    drift_viscous: float = 1e-4
-    drift_coulomb: float = 1e-4
-    drift_payload: float = 1e-4
-    drift_armature: float = 1e-5
-    residual_std_floor: float = 0.02
-    residual_std_init: float = 0.5
-    residual_time_constant: float = 2.0
+    window: float = setting(0.075, "half width of the centred fit (the belief lags by this)", unit="s",
+                            low=0.002, high=1.0)
+    update_period: float = setting(0.1, "time between RLS updates", unit="s", low=1e-4, high=10.0)
+    effort_delay: float = setting(0.0, "how much older the effort of a sample is than its position and velocity "
+                                  "(MuJoCo sim: one physics step); below window", unit="s", low=0.0, high=0.5)
+    min_speed: float = setting(0.1, "rows of slower joints are left out of an update (stiction)", unit="rad/s",
+                               low=1e-4, high=10.0)
+    forgetting: float = setting(1.0, "RLS forgetting factor per update", low=0.5, high=1.0)
+    prior_viscous_std: float = setting(2.0, "prior std of viscous friction", unit="N m s/rad", low=1e-6, high=1e3)
+    prior_coulomb_std: float = setting(2.0, "prior std of Coulomb friction", unit="N m", low=1e-6, high=1e3)
+    prior_payload_std: float = setting(5.0, "prior std of the payload", unit="kg", low=1e-6, high=1e3)
+    prior_armature_std: float = setting(0.2, "prior std of the armature", unit="kg m^2", low=1e-6, high=1e3)
+    drift_viscous: float = setting(1e-4, "random-walk drift of viscous friction", unit="N m s/rad per sqrt(s)",
+                                   low=0.0, high=1e3)
+    drift_coulomb: float = setting(1e-4, "random-walk drift of Coulomb friction", unit="N m per sqrt(s)",
+                                   low=0.0, high=1e3)
+    drift_payload: float = setting(1e-4, "random-walk drift of the payload", unit="kg per sqrt(s)",
+                                   low=0.0, high=1e3)
+    drift_armature: float = setting(1e-5, "random-walk drift of the armature", unit="kg m^2 per sqrt(s)",
+                                    low=0.0, high=1e3)
+    residual_std_floor: float = setting(0.02, "lower bound of the per-joint residual std that weights rows",
+                                        unit="N m", low=1e-6, high=100.0)
+    residual_std_init: float = setting(0.5, "initial per-joint residual std", unit="N m", low=1e-6, high=100.0)
+    residual_time_constant: float = setting(2.0, "time constant of the running residual variance", unit="s",
+                                            low=1e-3, high=1e4)
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"belief.{f.name} must be a finite number, got {v!r}")
-            zero_ok = f.name.startswith("drift") or f.name == "effort_delay"
-            if v < 0 or (v == 0 and not zero_ok):
-                raise ValueError(f"belief.{f.name} must be {'>= 0' if zero_ok else '> 0'}, got {v}")
+        validate_fields(self)
         if self.effort_delay >= self.window:
-            raise ValueError(f"belief.effort_delay ({self.effort_delay}) must be below the window ({self.window})")
-        if self.forgetting > 1:
-            raise ValueError(f"belief.forgetting must be in (0, 1], got {self.forgetting}")
+            raise SettingError(f"BeliefConfig 'effort_delay' = {self.effort_delay}: must be below 'window' "
+                               f"= {self.window}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BeliefConfig:

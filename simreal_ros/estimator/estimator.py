@@ -14,16 +14,17 @@ rad^2/s^4, N^2 m^2): a ``n x 5`` row-major matrix.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
 
+from simreal_ros.configs import from_mapping as config_from_mapping
 from simreal_ros.estimator.belief import BeliefConfig, BeliefState, HiddenParameterBelief, parameter_names
 from simreal_ros.estimator.dynamics import InverseDynamics
 from simreal_ros.estimator.kalman import JointKalmanFilter, KalmanConfig, UpdateResult
 from simreal_ros.robot import RobotModel, load_robot
+from simreal_ros.settings import Setting, SettingError, setting, settings_of, validate_fields
 
 #: Column labels of the covariance layout.
 COVARIANCE_FIELDS = ("var_position", "cov_position_velocity", "var_velocity", "var_acceleration", "var_effort")
@@ -31,44 +32,45 @@ COVARIANCE_FIELDS = ("var_position", "cov_position_velocity", "var_velocity", "v
 
 @dataclass(frozen=True)
 class EstimatorConfig:
-    """Settings of :class:`StateEstimator`.
+    """Settings of :class:`StateEstimator`; each field declares its bounds and meaning once.
 
-    Attributes:
-        kalman: filter noise model and robustness settings.
-        belief: hidden-parameter estimation settings.
-        belief_enabled: run the belief (costs an inverse-dynamics pair per update).
-        latency: known delay (s) between acquisition and use; :meth:`StateEstimator.estimate`
-            predicts this far beyond the newest sample by default.
-        torque_acceleration: also feed the filter the acceleration the measured torque
-            produces through the nominal model plus the current belief (forward dynamics
-            per sample: roughly doubles the cost; off by default).
-        acceleration_noise_std: std (rad/s^2) of the model error of that acceleration; the
-            effort noise (``kalman.effort_noise_std`` through the inverse inertia) is added per joint.
-        torque_acceleration_warmup: belief updates before the model is trusted (an
-            unidentified payload or armature makes the acceleration wrong).
+    ``kalman`` (filter noise model and robustness) and ``belief`` (hidden-parameter
+    estimation) are sections; :func:`estimator_settings` lists every setting with the
+    section as a dotted prefix (``kalman.max_gap``), as the node's parameters are named.
+    ``publish_rate_hz`` and ``belief_rate_hz`` are the output rates of the node.
     """
 
     kalman: KalmanConfig = field(default_factory=KalmanConfig)
     belief: BeliefConfig = field(default_factory=BeliefConfig)
-    belief_enabled: bool = True
-    latency: float = 0.0
-    torque_acceleration: bool = False
-    acceleration_noise_std: float = 0.5
-    torque_acceleration_warmup: int = 100
+    belief_enabled: bool = setting(True, "estimate friction, payload and armature online (an inverse-dynamics pair "
+                                   "per update)")
+    latency: float = setting(0.0, "known delay between acquisition and use: estimates are predicted this far "
+                             "beyond the newest sample", unit="s", low=0.0, high=1.0)
+    torque_acceleration: bool = setting(False, "also fuse the acceleration the measured effort produces through the "
+                                        "identified model (needs belief_enabled; about 2x the cost per sample)")
+    acceleration_noise_std: float = setting(0.5, "model error of that acceleration (the effort noise through the "
+                                            "inverse inertia is added per joint)", unit="rad/s^2", low=1e-6,
+                                            high=1e4)
+    torque_acceleration_warmup: int = setting(100, "belief updates before the model's acceleration is used (an "
+                                              "unidentified payload or armature makes it wrong)", low=0, high=1000000)
+    publish_rate_hz: float = setting(0.0, "estimate rate; 0 = one estimate per input sample, else a timer at this "
+                                     "rate predicting to its time", unit="Hz", low=0.0, high=10000.0)
+    belief_rate_hz: float = setting(10.0, "belief publications per second of sample time (the prior too); 0 = at "
+                                    "every belief update", unit="Hz", low=0.0, high=10000.0)
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.latency) and 0.0 <= self.latency <= 1.0):
-            raise ValueError(f"latency must be in [0, 1] s, got {self.latency}")
-        if not (math.isfinite(self.acceleration_noise_std) and self.acceleration_noise_std > 0):
-            raise ValueError(f"acceleration_noise_std must be > 0, got {self.acceleration_noise_std}")
+        validate_fields(self)
+        for name, cls in (("kalman", KalmanConfig), ("belief", BeliefConfig)):
+            if not isinstance(getattr(self, name), cls):
+                raise SettingError(f"EstimatorConfig '{name}' = {getattr(self, name)!r}: not a {cls.__name__}")
         if self.torque_acceleration and not self.belief_enabled:
-            raise ValueError("torque_acceleration needs belief_enabled (the model uses the identified friction)")
-        if self.torque_acceleration_warmup < 0:
-            raise ValueError(f"torque_acceleration_warmup must be >= 0, got {self.torque_acceleration_warmup}")
+            raise SettingError("EstimatorConfig 'torque_acceleration' = True: torque_acceleration needs "
+                               "belief_enabled (the model uses the identified friction)")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> EstimatorConfig:
-        """From a nested (``{"kalman": {...}}``) or dotted (``{"kalman.jerk_psd": ...}``) mapping."""
+        """From a nested (``{"kalman": {...}}``) or dotted (``{"kalman.jerk_psd": ...}``) mapping;
+        unknown keys are refused by name."""
         nested: dict[str, Any] = {}
         for key, value in data.items():
             if "." in key:
@@ -76,26 +78,24 @@ class EstimatorConfig:
                 nested.setdefault(section, {})[name] = value
             else:
                 nested[key] = value
-        allowed = {"kalman", "belief", "belief_enabled", "latency", "torque_acceleration", "acceleration_noise_std",
-                   "torque_acceleration_warmup"}
-        bad = set(nested) - allowed
-        if bad:
-            raise ValueError(f"estimator: unknown key(s) {sorted(bad)} (allowed: {sorted(allowed)})")
-        kwargs: dict[str, Any] = {}
-        if "kalman" in nested:
-            kwargs["kalman"] = KalmanConfig.from_dict(nested["kalman"])
-        if "belief" in nested:
-            kwargs["belief"] = BeliefConfig.from_dict(nested["belief"])
-        if "belief_enabled" in nested:
-            kwargs["belief_enabled"] = bool(nested["belief_enabled"])
-        for key in ("latency", "acceleration_noise_std"):
-            if key in nested:
-                kwargs[key] = float(nested[key])
-        if "torque_acceleration_warmup" in nested:
-            kwargs["torque_acceleration_warmup"] = int(nested["torque_acceleration_warmup"])
-        if "torque_acceleration" in nested:
-            kwargs["torque_acceleration"] = bool(nested["torque_acceleration"])
-        return cls(**kwargs)
+        kwargs: dict[str, Any] = {k: v for k, v in nested.items() if k not in _SECTIONS}
+        for section, sub in _SECTIONS.items():
+            if section in nested:
+                if not isinstance(nested[section], Mapping):
+                    raise SettingError(f"estimator: '{section}' = {nested[section]!r}: not a mapping")
+                kwargs[section] = sub.from_dict(nested[section])
+        return config_from_mapping(cls, kwargs, "estimator")
+
+
+_SECTIONS = {"kalman": KalmanConfig, "belief": BeliefConfig}
+
+
+def estimator_settings() -> list[Setting]:
+    """Every setting of :class:`EstimatorConfig`, sections as dotted prefixes (the node's parameters)."""
+    out = list(settings_of(EstimatorConfig))
+    for section, sub in _SECTIONS.items():
+        out += [replace(s, name=f"{section}.{s.name}") for s in settings_of(sub)]
+    return out
 
 
 @dataclass(frozen=True)

@@ -16,38 +16,24 @@ from dataclasses import dataclass
 import numpy as np
 
 from simreal_ros.robot import RobotModel
+from simreal_ros.settings import setting, validate_fields
 
 
 @dataclass(frozen=True)
 class ExcitationConfig:
-    """Shape of the excitation.
+    """Shape of the excitation (each field declares its bounds and meaning once)."""
 
-    Attributes:
-        base_frequency: fundamental frequency (Hz); harmonics are multiples of it.
-        harmonics: number of harmonics per joint.
-        amplitude: largest position excursion per joint (rad) before limit scaling.
-        limit_fraction: fraction of the position/velocity/acceleration limits never exceeded.
-        ramp: duration of the smooth start (s).
-    """
-
-    base_frequency: float = 0.2
-    harmonics: int = 3
-    amplitude: float = 0.35
-    limit_fraction: float = 0.4
-    ramp: float = 1.0
+    base_frequency: float = setting(0.2, "fundamental frequency; harmonics are multiples of it", unit="Hz",
+                                    low=0.0, low_open=True, high=5.0)
+    harmonics: int = setting(3, "number of harmonics per joint", low=1, high=10)
+    amplitude: float = setting(0.35, "largest position excursion per joint before limit scaling", unit="rad",
+                               low=0.0, low_open=True, high=2.0)
+    limit_fraction: float = setting(0.4, "fraction of the position/velocity/acceleration limits never exceeded",
+                                    low=0.0, low_open=True, high=1.0)
+    ramp: float = setting(1.0, "duration of the smooth start", unit="s", low=0.0, high=60.0)
 
     def __post_init__(self) -> None:
-        checks = {
-            "base_frequency": (self.base_frequency, 0.0, 5.0),
-            "amplitude": (self.amplitude, 0.0, 2.0),
-            "limit_fraction": (self.limit_fraction, 0.0, 1.0),
-            "ramp": (self.ramp, -1e-12, 60.0),
-        }
-        for name, (v, lo, hi) in checks.items():
-            if not (np.isfinite(v) and lo < v <= hi):
-                raise ValueError(f"excitation {name} must be in ({max(lo, 0.0):g}, {hi:g}], got {v}")
-        if not (1 <= int(self.harmonics) <= 10):
-            raise ValueError(f"excitation harmonics must be in [1, 10], got {self.harmonics}")
+        validate_fields(self)
 
 
 class ExcitationTrajectory:

@@ -23,13 +23,14 @@ What the real world does to a sensor stream, and what this filter does about it:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, Mapping
 
 import numpy as np
 
 from simreal_ros.configs import from_mapping
+from simreal_ros.settings import setting, validate_fields
 
 #: Update outcomes reported by :meth:`JointKalmanFilter.update` (and counted in ``counts``).
 OUTCOMES = ("initialized", "accepted", "duplicate", "out_of_order", "restart", "gap_reset")
@@ -37,55 +38,41 @@ OUTCOMES = ("initialized", "accepted", "duplicate", "out_of_order", "restart", "
 
 @dataclass(frozen=True)
 class KalmanConfig:
-    """Noise model and robustness settings (SI units, radians).
+    """Noise model and robustness settings (SI units, radians); each field declares its
+    bounds and meaning once (the node's ``kalman.*`` parameters derive from them).
 
-    Attributes:
-        position_noise_std: measurement noise of positions (rad).
-        velocity_noise_std: measurement noise of velocities (rad/s).
-        effort_noise_std: measurement noise of efforts (N m).
-        jerk_psd: white-jerk process noise spectral density ((rad/s^3)^2 s), how fast the
-            acceleration may change between samples.
-        effort_rate_psd: random-walk spectral density of the effort ((N m/s)^2 s).
-        initial_acceleration_std: prior std of the acceleration at (re)initialisation.
-        gate_probability: innovations less likely than ``1 - gate_probability`` are outliers.
-        max_consecutive_rejects: re-initialise a joint after this many rejections in a row.
-        max_gap: a gap between samples longer than this (s) re-initialises the filter.
-        restart_backjump: a timestamp this far (s) before the last one is a stream restart.
-        velocity_delay: how long ago (s) the measured velocity was the true one. MuJoCo's
-            semi-implicit Euler reports the mean velocity of the last step (half a physics
-            step behind the position): without this, at 1 rad/s the filter's positions are
-            off by 0.5 mrad, the size of the position noise. Real drivers that difference or
-            filter encoder positions have a similar lag.
-        position_bias_std: std (rad) of a constant, unobservable offset of the position
-            sensor (calibration); not part of the filter, added to the *reported* position
-            variance (:meth:`StateEstimator.estimate`) so that it stays honest.
+    ``velocity_delay``: MuJoCo's semi-implicit Euler reports the mean velocity of the last
+    step (half a physics step behind the position): without it, at 1 rad/s the filter's
+    positions are off by 0.5 mrad, the size of the position noise. Real drivers that
+    difference or filter encoder positions have a similar lag.
+    ``position_bias_std`` is not part of the filter: it is added to the *reported* position
+    variance (:meth:`StateEstimator.estimate`) so that it stays honest.
     """
 
-    position_noise_std: float = 5e-4
-    velocity_noise_std: float = 1e-2
-    effort_noise_std: float = 0.2
-    jerk_psd: float = 1e4
-    effort_rate_psd: float = 1e4
-    initial_acceleration_std: float = 10.0
-    gate_probability: float = 0.99999
-    max_consecutive_rejects: int = 20
-    max_gap: float = 0.5
-    restart_backjump: float = 0.5
-    velocity_delay: float = 0.0
-    position_bias_std: float = 0.0
+    position_noise_std: float = setting(5e-4, "position measurement noise", unit="rad", low=1e-9, high=1.0)
+    velocity_noise_std: float = setting(1e-2, "velocity measurement noise", unit="rad/s", low=1e-9, high=100.0)
+    effort_noise_std: float = setting(0.2, "effort measurement noise", unit="N m", low=1e-9, high=1000.0)
+    jerk_psd: float = setting(1e4, "white-jerk process noise spectral density: how fast the acceleration may "
+                              "change between samples", unit="(rad/s^3)^2 s", low=1e-6, high=1e12)
+    effort_rate_psd: float = setting(1e4, "random-walk spectral density of the effort", unit="(N m/s)^2 s",
+                                     low=1e-6, high=1e12)
+    initial_acceleration_std: float = setting(10.0, "prior std of the acceleration at (re)initialisation",
+                                              unit="rad/s^2", low=1e-6, high=1e4)
+    gate_probability: float = setting(0.99999, "outlier gate: innovations less likely than 1 - this are rejected",
+                                      low=0.5, high=0.999999999)
+    max_consecutive_rejects: int = setting(20, "re-initialise a joint after this many rejections in a row",
+                                           low=1, high=100000)
+    max_gap: float = setting(0.5, "a longer gap between samples re-initialises the filter", unit="s",
+                             low=1e-4, high=3600.0)
+    restart_backjump: float = setting(0.5, "a stamp this far before the last one is a restart of the stream",
+                                      unit="s", low=1e-4, high=3600.0)
+    velocity_delay: float = setting(0.0, "how long ago the measured velocity was the true one (MuJoCo sim: half a "
+                                    "physics step)", unit="s", low=0.0, high=0.1)
+    position_bias_std: float = setting(0.0, "std of an unobservable constant sensor offset (calibration), added to "
+                                       "the reported position variance", unit="rad", low=0.0, high=0.1)
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            zero_ok = f.name in ("velocity_delay", "position_bias_std")
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 \
-                    or (v == 0 and not zero_ok):
-                raise ValueError(f"kalman.{f.name} must be a finite number {'>= 0' if zero_ok else '> 0'}, "
-                                 f"got {v!r}")
-        if self.velocity_delay > 0.1:
-            raise ValueError(f"kalman.velocity_delay must be <= 0.1 s, got {self.velocity_delay}")
-        if self.gate_probability >= 1:
-            raise ValueError(f"kalman.gate_probability must be in (0, 1), got {self.gate_probability}")
+        validate_fields(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> KalmanConfig:

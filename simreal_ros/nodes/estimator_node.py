@@ -25,7 +25,7 @@ bad value stops the process with exit status 1 naming the key and the allowed ra
 from __future__ import annotations
 
 import sys
-from dataclasses import fields
+from dataclasses import replace
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -34,86 +34,32 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
-from simreal_ros.estimator.belief import BeliefConfig
-from simreal_ros.estimator.estimator import COVARIANCE_FIELDS, EstimatorConfig, StateEstimator, covariance_vector
-from simreal_ros.estimator.kalman import KalmanConfig
+from simreal_ros.estimator.estimator import (
+    COVARIANCE_FIELDS,
+    EstimatorConfig,
+    StateEstimator,
+    covariance_vector,
+    estimator_settings,
+)
 from simreal_ros.nodes.common import JointOrder, joint_state_msg, run_node, sec_to_stamp, stamp_to_sec
 from simreal_ros.nodes.params import Param, declare_and_read
 from simreal_ros.robot import load_robot
 
 NODE_NAME = "state_estimator"
 
-#: (description, low, high) of every core setting; defaults come from the core's dataclasses.
-_CORE_PARAMS = {
-    "kalman": (KalmanConfig(), {
-        "position_noise_std": ("rad, position measurement noise", 1e-9, 1.0),
-        "velocity_noise_std": ("rad/s, velocity measurement noise", 1e-9, 100.0),
-        "effort_noise_std": ("N m, effort measurement noise", 1e-9, 1000.0),
-        "jerk_psd": ("(rad/s^3)^2 s, white-jerk process noise", 1e-6, 1e12),
-        "effort_rate_psd": ("(N m/s)^2 s, effort random walk", 1e-6, 1e12),
-        "initial_acceleration_std": ("rad/s^2, prior at (re)initialisation", 1e-6, 1e4),
-        "gate_probability": ("outlier gate: innovations less likely than 1 - this are rejected", 0.5, 0.999999999),
-        "max_consecutive_rejects": ("re-initialise a joint after this many rejections in a row", 1, 100000),
-        "max_gap": ("s; a longer gap between samples re-initialises the filter", 1e-4, 3600.0),
-        "restart_backjump": ("s; a stamp this far back is a restart of the stream", 1e-4, 3600.0),
-        "velocity_delay": ("s the measured velocity lags the position (MuJoCo sim: half a physics step)", 0.0, 0.1),
-        "position_bias_std": ("rad, unobservable constant sensor offset, added to the reported variance", 0.0, 0.1),
-    }),
-    "belief": (BeliefConfig(), {
-        "window": ("s, half width of the centred window (the belief lags by this)", 0.002, 1.0),
-        "update_period": ("s between RLS updates", 1e-4, 10.0),
-        "effort_delay": ("s the effort is older than position/velocity (sim: one physics step)", 0.0, 0.5),
-        "min_speed": ("rad/s; slower joints are left out of an update (stiction)", 1e-4, 10.0),
-        "forgetting": ("RLS forgetting factor per update", 0.5, 1.0),
-        "prior_viscous_std": ("N m s/rad, prior std of viscous friction", 1e-6, 1e3),
-        "prior_coulomb_std": ("N m, prior std of Coulomb friction", 1e-6, 1e3),
-        "prior_payload_std": ("kg, prior std of the payload", 1e-6, 1e3),
-        "prior_armature_std": ("kg m^2, prior std of the armature", 1e-6, 1e3),
-        "drift_viscous": ("N m s/rad per sqrt(s), random-walk forgetting", 0.0, 1e3),
-        "drift_coulomb": ("N m per sqrt(s)", 0.0, 1e3),
-        "drift_payload": ("kg per sqrt(s)", 0.0, 1e3),
-        "drift_armature": ("kg m^2 per sqrt(s)", 0.0, 1e3),
-        "residual_std_floor": ("N m, lower bound of the row weights' residual std", 1e-6, 100.0),
-        "residual_std_init": ("N m, initial residual std", 1e-6, 100.0),
-        "residual_time_constant": ("s, time constant of the running residual variance", 1e-3, 1e4),
-    }),
-}
-
-
-def _core_spec() -> list[Param]:
-    out = []
-    for section, (defaults, table) in _CORE_PARAMS.items():
-        for f in fields(defaults):
-            desc, lo, hi = table[f.name]
-            out.append(Param(f"{section}.{f.name}", getattr(defaults, f.name), desc, low=lo, high=hi,
-                             read_only=True))
-    return out
-
-
-SPEC = [
-    Param("robot", "panda", "robot description name (urdf/<robot>.urdf)", read_only=True),
-    Param("input_topic", "/joint_states", "sensor_msgs/JointState input (raw, stamped at acquisition)",
-          read_only=True),
-    Param("estimate_topic", "/simreal/state_estimate", "sensor_msgs/JointState output", read_only=True),
-    Param("covariance_topic", "/simreal/state_covariance", "Float64MultiArray n x 5 output", read_only=True),
-    Param("belief_topic", "/simreal/belief", "Float64MultiArray 2 x (3n+1) output", read_only=True),
-    Param("publish_rate_hz", 0.0, "estimate rate (Hz); 0 = at the input rate", low=0.0, high=10000.0,
-          read_only=True),
-    Param("belief_rate_hz", 10.0, "belief publications per second of sample time; 0 = at every belief update",
-          low=0.0,
-          high=10000.0, read_only=True),
-    Param("latency", 0.0, "s; estimates are predicted this far beyond the sample stamp", low=0.0, high=1.0,
-          read_only=True),
-    Param("belief_enabled", True, "estimate friction/payload/armature online", read_only=True),
-    Param("torque_acceleration", False, "also fuse the acceleration the measured effort produces through the "
-          "identified model (needs belief_enabled; about 2x the cost per sample)", read_only=True),
-    Param("acceleration_noise_std", 0.5, "rad/s^2, model error of that acceleration", low=1e-6, high=1e4,
-          read_only=True),
-    Param("torque_acceleration_warmup", 100, "belief updates before the model's acceleration is used", low=0,
-          high=1000000, read_only=True),
-    Param("diagnostics_period", 1.0, "s between /diagnostics messages", low=0.05, high=60.0, read_only=True),
-    *_core_spec(),
-]
+#: The node's parameters: its wiring, then every setting of the core (EstimatorConfig with its
+#: kalman.* and belief.* sections; default, bounds and description declared there). All are
+#: read once at start.
+SPEC = [replace(s, read_only=True) for s in (
+    Param("robot", "panda", "robot description name (urdf/<robot>.urdf)"),
+    Param("input_topic", "/joint_states", "sensor_msgs/JointState input (raw, stamped at acquisition)"),
+    Param("estimate_topic", "/simreal/state_estimate", "sensor_msgs/JointState output"),
+    Param("covariance_topic", "/simreal/state_covariance", "Float64MultiArray n x 5 output"),
+    Param("belief_topic", "/simreal/belief", "Float64MultiArray 2 x (3n+1) output"),
+    Param("diagnostics_period", 1.0, "s between /diagnostics messages", low=0.05, high=60.0),
+    *estimator_settings(),
+)]
+_CORE_KEYS = tuple(s.name for s in estimator_settings())
 
 
 def matrix_msg(values: np.ndarray, labels: tuple[str, str]) -> Float64MultiArray:
@@ -135,11 +81,7 @@ class StateEstimatorNode(Node):
         p = declare_and_read(self, SPEC)
         self.params = p
         self.robot = load_robot(p["robot"])
-        core = {k: v for k, v in p.items() if k.startswith(("kalman.", "belief."))}
-        for key in ("belief_enabled", "latency", "torque_acceleration", "acceleration_noise_std",
-                    "torque_acceleration_warmup"):
-            core[key] = p[key]
-        self.core = StateEstimator(self.robot, EstimatorConfig.from_mapping(core))
+        self.core = StateEstimator(self.robot, EstimatorConfig.from_mapping({k: p[k] for k in _CORE_KEYS}))
         self.order = JointOrder(self.robot.joint_names)
         self.names = list(self.robot.joint_names)
         self._cov_labels = (",".join(self.names), ",".join(COVARIANCE_FIELDS))
