@@ -30,58 +30,46 @@ from ruckig import ControlInterface, InputParameter, OutputParameter, Result, Ru
 from simreal_ros.baseline.ik import solve_position_ik
 from simreal_ros.configs import from_mapping as config_from_mapping
 from simreal_ros.robot import RobotModel
+from simreal_ros.settings import setting, validate_fields
 
 
 @dataclass(frozen=True)
 class BaselineConfig:
-    """Settings of :class:`BaselineController` (``config/baseline.yaml`` holds the node's copy).
+    """Settings of :class:`BaselineController` and its node; each field declares its bounds and
+    meaning once (the node's parameters and ``config/baseline.yaml``'s check derive from them).
 
-    Attributes:
-        rate_hz: control rate; commands are one period apart.
-        velocity_scale / acceleration_scale / jerk_scale: fraction (0, 1] of the robot's limits.
-        ik_damping: DLS damping (m). ik_posture_gain: null-space pull to the ready pose.
-        ik_iterations: IK iterations per control period (warm-started).
-        position_margin: stay this far (rad) inside the position limits.
-        integral_gain: rate (1/s) at which the reference integrates the measured Cartesian error.
-        integral_limit: bound (m) on the accumulated correction.
-        integral_speed: integrate only while the commanded joint speed is below this (rad/s)
-        integral_window: ... and the commanded targets are within this (rad) of the IK solution
-            (the interpolation has arrived), so the correction never winds up during a move.
+    The integral correction runs only while the commanded joint speed is below
+    ``integral_speed`` and the targets are within ``integral_window`` of the IK solution (the
+    interpolation has arrived), so it never winds up during a move. ``max_state_age`` and
+    ``follow_tolerance`` are applied by the node (which state is used, when another
+    controller is in command).
     """
 
-    rate_hz: float = 20.0
-    velocity_scale: float = 0.5
-    acceleration_scale: float = 0.4
-    jerk_scale: float = 0.1
-    ik_damping: float = 0.05
-    ik_posture_gain: float = 0.2
-    ik_iterations: int = 30
-    position_margin: float = 0.05
-    integral_gain: float = 2.0
-    integral_limit: float = 0.05
-    integral_speed: float = 0.05
-    integral_window: float = 0.02
+    rate_hz: float = setting(20.0, "control rate: commands are one period apart; the graph sets the policy "
+                             "manifest's rate (the shield's period)", unit="Hz", low=1.0, high=1000.0)
+    velocity_scale: float = setting(0.5, "fraction of the robot's velocity limits", low=0.01, high=1.0)
+    acceleration_scale: float = setting(0.4, "fraction of the robot's acceleration limits", low=0.01, high=1.0)
+    jerk_scale: float = setting(0.1, "fraction of the robot's jerk limits", low=0.001, high=1.0)
+    ik_damping: float = setting(0.05, "damped-least-squares damping", unit="m", low=0.0, high=1.0)
+    ik_posture_gain: float = setting(0.2, "null-space pull to the ready pose", low=0.0, high=1.0)
+    ik_iterations: int = setting(30, "IK iterations per control period (warm-started)", low=1, high=1000)
+    position_margin: float = setting(0.05, "kept inside the position limits", unit="rad", low=0.0, high=0.5)
+    integral_gain: float = setting(2.0, "rate at which the reference integrates the measured Cartesian error of "
+                                   "the flange (closed loop, once the interpolation has arrived)", unit="1/s",
+                                   low=0.0, high=100.0)
+    integral_limit: float = setting(0.05, "bound of the accumulated correction", unit="m", low=0.0, high=1.0)
+    integral_speed: float = setting(0.05, "integrate only while the commanded joint speed is below this",
+                                    unit="rad/s", low=0.0, low_open=True, high=10.0)
+    integral_window: float = setting(0.02, "... and the commanded targets are within this of the IK solution",
+                                     unit="rad", low=0.0, low_open=True, high=1.0)
+    max_state_age: float = setting(0.1, "an older state is not used for the closed-loop correction", unit="s",
+                                   low=0.001, high=10.0)
+    follow_tolerance: float = setting(1e-6, "a sent command further than this from our proposals means another "
+                                      "controller is in command: follow it (bumpless take-over)", unit="rad",
+                                      low=0.0, high=1.0)
 
     def __post_init__(self) -> None:
-        def check(name: str, low: float, high: float, low_open: bool = True) -> None:
-            v = getattr(self, name)
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            ok = ok and (v > low if low_open else v >= low) and v <= high
-            if not ok:
-                bracket = "(" if low_open else "["
-                raise ValueError(f"baseline config '{name}' = {v!r}: allowed {bracket}{low:g}, {high:g}]")
-
-        check("rate_hz", 0.0, 1000.0)
-        for name in ("velocity_scale", "acceleration_scale", "jerk_scale"):
-            check(name, 0.0, 1.0)
-        check("ik_damping", 0.0, 1.0, low_open=False)
-        check("ik_posture_gain", 0.0, 1.0, low_open=False)
-        check("ik_iterations", 0, 1000)
-        check("position_margin", 0.0, 0.5, low_open=False)
-        check("integral_gain", 0.0, 100.0, low_open=False)
-        check("integral_limit", 0.0, 1.0, low_open=False)
-        check("integral_speed", 0.0, 10.0)
-        check("integral_window", 0.0, 1.0)
+        validate_fields(self)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> BaselineConfig:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 from collections import deque
+from dataclasses import replace
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -31,40 +32,23 @@ from simreal_ros.baseline import BaselineConfig, BaselineController
 from simreal_ros.nodes.common import JointOrder, array_msg, run_node, subscribe_goal
 from simreal_ros.nodes.params import Param, declare_and_read
 from simreal_ros.robot import load_robot
+from simreal_ros.settings import settings_of
 
 NODE_NAME = "baseline_controller"
-_D = BaselineConfig()
 
-SPEC = [
-    Param("robot", "panda", "robot description name (urdf/<robot>.urdf)", read_only=True),
-    Param("state_topic", "/simreal/state_estimate", "sensor_msgs/JointState input (estimate or /joint_states)",
-          read_only=True),
-    Param("goal_topic", "/simreal/goal", "geometry_msgs/PointStamped goal of the flange (base frame, m)",
-          read_only=True),
-    Param("command_topic", "/simreal/baseline/command", "proposed joint targets (Float64MultiArray)", read_only=True),
+#: The node's parameters: its wiring, then every setting of :class:`BaselineConfig` (default,
+#: bounds and description declared there). All are read once at start.
+SPEC = [replace(s, read_only=True) for s in (
+    Param("robot", "panda", "robot description name (urdf/<robot>.urdf)"),
+    Param("state_topic", "/simreal/state_estimate", "sensor_msgs/JointState input (estimate or /joint_states)"),
+    Param("goal_topic", "/simreal/goal", "geometry_msgs/PointStamped goal of the flange (base frame, m)"),
+    Param("command_topic", "/simreal/baseline/command", "proposed joint targets (Float64MultiArray)"),
     Param("sent_topic", "/forward_position_controller/commands",
-          "commands the shield sends; followed while another controller is in command ('' = off)", read_only=True),
-    Param("rate_hz", _D.rate_hz, "command rate (Hz); match the shield's policy rate", low=1.0, high=1000.0,
-          read_only=True),
-    Param("max_state_age", 0.1, "s; an older state is not used for the closed-loop correction", low=0.001,
-          high=10.0),
-    Param("velocity_scale", _D.velocity_scale, "fraction of the robot's velocity limits", low=0.01, high=1.0),
-    Param("acceleration_scale", _D.acceleration_scale, "fraction of the acceleration limits", low=0.01, high=1.0),
-    Param("jerk_scale", _D.jerk_scale, "fraction of the jerk limits", low=0.001, high=1.0),
-    Param("ik_damping", _D.ik_damping, "damped-least-squares damping (m)", low=0.0, high=1.0),
-    Param("ik_posture_gain", _D.ik_posture_gain, "null-space pull to the ready pose", low=0.0, high=1.0),
-    Param("ik_iterations", _D.ik_iterations, "IK iterations per cycle (warm-started)", low=1, high=1000),
-    Param("position_margin", _D.position_margin, "rad kept inside the position limits", low=0.0, high=0.5),
-    Param("integral_gain", _D.integral_gain, "1/s; closed-loop correction of the measured flange error",
-          low=0.0, high=100.0),
-    Param("integral_limit", _D.integral_limit, "m; bound of the accumulated correction", low=0.0, high=1.0),
-    Param("follow_tolerance", 1e-6, "rad; a sent command further than this from ours means another controller "
-          "is in command", low=0.0, high=1.0),
+          "commands the shield sends; followed while another controller is in command ('' = off)"),
     Param("diagnostics_period", 1.0, "s between /diagnostics messages", low=0.05, high=60.0),
-]
-
-_CORE_KEYS = ("rate_hz", "velocity_scale", "acceleration_scale", "jerk_scale", "ik_damping", "ik_posture_gain",
-              "ik_iterations", "position_margin", "integral_gain", "integral_limit")
+    *settings_of(BaselineConfig),
+)]
+_CORE_KEYS = tuple(s.name for s in settings_of(BaselineConfig))
 
 
 class BaselineControllerNode(Node):
@@ -137,14 +121,14 @@ class BaselineControllerNode(Node):
         if self._sent_new and self._proposals:
             self._sent_new = False
             t, sent = self._sent[-1]
-            tol = self.params["follow_tolerance"]
+            tol = self.core.config.follow_tolerance
             if all(np.max(np.abs(sent - p)) > tol for p in self._proposals):
                 v = None
                 if len(self._sent) == 2 and t > self._sent[0][0]:
                     v = (sent - self._sent[0][1]) / max(t - self._sent[0][0], self.period)
                 self.core.sync(sent, v)
                 self.counts["followed"] += 1
-        fresh = self._q is not None and self._now() - self._q_time <= self.params["max_state_age"]
+        fresh = self._q is not None and self._now() - self._q_time <= self.core.config.max_state_age
         cmd = self.core.step(self._q if fresh else None)
         self._proposals.append(cmd)
         self.cmd_pub.publish(array_msg(cmd, label="position"))
