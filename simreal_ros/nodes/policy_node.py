@@ -15,6 +15,7 @@ exit status 1 and a message naming both sides.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -26,34 +27,30 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
 from simreal_ros.nodes.common import JointOrder, array_msg, run_node, stamp_to_sec, subscribe_goal
-from simreal_ros.nodes.params import Param, ParameterError, declare_and_read
+from simreal_ros.nodes.params import Param, declare_and_read
 from simreal_ros.policy.bundle import BundleError, load_bundle
 from simreal_ros.policy.executor import ExecutorConfig, PolicyExecutor
 from simreal_ros.resources import ResourceNotFoundError, resource
 from simreal_ros.robot import load_robot
+from simreal_ros.settings import from_settings, settings_of
 
 NODE_NAME = "policy_executor"
 DEFAULT_BUNDLE = ("policies", "reach_default")
 
-SPEC = [
-    Param("bundle", "", "policy bundle directory; empty: the shipped <share>/policies/reach_default", read_only=True),
-    Param("robot", "panda", "robot description name (urdf/<robot>.urdf)", read_only=True),
-    Param("state_topic", "/simreal/state_estimate", "sensor_msgs/JointState input (estimate or /joint_states)",
-          read_only=True),
-    Param("goal_topic", "/simreal/goal", "goal position of the flange in the base frame", read_only=True),
-    Param("goal_type", "point", "goal message type", choices=("point", "pose"), read_only=True),
-    Param("command_topic", "/simreal/policy/command", "proposed command to the shield (Float64MultiArray)",
-          read_only=True),
-    Param("revert_topic", "/simreal/shield/revert", "std_msgs/String revert requests (OOD alarms)", read_only=True),
-    Param("max_state_age", 0.05, "s; an older state skips the cycle", low=0.001, high=1.0),
-    Param("deadline_fraction", 0.5, "compute deadline as a fraction of the control period", low=0.01, high=1.0),
-    Param("ood_threshold", 8.0, "z-score above which an observation term is out of distribution", low=0.5,
-          high=1000.0),
-    Param("ood_window", 10, "cycles in the OOD window", low=1, high=10000),
-    Param("ood_min_count", 5, "excursions within the window that raise the OOD alarm", low=1, high=10000),
-    Param("ood_revert", True, "request the shield's revert on an OOD alarm"),
+#: The node's parameters: its wiring, then every setting of :class:`ExecutorConfig` (default,
+#: bounds and description declared there). All are read once at start.
+SPEC = [replace(s, read_only=True) for s in (
+    Param("bundle", "", "policy bundle directory; empty: the shipped <share>/policies/reach_default"),
+    Param("robot", "panda", "robot description name (urdf/<robot>.urdf)"),
+    Param("state_topic", "/simreal/state_estimate", "sensor_msgs/JointState input (estimate or /joint_states)"),
+    Param("goal_topic", "/simreal/goal", "goal position of the flange in the base frame"),
+    Param("goal_type", "point", "goal message type", choices=("point", "pose")),
+    Param("command_topic", "/simreal/policy/command", "proposed command to the shield (Float64MultiArray)"),
+    Param("revert_topic", "/simreal/shield/revert", "std_msgs/String revert requests (OOD alarms)"),
     Param("diagnostics_period", 1.0, "s between /diagnostics messages", low=0.05, high=60.0),
-]
+    *settings_of(ExecutorConfig),
+)]
+_CORE_KEYS = tuple(s.name for s in settings_of(ExecutorConfig))
 
 
 def _default_bundle() -> Path:
@@ -70,19 +67,15 @@ class PolicyExecutorNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         p = declare_and_read(self, SPEC)
-        if p["ood_min_count"] > p["ood_window"]:
-            raise ParameterError(f"parameter 'ood_min_count' = {p['ood_min_count']}: must not exceed "
-                                 f"'ood_window' = {p['ood_window']}")
+        config = from_settings(ExecutorConfig, {k: p[k] for k in _CORE_KEYS}, "parameters")
         self.params = p
         self.robot = load_robot(p["robot"])
         path = Path(p["bundle"]) if p["bundle"] else _default_bundle()
         bundle = load_bundle(path, self.robot)
         m = bundle.manifest
         period = 1.0 / m.control_rate_hz
-        self.policy = PolicyExecutor(bundle, self.robot, ExecutorConfig(
-            max_state_age=p["max_state_age"], compute_deadline=p["deadline_fraction"] * period,
-            ood_threshold=p["ood_threshold"], ood_window=p["ood_window"], ood_min_count=p["ood_min_count"],
-            ood_revert=p["ood_revert"]))
+        self.policy = PolicyExecutor(bundle, self.robot,
+                                     replace(config, compute_deadline=config.deadline_fraction * period))
         self.order = JointOrder(self.robot.joint_names)
         self.cmd_pub = self.create_publisher(Float64MultiArray, p["command_topic"], 10)
         self.revert_pub = self.create_publisher(String, p["revert_topic"], 10)

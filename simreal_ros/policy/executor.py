@@ -30,6 +30,7 @@ from simreal_ros.policy.bundle import PolicyBundle, check_robot
 from simreal_ros.policy.observation import ObsInputs, build_observation
 from simreal_ros.policy.ood import OodMonitor, OodReport
 from simreal_ros.robot import RobotModel
+from simreal_ros.settings import SettingError, setting, validate_fields
 
 #: reasons a cycle is skipped (keys of :attr:`PolicyExecutor.skipped`)
 SKIP_REASONS = ("no_state", "no_goal", "stale_state", "non_finite_action", "deadline_missed")
@@ -37,23 +38,32 @@ SKIP_REASONS = ("no_state", "no_goal", "stale_state", "non_finite_action", "dead
 
 @dataclass
 class ExecutorConfig:
-    """Timing and monitoring settings.
+    """Timing and monitoring settings (each field declares its bounds and meaning once; the
+    node's parameters derive from them). The OOD settings are those of
+    :class:`~simreal_ros.policy.ood.OodMonitor`.
 
-    Attributes:
-        max_state_age: s; older state skips the cycle (``None``: one control period).
-        compute_deadline: s of compute per cycle; slower skips (``None``: half a control period).
-        ood_threshold, ood_window, ood_min_count: see :class:`~simreal_ros.policy.ood.OodMonitor`.
-        ood_revert: request the shield's revert when an OOD alarm is raised.
-        stats_window: cycles kept for the latency/rate percentiles.
+    ``compute_deadline`` is not a setting: an absolute override for offline tools (``None``:
+    ``deadline_fraction`` of a control period).
     """
 
-    max_state_age: float | None = None
+    max_state_age: float = setting(0.05, "an older state skips the cycle (never extrapolated)", unit="s",
+                                   low=0.001, high=1.0)
+    deadline_fraction: float = setting(0.5, "compute deadline as a fraction of the control period (manifest rate); "
+                                       "slower skips the cycle", low=0.01, high=1.0)
+    ood_threshold: float = setting(8.0, "z-score against the manifest's normalization statistics above which an "
+                                   "observation term is out of distribution", low=0.5, high=1000.0)
+    ood_window: int = setting(10, "cycles in the OOD window", low=1, high=10000)
+    ood_min_count: int = setting(5, "excursions within the window that raise the OOD alarm (<= ood_window)",
+                                 low=1, high=10000)
+    ood_revert: bool = setting(True, "request the shield's revert when an OOD alarm is raised")
+    stats_window: int = setting(1000, "cycles kept for the latency/rate percentiles", low=10, high=1000000)
     compute_deadline: float | None = None
-    ood_threshold: float = 8.0
-    ood_window: int = 10
-    ood_min_count: int = 5
-    ood_revert: bool = True
-    stats_window: int = 1000
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+        if self.ood_min_count > self.ood_window:
+            raise SettingError(f"ExecutorConfig 'ood_min_count' = {self.ood_min_count}: must not exceed "
+                               f"'ood_window' = {self.ood_window}")
 
 
 @dataclass
