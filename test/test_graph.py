@@ -149,3 +149,65 @@ def test_every_console_script_module_exists():
     setup = (REPO / "setup.py").read_text()
     for node in build_graph(GraphOptions()):
         assert f"{node.executable} = {node.module}:main" in setup
+
+
+def _bundle_at(tmp_path, rate_hz: float) -> Path:
+    """A copy of the shipped bundle whose manifest states ``rate_hz``."""
+    import shutil
+
+    bundle = tmp_path / f"bundle_{rate_hz:g}hz"
+    shutil.copytree(REPO / "policies" / "reach_default", bundle)
+    manifest = bundle / "manifest.yaml"
+    text = manifest.read_text()
+    assert "control_rate_hz: 20.0\n" in text
+    manifest.write_text(text.replace("control_rate_hz: 20.0\n", f"control_rate_hz: {float(rate_hz)}\n"))
+    return bundle
+
+
+def test_the_manifest_rate_reaches_the_shield_and_the_baseline(tmp_path):
+    from simreal_ros.bringup.graph import shield_config
+
+    nodes = {n.name: n for n in build_graph(GraphOptions(policy=str(_bundle_at(tmp_path, 25.0))))}
+    shield, baseline = nodes["safety_shield"], nodes["baseline_controller"]
+    assert shield.parameters["control_period"] == pytest.approx(0.04)
+    assert baseline.parameters["rate_hz"] == 25.0
+    # what the node loads (file + overrides) and what the written override file carries
+    cfg = shield_config(shield)
+    assert cfg.control_period == pytest.approx(0.04) and cfg.min_step <= cfg.control_period <= cfg.max_step_gap
+    assert cfg.command_timeout == pytest.approx(0.1)  # shield.yaml's, already more than two 25 Hz periods
+    assert cfg.state_timeout == 0.5  # the sim graph's, not the ShieldConfig default
+    params = yaml.safe_load(overrides_yaml(list(nodes.values())))
+    assert params["safety_shield"]["ros__parameters"]["control_period"] == pytest.approx(0.04)
+    assert params["baseline_controller"]["ros__parameters"]["rate_hz"] == 25.0
+
+
+def test_a_slow_policy_gets_watchdogs_of_at_least_two_periods(tmp_path):
+    from simreal_ros.bringup.graph import shield_config
+
+    nodes = {n.name: n for n in build_graph(GraphOptions(policy=str(_bundle_at(tmp_path, 5.0))))}
+    cfg = shield_config(nodes["safety_shield"])
+    # at 5 Hz shield.yaml's 0.1 s would stop the arm between every two commands (and a
+    # max_step_gap below the period is refused by the shield)
+    assert cfg.control_period == pytest.approx(0.2)
+    assert cfg.command_timeout == pytest.approx(0.4) and cfg.max_step_gap == pytest.approx(0.4)
+    assert nodes["baseline_controller"].parameters["rate_hz"] == 5.0
+
+
+def test_a_rate_the_shield_cannot_run_is_refused_naming_the_bundle(tmp_path):
+    bundle = _bundle_at(tmp_path, 0.5)  # a 2 s period: above the shield's control_period bound
+    with pytest.raises(ValueError, match="control_rate_hz 0.5.*control_period"):
+        build_graph(GraphOptions(policy=str(bundle)))
+
+
+def test_real_graph_remaps_exactly_the_nodes_that_use_a_driver_topic(tmp_path):
+    driver = tmp_path / "driver.yaml"
+    driver.write_text("topics: {joint_states: /franka/joint_states, position_command: /franka/cmd}\n")
+    nodes = {n.name: n for n in build_graph(GraphOptions(mode="real", real_driver_config=str(driver)))}
+    state = ("/joint_states", "/franka/joint_states")
+    cmd = ("/forward_position_controller/commands", "/franka/cmd")
+    # the baseline follows the sent command (bumpless take-over): it must hear the driver's topic
+    assert set(nodes["baseline_controller"].remappings) == {cmd}
+    assert set(nodes["state_estimator"].remappings) == {state}
+    assert set(nodes["safety_shield"].remappings) == {cmd}
+    assert set(nodes["recorder"].remappings) == {state, cmd}
+    assert nodes["policy_executor"].remappings == ()

@@ -49,11 +49,11 @@ def run(args: argparse.Namespace) -> int:
     values = {a.name: str(getattr(args, a.name)) for a in LAUNCH_ARGS if a.name not in ("mode", "real_driver_config")}
     try:
         opts = GraphOptions.from_strings({**values, "mode": "sim", "bag_name": f"sim_{stamp}"})
+        nodes = build_graph(opts)  # reads the policy manifest and checks the shield's settings
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     run_dir = Path(opts.output_dir).resolve() / f"sim_{stamp}_logs"
-    nodes = build_graph(opts)
 
     from simreal_ros.bringup.session import run_session
 

@@ -2,23 +2,35 @@
 
 Used by ``launch/bringup.launch.py`` (robots with a full ROS 2 install) and by ``simreal sim``
 (machines with only the pip-installed ROS wheels). ROS-free, so it is unit-tested directly.
+
+The policy bundle's manifest sets the graph's control rate: the shield's ``control_period``
+(its watchdog and step period) and the baseline's ``rate_hz`` follow ``control_rate_hz``, so a
+25 Hz policy does not run under a 20 Hz shield. The shield's settings are validated here with
+the loader the node uses (:func:`shield_config`), so a graph that cannot run is refused before
+anything starts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from simreal_ros.resources import resource
+from simreal_ros.policy.bundle import read_manifest
+from simreal_ros.resources import ResourceNotFoundError, resource
+from simreal_ros.settings import SettingError
+from simreal_ros.shield.config import SHIELD_SETTINGS, ShieldConfig, load_shield_config, read_node_parameters
 
 PACKAGE = "simreal_ros"
 MODES = ("sim", "real")
 SHIELD_MODES = ("active", "shadow", "blend", "hold")
 TIMINGS = ("paced", "unpaced")
 SIM_STATE_TIMEOUT_S = 0.5  # the shield's state watchdog in simulation (see build_graph)
+DEFAULT_POLICY = ("policies", "reach_default")
+#: the shield's command watchdog and longest continued step span at least this many control periods
+TIMEOUT_PERIODS = 2.0
 
 
 @dataclass(frozen=True)
@@ -124,12 +136,60 @@ def _config(name: str) -> Path:
     return resource("config", name)
 
 
+def policy_directory(opts: GraphOptions) -> Path:
+    """The policy bundle the graph runs (``opts.policy`` or the shipped default)."""
+    if opts.policy:
+        return Path(opts.policy).resolve()
+    try:
+        return resource(*DEFAULT_POLICY)
+    except ResourceNotFoundError as exc:
+        raise ValueError(f"launch argument 'policy' is empty and the shipped bundle is missing ({exc})") from None
+
+
+def shield_timing(rate_hz: float, file_config: ShieldConfig) -> dict[str, float]:
+    """The shield's settings that follow the control rate: ``control_period`` is one period;
+    ``command_timeout`` and ``max_step_gap`` keep the file's values unless those are shorter than
+    :data:`TIMEOUT_PERIODS` periods (a slow policy must not time out between its own commands)."""
+    period = 1.0 / rate_hz
+    floor = TIMEOUT_PERIODS * period
+    return {"control_period": period, "command_timeout": max(file_config.command_timeout, floor),
+            "max_step_gap": max(file_config.max_step_gap, floor)}
+
+
+def shield_config(spec: NodeSpec) -> ShieldConfig:
+    """The shield's settings exactly as the node of ``spec`` gets them: its parameter file, then
+    the graph's overrides (what ``simreal sim``'s report checks the bag with)."""
+    names = {s.name for s in SHIELD_SETTINGS}
+    return load_shield_config(spec.param_files[-1], **{k: v for k, v in spec.parameters.items() if k in names})
+
+
+def _topics(spec: NodeSpec) -> set[str]:
+    """Topic names among a node's parameters (file and overrides; ``name:pkg/msg/Type`` entries too)."""
+    values: list = []
+    for f in spec.param_files:
+        values += list(read_node_parameters(f, spec.name).values())
+    values += list(spec.parameters.values())
+    flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
+    return {x.split(":", 1)[0] for x in flat if isinstance(x, str) and x.startswith("/")}
+
+
+def _remapped(spec: NodeSpec, remaps: tuple[tuple[str, str], ...]) -> NodeSpec:
+    """``spec`` with the driver remappings of the topics it uses (none it does not)."""
+    used = _topics(spec)
+    return replace(spec, remappings=tuple(r for r in remaps if r[0] in used))
+
+
 def build_graph(opts: GraphOptions) -> list[NodeSpec]:
-    """The nodes for ``opts``; sim and real share every node but the sim bridge."""
+    """The nodes for ``opts``; sim and real share every node but the sim bridge.
+
+    Raises:
+        ValueError: the policy manifest, a parameter file or an override cannot make a valid
+            shield (the message names the file and the key).
+    """
     sim_time = opts.mode == "sim" and opts.timing == "unpaced"
     common = {"use_sim_time": sim_time}
     nodes: list[NodeSpec] = []
-    # Remappings that point the graph at the real driver's topics; identity in sim.
+    # Remappings that point the graph at the real driver's topics; none in sim.
     driver_remaps: tuple[tuple[str, str], ...] = ()
     if opts.mode == "sim":
         nodes.append(NodeSpec(
@@ -140,29 +200,37 @@ def build_graph(opts: GraphOptions) -> list[NodeSpec]:
         topics = load_real_driver(opts.real_driver_config)
         driver_remaps = (("/joint_states", topics["joint_states"]),
                          ("/forward_position_controller/commands", topics["position_command"]))
+    bundle = policy_directory(opts)
+    rate = read_manifest(bundle)[0].control_rate_hz  # the bundle's own rate drives the whole loop
     nodes.append(NodeSpec("state_estimator", "state_estimator", "simreal_ros.nodes.estimator_node",
-                          (_config("estimator.yaml"),), dict(common), driver_remaps))
+                          (_config("estimator.yaml"),), dict(common)))
     policy_params = dict(common)
     if opts.policy:
-        policy_params["bundle"] = str(Path(opts.policy).resolve())
+        policy_params["bundle"] = str(bundle)
     nodes.append(NodeSpec("policy_executor", "policy_executor", "simreal_ros.nodes.policy_node",
                           (_config("policy.yaml"),), policy_params))
     nodes.append(NodeSpec("baseline_controller", "baseline_controller", "simreal_ros.nodes.baseline_node",
-                          (_config("baseline.yaml"),), dict(common)))
-    shield = {**common, "mode": opts.shield_mode, "autostart": True}
+                          (_config("baseline.yaml"),), {**common, "rate_hz": rate}))
+    shield_file = _config("shield.yaml")
+    shield = {**common, "mode": opts.shield_mode, "autostart": True,
+              **shield_timing(rate, load_shield_config(shield_file))}
     if opts.mode == "sim":
         # A laptop sim shares its cores with the whole stack: DDS delivery stalls of a few hundred
         # ms happen under load and are not a dead driver. On the robot config/shield.yaml's value holds.
         shield["state_timeout"] = SIM_STATE_TIMEOUT_S
     nodes.append(NodeSpec("safety_shield", "safety_shield", "simreal_ros.nodes.shield_node",
-                          (_config("shield.yaml"),), shield, driver_remaps, lifecycle=True))
+                          (shield_file,), shield, lifecycle=True))
+    try:
+        shield_config(nodes[-1])
+    except SettingError as exc:
+        raise SettingError(f"policy {bundle} (control_rate_hz {rate:g}) with {shield_file}: {exc}") from None
     if opts.record:
         rec = {**common, "output_dir": str(Path(opts.output_dir).resolve())}
         if opts.bag_name:
             rec["bag_name"] = opts.bag_name
         nodes.append(NodeSpec("recorder", "recorder", "simreal_ros.nodes.recorder_node",
-                              (_config("recorder.yaml"),), rec, driver_remaps))
-    return nodes
+                              (_config("recorder.yaml"),), rec))
+    return [_remapped(n, driver_remaps) for n in nodes] if driver_remaps else nodes
 
 
 def overrides_yaml(nodes: list[NodeSpec]) -> str:

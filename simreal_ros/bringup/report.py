@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from simreal_ros.shield.config import ShieldConfig
+
 SENT_TOPIC = "/forward_position_controller/commands"
 STAMPED_SENT_TOPIC = "/simreal/shield/sent"  # the same commands, stamped with the shield's step time (JointState)
 POLICY_TOPIC = "/simreal/policy/command"
@@ -45,15 +47,22 @@ def commands(messages: list[tuple[int, Any]]) -> tuple[np.ndarray, np.ndarray]:
             np.array([np.asarray(m.data, dtype=float) for _, m in messages]))
 
 
-def scan_bag(bag: str | Path) -> dict[str, Any]:
-    """Counts per topic of interest and the limit violations of the sent commands."""
+def scan_bag(bag: str | Path, shield: ShieldConfig) -> dict[str, Any]:
+    """Counts per topic of interest and the limit violations of the sent commands.
+
+    ``shield`` is the recording shield's settings, as the node loaded them
+    (:func:`simreal_ros.bringup.graph.shield_config`): the check keeps its position margin and
+    steps like it (``max_step_gap``, ``min_step``), in its command mode.
+    """
     from simreal_ros.bag.check import sent_commands
     from simreal_ros.robot import load_robot
-    from simreal_ros.shield import ShieldConfig, check_limits
+    from simreal_ros.shield import check_limits
 
     data = read_bag(bag)
-    t, sent, _ = sent_commands(bag, STAMPED_SENT_TOPIC)  # the shield's own step stamps
-    violations = check_limits(load_robot(), t, sent, position_margin=ShieldConfig().position_margin)
+    t, sent, _ = sent_commands(bag, STAMPED_SENT_TOPIC, shield.command_mode)  # the shield's own step stamps
+    violations = check_limits(load_robot(), t, sent, command_mode=shield.command_mode,
+                              position_margin=shield.position_margin, max_step_gap=shield.max_step_gap,
+                              min_step=shield.min_step)
     return {
         "bag_messages": {k: len(v) for k, v in sorted(data.items())},
         "bag_sent_commands": len(data.get(SENT_TOPIC, [])),

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from simreal_ros.bringup.graph import GraphOptions, NodeSpec
+from simreal_ros.bringup.graph import GraphOptions, NodeSpec, shield_config
 
 STARTUP_TIMEOUT_S = 60.0
 
@@ -117,7 +117,8 @@ def run_session(nodes: list[NodeSpec], opts: GraphOptions, run_dir: Path, goals:
         bag = bag_directory(opts)
         summary["bag"] = str(bag) if bag else None
         if bag:
-            scan = scan_bag(bag)
+            shield = next(n for n in nodes if n.name == "safety_shield")
+            scan = scan_bag(bag, shield_config(shield))  # the settings the shield ran with
             summary.update(scan)
     return summary
 
