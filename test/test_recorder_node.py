@@ -115,3 +115,28 @@ def test_sigkill_then_recover_keeps_everything_flushed(processes, ros_node, tmp_
     info = subprocess.run([sys.executable, "-m", "simreal_ros.cli", "bag", "info", str(bag)],
                           capture_output=True, text=True)
     assert info.returncode == 0 and "/joint_states" in info.stdout
+
+
+def test_without_a_params_file_the_defaults_record_the_shields_stamped_sent_commands(processes, ros_node, tmp_path):
+    """The node's own defaults (no params file) are config/recorder.yaml's: they include the topic
+    'simreal bag check-limits' reads, so a run recorded with the defaults can be checked."""
+    from sensor_msgs.msg import JointState
+
+    from simreal_ros.bag.check import STAMPED_SENT_TOPIC, sent_commands
+
+    sent = ros_node.create_publisher(JointState, STAMPED_SENT_TOPIC, 100)
+    rec = processes.start("-m", "simreal_ros.nodes.recorder_node", "--ros-args", "-p", f"output_dir:={tmp_path}",
+                          "-p", "bag_name:=defaults", "-p", "discovery_period_s:=0.1", name="defaults")
+    assert ros_node.spin_until(lambda: sent.get_subscription_count() > 0, 20), \
+        f"the recorder's default topics do not include {STAMPED_SENT_TOPIC}"
+    ros_node.spin_until(lambda: False, 0.5)
+    ready = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
+    for i in range(50):
+        msg = JointState(name=[f"panda_joint{k}" for k in range(1, 8)], position=ready)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = 1, i * 10_000_000
+        sent.publish(msg)
+        ros_node.executor_.spin_once(timeout_sec=0.001)
+    ros_node.spin_until(lambda: False, 1.0)
+    assert processes.stop(rec, signal.SIGINT) == 0, processes.output(rec)
+    times, rows, _ = sent_commands(tmp_path / "defaults")
+    assert len(times) == 50 and list(times[:2]) == [1.0, 1.01] and rows.shape == (50, 7)

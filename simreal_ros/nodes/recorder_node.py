@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rclpy.clock import Clock, ClockType
@@ -26,52 +27,18 @@ from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+from simreal_ros.bag.config import RecorderConfig
 from simreal_ros.bag.types import UnknownTypeError, qos_profile
 from simreal_ros.bag.writer import BagError, BagWriter
 from simreal_ros.nodes.common import run_node
-from simreal_ros.nodes.params import Param, ParameterError, declare_and_read
+from simreal_ros.nodes.params import ParameterError, declare_and_read
+from simreal_ros.settings import from_settings, settings_of
 
 NODE_NAME = "recorder"
 
-#: what a run is judged by: measurements, estimate, belief, goal, proposed and sent commands,
-#: interventions, ground truth, diagnostics (see the topic map in simreal_ros.nodes)
-DEFAULT_TOPICS = [
-    "/joint_states", "/simreal/state_estimate", "/simreal/state_covariance", "/simreal/belief", "/simreal/goal",
-    "/simreal/policy/command", "/simreal/baseline/command", "/forward_position_controller/commands",
-    "/simreal/shield/interventions", "/simreal/shield/revert", "/simreal/sim/ground_truth", "/diagnostics",
-]
-
-
-def _topics_check(entries: list) -> str | None:
-    for e in entries:
-        name, _, msgtype = str(e).partition(":")
-        if not name.startswith("/"):
-            return f"entry {e!r}: topic names must be absolute (start with '/')"
-        if msgtype and msgtype.count("/") != 2:
-            return f"entry {e!r}: type must be pkg/msg/Name"
-    return None if entries else "needs at least one topic"
-
-
-SPEC = [
-    Param("output_dir", "runs", "directory that receives the bag directory", read_only=True),
-    Param("bag_name", "", "bag directory name (empty: simreal_<UTC date>_<time>)", read_only=True),
-    Param("topics", DEFAULT_TOPICS, "topics to record: 'name' (type from the graph) or 'name:pkg/msg/Type'",
-          check=_topics_check, read_only=True),
-    Param("storage", "mcap", "storage format", choices=("mcap",), read_only=True),
-    Param("compression", "zstd", "chunk compression", choices=("zstd", "none"), read_only=True),
-    Param("flush_interval_s", 1.0, "s between flushes: the most a SIGKILL loses", low=0.01, high=60.0,
-          read_only=True),
-    Param("flush_kib", 512, "also flush once this many KiB are pending", low=1, high=1 << 20, read_only=True),
-    Param("max_bag_duration_s", 0.0, "split into a new file after this many s (0: never)", low=0.0, high=1e7,
-          read_only=True),
-    Param("max_bag_size_mb", 0.0, "split into a new file at this size (0: never)", low=0.0, high=1e6,
-          read_only=True),
-    Param("status_interval_s", 1.0, "s between recorder status messages written into the bag", low=0.05,
-          high=3600.0, read_only=True),
-    Param("discovery_period_s", 0.5, "s between graph polls for topics not yet found", low=0.05, high=60.0,
-          read_only=True),
-    Param("queue_depth", 1000, "subscription queue depth", low=1, high=100000, read_only=True),
-]
+#: The node's parameters: every setting of :class:`RecorderConfig` (default, bounds and description
+#: declared there, defaults shown in config/recorder.yaml). All are read once at start.
+SPEC = [replace(s, read_only=True) for s in settings_of(RecorderConfig)]
 
 
 def message_class(msgtype: str):
@@ -88,27 +55,24 @@ class RecorderNode(Node):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        p = self.params = declare_and_read(self, SPEC)
-        name = p["bag_name"] or time.strftime("simreal_%Y%m%d_%H%M%S", time.gmtime())
-        self.bag_path = Path(p["output_dir"]) / name
+        p = self.config = from_settings(RecorderConfig, declare_and_read(self, SPEC), NODE_NAME)
+        name = p.bag_name or time.strftime("simreal_%Y%m%d_%H%M%S", time.gmtime())
+        self.bag_path = Path(p.output_dir) / name
         try:
-            self.writer = BagWriter(self.bag_path, flush_interval_s=p["flush_interval_s"],
-                                    flush_bytes=p["flush_kib"] * 1024, max_bag_duration_s=p["max_bag_duration_s"],
-                                    max_bag_size_mb=p["max_bag_size_mb"], compression=p["compression"],
-                                    status_interval_s=p["status_interval_s"])
+            self.writer = BagWriter(self.bag_path, **p.writer_options())
         except (BagError, OSError) as exc:
             raise ParameterError(f"parameter 'output_dir'/'bag_name': {exc}") from exc
         self.wanted: dict[str, str] = {}  # resolved topic -> type ('' until discovered)
-        for entry in p["topics"]:
+        for entry in p.topics:
             topic, _, msgtype = str(entry).partition(":")
             self.wanted[self.resolve_topic_name(topic)] = msgtype
         self.subs = {}
         steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self.create_timer(p["discovery_period_s"], self._discover, clock=steady)
-        self.create_timer(min(0.1, p["flush_interval_s"] / 2), self._tick, clock=steady)
+        self.create_timer(p.discovery_period_s, self._discover, clock=steady)
+        self.create_timer(min(0.1, p.flush_interval_s / 2), self._tick, clock=steady)
         self._discover()
         self.get_logger().info(f"recording {len(self.wanted)} topics to {self.bag_path} (mcap, flush every "
-                               f"{p['flush_interval_s']:g} s)")
+                               f"{p.flush_interval_s:g} s)")
 
     # ------------------------------------------------------------------ subscriptions
     def _discover(self) -> None:
@@ -134,7 +98,7 @@ class RecorderNode(Node):
             q.reliability == ReliabilityPolicy.BEST_EFFORT for q in pubs) else ReliabilityPolicy.RELIABLE
         durability = DurabilityPolicy.TRANSIENT_LOCAL if pubs and all(
             q.durability == DurabilityPolicy.TRANSIENT_LOCAL for q in pubs) else DurabilityPolicy.VOLATILE
-        depth = self.params["queue_depth"]
+        depth = self.config.queue_depth
         qos = QoSProfile(depth=depth, reliability=reliability, durability=durability)
         self.writer.add_topic(topic, msgtype, [qos_profile(
             "best_effort" if reliability == ReliabilityPolicy.BEST_EFFORT else "reliable",
