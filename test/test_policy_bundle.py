@@ -1,6 +1,15 @@
-"""Policy bundles: manifest validation, refusal of mismatches naming both sides, backends agree."""
+"""Policy bundles: manifest validation, refusal of mismatches naming both sides, backends agree.
+
+Everything but the TorchScript tests runs without torch, on the shipped ONNX bundle
+(policies/reach_default) or on small linear ONNX models written without torch
+(:mod:`simreal_ros.policy.onnx_linear`), because the robot runs ONNX Runtime without torch.
+"""
 
 from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,10 +24,11 @@ from simreal_ros.policy.bundle import (
     save_bundle,
 )
 from simreal_ros.policy.observation import DEFAULT_TERMS
+from simreal_ros.policy.onnx_linear import write_linear_bundle, write_linear_onnx
+from simreal_ros.resources import resource
 from simreal_ros.robot import load_robot
 
-torch = pytest.importorskip("torch")
-from simreal_ros.policy.export import export_onnx, mlp, write_random_bundle  # noqa: E402
+SHIPPED = resource("policies", "reach_default")
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +36,14 @@ def robot():
     return load_robot()
 
 
-def make_bundle(tmp, robot, backend="onnx", **kw):
-    return write_random_bundle(tmp / "bundle", robot, backend, **kw)
+def needs_torch():
+    return pytest.importorskip("torch", reason="TorchScript bundles need torch (the 'train' extra)")
+
+
+def shipped_copy(tmp_path):
+    dst = tmp_path / "reach_default"
+    shutil.copytree(SHIPPED, dst)
+    return dst
 
 
 def edit_manifest(bundle_dir, fn):
@@ -68,29 +84,26 @@ def test_bad_manifest_is_refused_naming_the_key(robot, key, mutate):
     assert f"manifest key '{key}'" in str(exc.value)
 
 
-def test_onnx_and_torchscript_agree_within_1e5(tmp_path, robot):
-    a = load_bundle(make_bundle(tmp_path / "a", robot, "onnx", seed=4), robot)
-    b = load_bundle(make_bundle(tmp_path / "b", robot, "torchscript", seed=4), robot)
-    assert a.backend.name == "onnx" and b.backend.name == "torchscript"
-    rng = np.random.default_rng(0)
-    obs = rng.normal(0, 3, (256, a.manifest.obs_dim)).astype(np.float32)
-    ya, yb = a.infer(obs), b.infer(obs)
-    assert ya.shape == (256, robot.n_joints) and ya.dtype == np.float32
-    np.testing.assert_allclose(ya, yb, atol=1e-5, rtol=0)
-    np.testing.assert_allclose(a.infer(obs[3]), yb[3], atol=1e-5, rtol=0)  # single observation
+def test_shipped_bundle_loads_and_runs_on_onnx_runtime(robot):
+    b = load_bundle(SHIPPED, robot)
+    assert b.backend.name == "onnx" and b.manifest.robot_name == robot.name == "panda"
+    assert (b.manifest.obs_dim, b.manifest.n_joints) == (30, 7)
+    y = b.infer(np.zeros((4, 30), dtype=np.float32))
+    assert y.shape == (4, 7) and y.dtype == np.float32 and np.all(np.isfinite(y))
 
 
 def test_save_bundle_writes_a_loadable_bundle(tmp_path, robot):
     m = manifest_for(robot, "saved", "net.onnx", DEFAULT_TERMS, provenance={"seed": 1, "tool": "test"})
-    src = export_onnx(mlp(m.obs_dim, robot.n_joints), m.obs_dim, tmp_path / "x.onnx")
+    src = write_linear_onnx(tmp_path / "x.onnx", m.obs_dim, robot.n_joints)
     out = save_bundle(tmp_path / "bundle", m, src)
     b = load_bundle(out, robot)
     assert b.manifest.to_dict() == m.to_dict()
     assert (out / "net.onnx").is_file()
+    assert "&" not in (out / MANIFEST_FILE).read_text()  # no YAML anchors: the loader refuses them
 
 
 def test_wrong_joint_order_is_refused_naming_both_sides(tmp_path, robot):
-    path = make_bundle(tmp_path, robot)
+    path = shipped_copy(tmp_path)
     swapped = list(robot.joint_names)
     swapped[0], swapped[1] = swapped[1], swapped[0]
     edit_manifest(path, lambda d: d["robot"].update(joint_names=swapped))
@@ -101,29 +114,28 @@ def test_wrong_joint_order_is_refused_naming_both_sides(tmp_path, robot):
 
 
 def test_model_with_wrong_observation_size_is_refused_naming_both_sides(tmp_path, robot):
-    path = make_bundle(tmp_path, robot, model_obs_dim=27)  # manifest says 30
+    path = shipped_copy(tmp_path)  # the shipped model takes 30 values; the manifest now says 23
+    edit_manifest(path, lambda d: d["observation"].update(
+        terms=d["observation"]["terms"][:-1],
+        normalization={k: v[:23] if isinstance(v, list) else v for k, v in d["observation"]["normalization"].items()}))
     with pytest.raises(BundleError) as exc:
         load_bundle(path, robot)
-    assert "27" in str(exc.value) and "30" in str(exc.value)
+    assert "input 'obs' has shape ['batch' (dynamic), 30] but the manifest's observation size" in str(exc.value)
+    assert str(exc.value).endswith("is 23")
 
 
 def test_model_with_wrong_output_size_is_refused_naming_both_sides(tmp_path, robot):
-    path = make_bundle(tmp_path, robot, n_out=6)
+    path = write_linear_bundle(tmp_path / "b", robot, n_out=6)
     with pytest.raises(BundleError) as exc:
         load_bundle(path, robot)
-    assert "6" in str(exc.value) and "7" in str(exc.value) and "joint" in str(exc.value)
-
-
-def test_torchscript_with_wrong_observation_size_is_refused(tmp_path, robot):
-    path = make_bundle(tmp_path, robot, backend="torchscript", model_obs_dim=27)
-    with pytest.raises(BundleError, match=r"\[1, 30\]"):
-        load_bundle(path, robot)
+    assert ("output 'action' has shape ['batch' (dynamic), 6] but the manifest's number of robot.joint_names is 7"
+            in str(exc.value))
 
 
 def test_missing_model_file_and_missing_bundle_are_clear(tmp_path, robot):
     with pytest.raises(BundleError, match="does not exist"):
         load_bundle(tmp_path / "nowhere")
-    path = make_bundle(tmp_path, robot)
+    path = shipped_copy(tmp_path)
     (path / "policy.onnx").unlink()
     with pytest.raises(BundleError, match="model.file 'policy.onnx'"):
         load_bundle(path)
@@ -132,21 +144,50 @@ def test_missing_model_file_and_missing_bundle_are_clear(tmp_path, robot):
 def test_policy_check_command_passes_a_good_bundle_and_fails_a_bad_one(tmp_path, robot, capsys):
     from simreal_ros.cli import main
 
-    good = make_bundle(tmp_path / "good", robot)
-    assert main(["policy", "check", str(good), "--samples", "100"]) == 0
+    assert main(["policy", "check", str(SHIPPED), "--samples", "100"]) == 0
     out = capsys.readouterr().out
     assert out.strip().endswith("PASS") and "FAIL" not in out and "executor cycle p50" in out
-    bad = make_bundle(tmp_path / "bad", robot, n_out=6)
+    assert "ok    model: input [batch, 30] -> output [batch, 7] (onnx)" in out
+    bad = write_linear_bundle(tmp_path / "bad", robot, n_out=6)
     assert main(["policy", "check", str(bad), "--samples", "100"]) == 1
     out = capsys.readouterr().out
-    assert "FAIL  model" in out and "[batch, 7]" not in out.split("FAIL  model")[0] and "6" in out
+    fail = [ln for ln in out.splitlines() if ln.startswith("  FAIL")]
+    assert len(fail) == 1 and fail[0].startswith("  FAIL  model: ONNX model ")
+    assert "output 'action' has shape ['batch' (dynamic), 6] but the manifest's number of robot.joint_names is 7" \
+        in fail[0]
+    assert "ok    model" not in out and out.strip().endswith("FAILED (1 check(s))")
+
+
+# ---------------------------------------------------------------------- TorchScript (needs torch)
+def test_onnx_and_torchscript_agree_within_1e5(tmp_path, robot):
+    needs_torch()
+    from simreal_ros.policy.export import write_random_bundle
+
+    a = load_bundle(write_random_bundle(tmp_path / "a", robot, "onnx", seed=4), robot)
+    b = load_bundle(write_random_bundle(tmp_path / "b", robot, "torchscript", seed=4), robot)
+    assert a.backend.name == "onnx" and b.backend.name == "torchscript"
+    rng = np.random.default_rng(0)
+    obs = rng.normal(0, 3, (256, a.manifest.obs_dim)).astype(np.float32)
+    ya, yb = a.infer(obs), b.infer(obs)
+    assert ya.shape == (256, robot.n_joints) and ya.dtype == np.float32
+    np.testing.assert_allclose(ya, yb, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(a.infer(obs[3]), yb[3], atol=1e-5, rtol=0)  # single observation
+
+
+def test_torchscript_with_wrong_observation_size_is_refused(tmp_path, robot):
+    needs_torch()
+    from simreal_ros.policy.export import write_random_bundle
+
+    path = write_random_bundle(tmp_path / "b", robot, backend="torchscript", model_obs_dim=27)
+    with pytest.raises(BundleError, match=r"\[1, 30\]"):
+        load_bundle(path, robot)
 
 
 def test_torchscript_bundle_without_torch_says_what_to_do(tmp_path, robot):
-    import subprocess
-    import sys
+    needs_torch()
+    from simreal_ros.policy.export import write_random_bundle
 
-    path = make_bundle(tmp_path, robot, backend="torchscript")
+    path = write_random_bundle(tmp_path / "b", robot, backend="torchscript")
     code = ("import sys; sys.modules['torch'] = None\n"
             "from simreal_ros.policy.bundle import load_bundle, BundleError\n"
             f"try:\n    load_bundle({str(path)!r})\nexcept BundleError as exc:\n    print(exc)\n")

@@ -1,4 +1,7 @@
-"""Executor core: same observation as training, commands by the manifest, skips counted, OOD alarms."""
+"""Executor core: same observation as training, commands by the manifest, skips counted, OOD alarms.
+
+No torch: the shipped ONNX bundle (policies/reach_default) and small linear ONNX models
+(:mod:`simreal_ros.policy.onnx_linear`) run on ONNX Runtime, as on the robot."""
 
 from __future__ import annotations
 
@@ -11,13 +14,13 @@ from simreal_ros.policy.action import action_to_command, action_to_target
 from simreal_ros.policy.bundle import load_bundle
 from simreal_ros.policy.executor import ExecutorConfig, PolicyExecutor
 from simreal_ros.policy.observation import DEFAULT_TERMS, ObsInputs, build_observation
+from simreal_ros.policy.onnx_linear import write_linear_bundle
 from simreal_ros.policy.ood import OodMonitor
+from simreal_ros.resources import resource
 from simreal_ros.robot import load_robot
 from simreal_ros.sim.env import ReachEnv
 
-pytest.importorskip("torch")
-from simreal_ros.policy.export import write_random_bundle  # noqa: E402
-
+SHIPPED = resource("policies", "reach_default")
 GOAL = np.array([0.45, 0.1, 0.45])
 
 
@@ -36,7 +39,7 @@ def stats(robot):
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory, robot, stats):
-    return write_random_bundle(tmp_path_factory.mktemp("b") / "onnx", robot, mean=stats[0], std=stats[1], seed=2)
+    return write_linear_bundle(tmp_path_factory.mktemp("b") / "onnx", robot, mean=stats[0], std=stats[1], seed=2)
 
 
 @pytest.fixture
@@ -46,18 +49,22 @@ def executor(bundle_dir, robot):
     return ex
 
 
-def test_observation_equals_the_training_envs_and_loop_runs_on_the_sim(executor, robot):
-    """Driving the Reach env with the executor: the executor's observation is exactly what the
-    env gives the policy in training, and every cycle yields a command."""
+def test_observation_equals_the_training_envs_and_loop_runs_on_the_sim(robot):
+    """The shipped policy driving the Reach env through the executor: the executor's observation
+    is exactly what the env gives the policy in training, and every cycle yields a command."""
+    executor = PolicyExecutor(load_bundle(SHIPPED, robot), robot, ExecutorConfig(compute_deadline=1.0))
+    executor.set_goal(GOAL)
     env = ReachEnv(control_rate=executor.manifest.control_rate_hz, randomization="default")
     obs, info = env.reset(seed=3, options={"goal": GOAL})
+    start = info["distance"]
     for _ in range(20):
         meas = env._last_meas
         executor.update_state(meas.position, meas.velocity, meas.stamp)
         res = executor.step(env.arm.time)
         assert res.command is not None, res.skipped
         np.testing.assert_allclose(res.observation.astype(np.float32), obs, atol=1e-6)
-        obs, *_ = env.step(res.action)
+        obs, _, _, _, info = env.step(res.action)
+    assert info["distance"] < 0.5 * start, (start, info["distance"])  # the trained policy reaches out to GOAL
     assert executor.commands == executor.cycles == 20
     assert sum(executor.skipped.values()) == 0
     env.close()
@@ -145,7 +152,8 @@ def test_ood_monitor_ignores_isolated_spikes_and_has_hysteresis():
 @pytest.mark.parametrize("action_type", ["joint_position", "joint_torque"])
 def test_other_action_types_follow_the_manifest(tmp_path, robot, action_type):
     scale = 0.2 if action_type == "joint_position" else 50.0
-    path = write_random_bundle(tmp_path / "b", robot, action_type=action_type, action_scale=scale, action_clip=2.0)
+    path = write_linear_bundle(tmp_path / "b", robot, action_type=action_type, action_scale=scale, action_clip=2.0,
+                               gain=3.0)  # outputs up to 3: beyond action.clip
     ex = PolicyExecutor(load_bundle(path, robot), robot, ExecutorConfig(compute_deadline=1.0))
     ex.set_goal(GOAL)
     ex.update_state(robot.ready_pose, np.zeros(7), 0.0)
