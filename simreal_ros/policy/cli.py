@@ -5,10 +5,17 @@ Checks, in order (each prints ``ok``/``FAIL`` with the reason; exit status 1 on 
 1. the manifest parses and is valid (errors name the key);
 2. the manifest's joints, order and default pose match the robot;
 3. the model loads and its input/output shapes match the manifest;
-4. ``--samples`` random observations (normalised N(0, 1), clipped as at runtime, and raw
+4. the actions cannot command motions beyond the robot's limits at the bundle's control rate
+   (``scale*clip`` per period against the velocity limits for position actions, against the
+   effort and torque-rate limits for torques; see :func:`simreal_ros.policy.action.command_reach`);
+5. the shield command mode the action type needs (``position`` or ``effort``) is the one the
+   shield runs in (``--command-mode``; default: the shipped ``config/shield.yaml``);
+6. ``--samples`` random observations (normalised N(0, 1), clipped as at runtime, and raw
    observations of random joint states inside the limits) give finite outputs of the right shape;
-5. the executor's cycle (observation + model + action) fits the control period: p99 compute
+7. the executor's cycle (observation + model + action) fits the control period: p99 compute
    time under the deadline (half a period) on this machine.
+
+A malformed or hostile bundle is a ``FAIL`` line naming the key (exit status 1), never a traceback.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--robot", default="panda", help="robot description name (default: panda)")
     check.add_argument("--samples", type=int, default=1000, help="random observations to run (default: 1000)")
     check.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    check.add_argument("--command-mode", choices=("position", "effort"), default=None,
+                       help="the shield's command_mode the bundle will run under (default: the shipped "
+                            "config/shield.yaml's)")
 
 
 class _Report:
@@ -43,11 +53,13 @@ class _Report:
 
 def run(args: argparse.Namespace) -> int:
     if args.policy_command == "check":
-        return check(args.bundle, robot_name=args.robot, samples=args.samples, seed=args.seed)
+        return check(args.bundle, robot_name=args.robot, samples=args.samples, seed=args.seed,
+                     command_mode=args.command_mode)
     raise ValueError(f"unknown policy action {args.policy_command!r}")  # pragma: no cover - argparse refuses it
 
 
-def check(bundle_path: str, robot_name: str = "panda", samples: int = 1000, seed: int = 0) -> int:
+def check(bundle_path: str, robot_name: str = "panda", samples: int = 1000, seed: int = 0,
+          command_mode: str | None = None) -> int:
     """Run the checks (see module docstring); print a report; return the exit status."""
     from simreal_ros.policy.backends import make_backend
     from simreal_ros.policy.bundle import BundleError, PolicyBundle, check_robot, read_manifest
@@ -64,18 +76,20 @@ def check(bundle_path: str, robot_name: str = "panda", samples: int = 1000, seed
     rep.ok("manifest", f"'{m.name}', {m.backend} model {m.model_file}, {m.control_rate_hz:g} Hz, obs {m.obs_dim} "
                        f"({', '.join(f'{n}:{s}' for n, s in m.obs_terms)}), action {m.action_type} "
                        f"x{m.action_scale:g} clip {m.action_clip:g}")
-    prov = m.provenance
-    if prov:
-        keys = ", ".join(f"{k}={prov[k]}" for k in ("tool", "created", "seed") if k in prov)
-        print(f"        provenance: {keys or 'present'}; sections: {sorted(prov)}")
-    else:
-        print("        provenance: none recorded (training config, randomization, seed, evaluation)")
-    robot = load_robot(robot_name)
+    print(f"        provenance: {_provenance_line(m.provenance)}")
+    try:
+        robot = load_robot(robot_name)
+    except ValueError as exc:  # RobotDescriptionError, ResourceNotFoundError
+        rep.fail("robot", f"cannot load robot description '{robot_name}': {exc}")
+        return _done(rep)
     try:
         check_robot(m, robot)
-        rep.ok("robot", f"joints match '{robot.name}' {list(robot.joint_names)}; default pose inside limits")
+        rep.ok("robot", f"'{robot.name}' joints match {list(robot.joint_names)}; default pose inside limits")
     except BundleError as exc:
         rep.fail("robot", str(exc))
+        return _done(rep)
+    _check_reach(rep, m, robot)
+    _check_command_mode(rep, m, command_mode)
     bundle = PolicyBundle(manifest=m, directory=directory)
     try:
         if not bundle.model_path.is_file():
@@ -89,6 +103,71 @@ def check(bundle_path: str, robot_name: str = "panda", samples: int = 1000, seed
     if rep.failed == 0:
         _check_timing(rep, bundle, robot)
     return _done(rep)
+
+
+def _provenance_line(prov: dict) -> str:
+    """One bounded line: a few named values and the section names (never the whole provenance)."""
+    from simreal_ros.policy.manifest_yaml import short_repr
+
+    if not prov:
+        return "none recorded (training config, randomization, seed, evaluation)"
+    named = ", ".join(f"{k}={short_repr(prov[k], 60)}" for k in ("tool", "created", "seed") if k in prov)
+    keys = sorted(str(k) for k in prov)
+    sections = ", ".join(short_repr(k, 40) for k in keys[:12]) + (f", ... ({len(keys)} in all)" if len(keys) > 12
+                                                                  else "")
+    return f"{named or 'present'}; sections: [{sections}]"
+
+
+def _span(values: np.ndarray, unit: str) -> str:
+    lo, hi = float(np.min(values)), float(np.max(values))
+    return f"{lo:.4g} {unit}" if np.isclose(lo, hi) else f"{lo:.4g}-{hi:.4g} {unit}"
+
+
+def _check_reach(rep: _Report, m, robot) -> None:
+    """The most the bundle's actions can command at its rate against the robot's limits."""
+    from simreal_ros.policy.action import command_reach
+
+    for r in command_reach(robot, m.action_type, m.action_scale, m.action_clip, m.control_rate_hz, m.default_pose):
+        what = f"{r.quantity} limits"
+        head = (f"{m.action_type} scale {m.action_scale:g} x clip {m.action_clip:g} at {m.control_rate_hz:g} Hz: "
+                f"{r.basis}, i.e. up to {_span(r.allowed, r.unit)}")
+        if len(r.over):
+            joints = ", ".join(f"{robot.joint_names[i]} {r.allowed[i]:.4g} > {r.limit[i]:.4g}" for i in r.over)
+            rep.fail(what, f"{head}; robot '{robot.name}' {r.quantity} limits are {_span(r.limit, r.unit)}, "
+                           f"exceeded at {joints} {r.unit}")
+        else:
+            share = float(np.max(r.allowed / r.limit))
+            rep.ok(what, f"{head}; within robot '{robot.name}' {r.quantity} limits {_span(r.limit, r.unit)} "
+                         f"(at most {100 * share:.0f}% of a limit)")
+
+
+def _shipped_command_mode() -> tuple[str, str]:
+    """The shield's ``command_mode`` in the shipped ``config/shield.yaml`` (and where it came from)."""
+    import yaml
+
+    from simreal_ros.resources import ResourceNotFoundError, resource
+
+    try:
+        path = resource("config", "shield.yaml")
+        params = yaml.safe_load(path.read_text())["safety_shield"]["ros__parameters"]
+        return str(params.get("command_mode", "position")), "config/shield.yaml"
+    except (ResourceNotFoundError, OSError, yaml.YAMLError, KeyError, TypeError):
+        return "position", "the shield's default"
+
+
+def _check_command_mode(rep: _Report, m, command_mode: str | None) -> None:
+    from simreal_ros.policy.action import COMMAND_MODE
+
+    need = COMMAND_MODE[m.action_type]
+    what = "joint torques (N m)" if need == "effort" else "joint position targets (rad)"
+    have, source = (command_mode, "--command-mode") if command_mode else _shipped_command_mode()
+    detail = f"{m.action_type} commands {what}: needs the shield's command_mode '{need}'"
+    if have != need:
+        rep.fail("command mode", f"{detail}, but {source} sets '{have}' (a {have}-mode shield would take these "
+                                 f"outputs as {'torques' if have == 'effort' else 'joint targets'}); run it under a "
+                                 f"shield with command_mode: {need} and check with --command-mode {need}")
+    else:
+        rep.ok("command mode", f"{detail} ({source}: '{have}')")
 
 
 def _check_outputs(rep: _Report, bundle, robot, samples: int, seed: int) -> None:
