@@ -5,6 +5,10 @@ shield core -> sim (see :mod:`simreal_ros.training.episodes`). The policy and th
 see the same seeds, so the same goals and the same randomization draws. Episodes are spread
 over worker processes (``--workers``). Writes ``evaluation.json``, ``evaluation.png`` and,
 where offscreen rendering works (``MUJOCO_GL=egl``), ``episode.gif`` of one policy episode.
+
+Exit status: 0 when no episode of either controller violated a limit (sent commands re-checked
+against every limit, and the simulated arm's true positions/velocities); 1 when any did (each
+condition, controller, limit kind and seed is named); 2 for a bad bundle or argument.
 """
 
 from __future__ import annotations
@@ -94,9 +98,12 @@ def aggregate(episodes: list[dict[str, Any]]) -> dict[str, Any]:
     ttt = np.array([e["time_to_target"] for e in episodes])
     ttt = ttt[np.isfinite(ttt)]
     kinds: dict[str, int] = {}
+    viol_kinds: dict[str, int] = {}
     for e in episodes:
         for k, v in e["shield_kinds"].items():
             kinds[k] = kinds.get(k, 0) + v
+        for k, v in e["violation_kinds"].items():
+            viol_kinds[k] = viol_kinds.get(k, 0) + v
     return {
         "episodes": len(episodes),
         "success_rate": float(succ.mean()) if len(succ) else math.nan,
@@ -112,6 +119,8 @@ def aggregate(episodes: list[dict[str, Any]]) -> dict[str, Any]:
         "episodes_with_interventions": int(sum(e["shield_interventions"] > 0 for e in episodes)),
         "shield_intervention_kinds": kinds,
         "limit_violations": int(sum(e["limit_violations"] for e in episodes)),
+        "limit_violation_kinds": viol_kinds,
+        "seeds_with_violations": [e["seed"] for e in episodes if e["limit_violations"]],
         "cycles_not_driven_by_policy": int(sum(e["reverts"] for e in episodes)),
         "episodes_reverted": int(sum(e["reverted"] is not None for e in episodes)),
     }
@@ -203,14 +212,47 @@ def _print_table(report: dict[str, Any]) -> None:
             print(f"  {label:30s}{vals[0]:>12s}{vals[1]:>12s}")
 
 
+def limit_violations(report: dict[str, Any]) -> list[str]:
+    """One line per condition and controller that violated a limit: count, kinds, seeds (empty: none)."""
+    lines = []
+    for cname, cond in report["conditions"].items():
+        for ctl in CONTROLLERS:
+            agg = cond[ctl]
+            if not agg["limit_violations"]:
+                continue
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(agg.get("limit_violation_kinds", {}).items()))
+            seeds = agg.get("seeds_with_violations", [])
+            shown = ", ".join(str(s) for s in seeds[:10]) + (f", ... ({len(seeds)} episodes)" if len(seeds) > 10 else "")
+            lines.append(f"{cname} ({cond['randomization']}) {ctl}: {agg['limit_violations']} limit violations "
+                         f"({kinds or 'kinds not recorded'}) in seeds {shown or '?'}")
+    return lines
+
+
+def exit_status(report: dict[str, Any]) -> int:
+    """0 when no limit was violated in any episode, 1 otherwise (see the module docstring)."""
+    return 1 if limit_violations(report) else 0
+
+
 def run(args: argparse.Namespace) -> int:
+    from simreal_ros.policy.bundle import BundleError
+
     if "mujoco" not in sys.modules:
         os.environ.setdefault("MUJOCO_GL", "egl")
-    report = evaluate(args.bundle, episodes=args.episodes, randomization=args.randomization, seed=args.seed,
-                      workers=args.workers, out=args.out, no_shield=args.no_shield, render=not args.no_render)
+    try:
+        report = evaluate(args.bundle, episodes=args.episodes, randomization=args.randomization, seed=args.seed,
+                          workers=args.workers, out=args.out, no_shield=args.no_shield, render=not args.no_render)
+    except (BundleError, ValueError) as exc:  # a bad bundle, profile or argument: one line, no traceback
+        print(f"simreal evaluate: error: {exc}", file=sys.stderr)
+        return 2
     _print_table(report)
     print(f"\nwritten: {', '.join(report.get('files', {}).values())}")
-    return 0
+    lines = limit_violations(report)
+    if lines:
+        shield = "through the shield" if report["shield"] else "without the shield (--no-shield)"
+        print(f"\nFAIL: limits violated {shield}:", file=sys.stderr)
+        for line in lines:
+            print(f"  {line}", file=sys.stderr)
+    return exit_status(report)
 
 
 def main(argv: list[str] | None = None) -> int:
