@@ -129,7 +129,7 @@ def test_missing_file_is_named(files, tmp_path):
     ("</robot>", "", "panda.urdf: malformed XML"),
     ('<limit lower="-2.8973" upper="2.8973" velocity="2.175" effort="87"/>', "",
      "panda.urdf: <joint name='panda_joint1'> has no <limit> element"),
-    ('velocity="2.61"', 'velocity="fast"', "panda.urdf: <limit name=''> attribute 'velocity': not numbers"),
+    ('velocity="2.61"', 'velocity="fast"', "panda.urdf: <joint name='panda_joint5'> <limit velocity='fast'>: not numbers"),
     ('<child link="panda_link8"/>', '<child link="panda_hand"/>', "no joint leads to link 'panda_link8'"),
 ])
 def test_malformed_urdf_names_file_and_element(files, old, new, message):
@@ -145,8 +145,11 @@ def test_malformed_joint_limits_names_key(files):
 
 
 def test_joint_limits_may_not_loosen_urdf(files):
-    _edit(files["joint_limits"], "panda_joint4: {", "panda_joint4: {max_effort: 100.0, ")
-    with pytest.raises(RobotDescriptionError, match="panda_joint4' key 'max_effort'=100.0 is looser"):
+    # a URDF tighter than the published table: the YAML may not undo that (even within the table)
+    _edit(files["urdf"], 'upper="-0.0698" velocity="2.175" effort="87"', 'upper="-0.0698" velocity="2.175" effort="80"')
+    assert load_robot(**files).limits.effort[3] == 80.0
+    _edit(files["joint_limits"], "panda_joint4: {", "panda_joint4: {max_effort: 85.0, ")
+    with pytest.raises(RobotDescriptionError, match="panda_joint4' key 'max_effort'=85.0 is looser"):
         load_robot(**files)
 
 

@@ -9,9 +9,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import simreal_ros.sim  # noqa: F401  (registers SimReal/Reach-v0)
+from simreal_ros.robot.mujoco_model import build_model
 from simreal_ros.sim.arm import ArmSim, ArmSimConfig
 from simreal_ros.sim.env import ReachEnv
-from simreal_ros.sim.model import build_model
 from simreal_ros.sim.randomize import RandomizationRanges, SensorRanges, load_ranges
 
 

@@ -31,7 +31,7 @@ import mujoco
 import numpy as np
 
 from simreal_ros.robot import RobotModel
-from simreal_ros.sim.model import build_model
+from simreal_ros.robot.mujoco_model import build_model
 
 #: Unit payload (kg) used to compute the payload regressor.
 UNIT_PAYLOAD = 1.0

@@ -1,5 +1,10 @@
 """Build the MuJoCo model of the arm from the package's URDF (no third-party model files).
 
+It lives beside the robot description, not in the simulator, so that the parts that need the
+arm's dynamics without simulating it (the estimator's inverse dynamics) do not import
+:mod:`simreal_ros.sim`. The actuators are impedance-ready (gains are set by whoever drives the
+model: :class:`simreal_ros.sim.arm.ArmSim` from ``RobotModel.gains``).
+
 The URDF is compiled with MjSpec and then edited: a scene (floor, table, lights, a mocap
 target marker), one joint-impedance actuator per joint, gravity compensation through the
 actuators (as the arm's own controller does), a payload body on the flange (not gravity
@@ -14,7 +19,8 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from simreal_ros.robot import RobotModel, load_robot
+from simreal_ros.robot.loader import load_robot
+from simreal_ros.robot.model import RobotModel
 
 TARGET_BODY = "target"
 PAYLOAD_BODY = "payload"

@@ -1,4 +1,4 @@
-"""MuJoCo simulation of the arm (ROS-free): model building, the driven arm, randomization,
+"""MuJoCo simulation of the arm (ROS-free): the driven arm, randomization,
 and the Gymnasium reaching task ``SimReal/Reach-v0``."""
 
 import gymnasium as gym

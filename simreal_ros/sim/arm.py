@@ -2,7 +2,8 @@
 
 * Position mode: joint position targets tracked by a joint impedance controller
   ``tau = K (q_target - q) - D dq`` plus gravity compensation, evaluated by MuJoCo at the
-  physics rate (native actuators, so the controller costs almost nothing).
+  physics rate (native actuators, so the controller costs almost nothing). K and D are the
+  robot description's gains (``RobotModel.gains``, ``config/<robot>_impedance.yaml``).
 * Effort mode: joint torques, gravity compensated as the real arm's torque interface is.
 * Measurements (position, velocity, measured torque) at ``measurement_period`` with noise,
   bias, latency and drops drawn per episode from the randomization ranges.
@@ -13,19 +14,30 @@ from __future__ import annotations
 import copy
 import math
 from collections import deque
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 import mujoco
 import numpy as np
 
-from simreal_ros.robot import RobotModel
-from simreal_ros.sim.model import SimModel, build_model
+from simreal_ros.robot import RobotModel, load_robot
+from simreal_ros.robot.mujoco_model import SimModel, build_model
 from simreal_ros.sim.randomize import Draw, RandomizationRanges, randomize
 
 COMMAND_MODES = ("position", "effort")
-DEFAULT_STIFFNESS = (600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0)  # N m/rad (Franka's example gains)
-DEFAULT_DAMPING = (50.0, 50.0, 50.0, 50.0, 30.0, 25.0, 15.0)  # N m s/rad
+
+
+def __getattr__(name: str) -> Any:
+    """``DEFAULT_STIFFNESS``/``DEFAULT_DAMPING``: deprecated aliases of the package robot's gains.
+
+    The gains are part of the robot description (``load_robot().gains``); these names remain
+    only for callers not yet switched to it, and are computed from it, so no second copy exists.
+    """
+    if name == "DEFAULT_STIFFNESS":
+        return tuple(float(x) for x in load_robot().gains.stiffness)
+    if name == "DEFAULT_DAMPING":
+        return tuple(float(x) for x in load_robot().gains.damping)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def ticks(period: float, step: float, what: str) -> int:
@@ -52,16 +64,18 @@ class ArmSimConfig:
     Attributes:
         physics_dt: MuJoCo time step (s); the impedance controller runs at this rate.
         measurement_period: period of joint measurements (s); integer multiple of physics_dt.
-        stiffness: impedance stiffness per joint (N m/rad).
-        damping: impedance damping per joint (N m s/rad).
+        stiffness, damping: impedance gains per joint (N m/rad, N m s/rad). ``None`` (the
+            default): the robot description's (``RobotModel.gains``), which is what the safety
+            shield assumes; :class:`ArmSim` stores its config with them filled in. A value
+            overrides them for gain experiments only (the shield would not know about it).
         command_mode: ``position`` (impedance targets) or ``effort`` (torques).
         ranges: domain randomization ranges, drawn at every :meth:`ArmSim.reset`.
     """
 
     physics_dt: float = 0.001
     measurement_period: float = 0.001
-    stiffness: tuple[float, ...] = DEFAULT_STIFFNESS
-    damping: tuple[float, ...] = DEFAULT_DAMPING
+    stiffness: tuple[float, ...] | None = None
+    damping: tuple[float, ...] | None = None
     command_mode: str = "position"
     ranges: RandomizationRanges = field(default_factory=RandomizationRanges)
 
@@ -72,9 +86,11 @@ class ArmSimConfig:
         if self.command_mode not in COMMAND_MODES:
             raise ValueError(f"command_mode must be one of {COMMAND_MODES}, got {self.command_mode!r}")
         for name in ("stiffness", "damping"):
+            if getattr(self, name) is None:
+                continue
             vals = np.asarray(getattr(self, name), dtype=float)
-            if not np.all(np.isfinite(vals)) or np.any(vals < 0):
-                raise ValueError(f"{name} must be finite and >= 0, got {vals}")
+            if vals.ndim != 1 or not np.all(np.isfinite(vals)) or np.any(vals < 0):
+                raise ValueError(f"{name} must be one finite value >= 0 per joint, got {vals}")
 
 
 class Measurement(NamedTuple):
@@ -97,9 +113,15 @@ class ArmSim:
 
     def __init__(self, config: ArmSimConfig | None = None, robot: RobotModel | None = None,
                  seed: int | None = None) -> None:
-        self.config = config or ArmSimConfig()
-        self.sim: SimModel = build_model(robot, self.config.physics_dt)
+        config = config or ArmSimConfig()
+        self.sim: SimModel = build_model(robot, config.physics_dt)
         self.robot = self.sim.robot
+        gains = self.robot.gains
+        self.config = replace(config, stiffness=tuple(float(x) for x in (
+            gains.stiffness if config.stiffness is None else config.stiffness)), damping=tuple(float(x) for x in (
+            gains.damping if config.damping is None else config.damping)))
+        if len(self.config.stiffness) != self.robot.n_joints or len(self.config.damping) != self.robot.n_joints:
+            raise ValueError(f"stiffness/damping need {self.robot.n_joints} values (one per joint)")
         self.nominal = self.sim.model
         self.model = copy.copy(self.nominal)
         self.data = mujoco.MjData(self.model)

@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 
 from simreal_ros.resources import resource
-from simreal_ros.sim.model import PAYLOAD_MIN_MASS
+from simreal_ros.robot.mujoco_model import PAYLOAD_MIN_MASS
 
 
 def _interval(where: str, value: Any, low_bound: float = 0.0) -> tuple[float, float]:
