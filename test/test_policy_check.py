@@ -178,3 +178,19 @@ def test_no_policy_test_module_skips_wholesale_without_torch(tmp_path):
     assert {"test_policy_bundle.py", "test_policy_executor.py", "test_policy_node.py"} <= {p.name for p in modules}
     offenders = {p.name: s for p in modules if (s := _module_level_importorskips(p))}
     assert not offenders, offenders
+
+
+def test_onnx_policy_tests_pass_with_torch_unimportable():
+    """The policy test modules themselves, run with `import torch` failing: only the TorchScript
+    tests skip; everything else runs on ONNX Runtime."""
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import pytest\n"
+            "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-rs', 'test/test_policy_bundle.py',\n"
+            "                      'test/test_policy_executor.py', 'test/test_policy_manifest_hostile.py']))\n")
+    res = run_python(code)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    summary = res.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "3 skipped" in summary and "failed" not in summary, summary
+    skips = [ln for ln in res.stdout.splitlines() if ln.startswith("SKIPPED")]
+    assert len(skips) == 1 and skips[0].startswith("SKIPPED [3] test/test_policy_bundle.py"), skips
+    assert "TorchScript bundles need torch" in skips[0]
