@@ -165,12 +165,12 @@ def _bundle_at(tmp_path, rate_hz: float) -> Path:
 
 
 def test_the_manifest_rate_reaches_the_shield_and_the_baseline(tmp_path):
-    from simreal_ros.bringup.graph import shield_config
-
     nodes = {n.name: n for n in build_graph(GraphOptions(policy=str(_bundle_at(tmp_path, 25.0))))}
     shield, baseline = nodes["safety_shield"], nodes["baseline_controller"]
-    assert shield.parameters["control_period"] == pytest.approx(0.04)
-    assert baseline.parameters["rate_hz"] == 25.0
+    assert shield.parameters.get("control_period") == pytest.approx(0.04)
+    assert baseline.parameters.get("rate_hz") == 25.0
+    from simreal_ros.bringup.graph import shield_config
+
     # what the node loads (file + overrides) and what the written override file carries
     cfg = shield_config(shield)
     assert cfg.control_period == pytest.approx(0.04) and cfg.min_step <= cfg.control_period <= cfg.max_step_gap
@@ -182,9 +182,10 @@ def test_the_manifest_rate_reaches_the_shield_and_the_baseline(tmp_path):
 
 
 def test_a_slow_policy_gets_watchdogs_of_at_least_two_periods(tmp_path):
+    nodes = {n.name: n for n in build_graph(GraphOptions(policy=str(_bundle_at(tmp_path, 5.0))))}
+    assert nodes["safety_shield"].parameters.get("command_timeout") == pytest.approx(0.4)
     from simreal_ros.bringup.graph import shield_config
 
-    nodes = {n.name: n for n in build_graph(GraphOptions(policy=str(_bundle_at(tmp_path, 5.0))))}
     cfg = shield_config(nodes["safety_shield"])
     # at 5 Hz shield.yaml's 0.1 s would stop the arm between every two commands (and a
     # max_step_gap below the period is refused by the shield)
