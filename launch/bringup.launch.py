@@ -2,7 +2,8 @@
 
 A thin adapter: the nodes, parameter files, overrides and remappings come from
 ``simreal_ros.bringup.graph`` (the same definition ``simreal sim`` runs), and the launch
-arguments from its ``LAUNCH_ARGS``.
+arguments from its ``LAUNCH_ARGS``. The policy bundle's manifest sets the control rate of the
+shield and the baseline (``control_period``, ``rate_hz``).
 
 Arguments: mode:=sim|real  policy:=<bundle dir>  shield_mode:=active|shadow|blend|hold
 record:=true|false  output_dir:=runs  timing:=paced|unpaced  randomization:=nominal|default|wide
