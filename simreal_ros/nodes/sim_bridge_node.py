@@ -22,6 +22,7 @@ timers in both modes: it is the clock source, so it never waits on ``/clock``.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -38,7 +39,8 @@ from std_srvs.srv import Trigger
 from simreal_ros.nodes.common import joint_state_msg, run_node, sec_to_stamp
 from simreal_ros.nodes.params import Param, ParameterError, declare_and_read
 from simreal_ros.robot import load_robot
-from simreal_ros.sim.driver import KNOBS, TIMING_MODES, DriverConfig, SimDriver, ranges_with_overrides
+from simreal_ros.settings import settings_of
+from simreal_ros.sim.driver import KNOBS, DriverConfig, SimDriver, ranges_with_overrides
 from simreal_ros.sim.randomize import load_ranges
 
 NODE_NAME = "sim_bridge"
@@ -69,24 +71,12 @@ SPEC = [
     Param("goal_topic", "/simreal/goal", "goal output (PointStamped, latched)", read_only=True),
     Param("goal_request_topic", "/simreal/sim/goal_request", "PointStamped input: set this goal", read_only=True),
     Param("goal_frame", "base", "frame_id of the published goal", read_only=True),
-    Param("command_mode", "position", "active controller", choices=("position", "effort"), read_only=True),
-    Param("publish_rate_hz", 500.0, "joint-state rate (Hz); period a multiple of measurement_period", low=1.0,
-          high=2000.0, read_only=True),
-    Param("physics_dt", 0.001, "MuJoCo step (s)", low=1e-4, high=0.01, read_only=True),
-    Param("measurement_period", 0.002, "sensor sample period (s), multiple of physics_dt", low=1e-4, high=0.1,
-          read_only=True),
-    Param("timing", "paced", "paced: wall clock; unpaced: as fast as possible with /clock", choices=TIMING_MODES,
-          read_only=True),
-    Param("sync_period", 0.0, "unpaced lockstep: wait for one command every this many sim seconds (0: free-run)",
-          low=0.0, high=10.0, read_only=True),
-    Param("sync_timeout", 1.0, "unpaced lockstep: wall seconds to wait for a command before going on", low=0.001,
-          high=3600.0, read_only=True),
+    # the driver's settings: type, default, bounds and description declared once in DriverConfig
+    *[replace(st, read_only=True) for st in settings_of(DriverConfig)],
     Param("randomization_profile", "nominal", "profile in config/randomization.yaml (nominal, default, wide)",
           check=_profile_check, read_only=True),
     *[Param(k, UNSET, f"fix the {sec} knob {field} to this value (-1: the profile's range)", low=UNSET,
             high=1000.0, check=_knob_check, read_only=True) for k, (sec, field) in KNOBS.items()],
-    Param("seed", 0, "seed of randomization draws, noise and drops", low=0, high=2**31 - 1, read_only=True),
-    Param("goals_seed", 0, "seed of goal sampling", low=0, high=2**31 - 1, read_only=True),
     Param("goal", [0.0, 0.0, 0.0], "initial goal [x, y, z] (m, base frame); [0, 0, 0]: sample one", low=-5.0,
           high=5.0, length=3, read_only=True),
     Param("diagnostics_period", 1.0, "s between /diagnostics messages", low=0.05, high=60.0),
@@ -102,12 +92,8 @@ class SimBridgeNode(Node):
         knobs = {k: (None if p[k] == UNSET else p[k]) for k in KNOBS}
         goal = None if not any(p["goal"]) else tuple(p["goal"])
         try:
-            cfg = DriverConfig(
-                publish_rate_hz=p["publish_rate_hz"], physics_dt=p["physics_dt"],
-                measurement_period=p["measurement_period"], command_mode=p["command_mode"], timing=p["timing"],
-                sync_period=p["sync_period"], sync_timeout=p["sync_timeout"],
-                ranges=ranges_with_overrides(p["randomization_profile"], knobs), seed=p["seed"],
-                goals_seed=p["goals_seed"], goal=goal)
+            cfg = DriverConfig(**{st.name: p[st.name] for st in settings_of(DriverConfig)},
+                               ranges=ranges_with_overrides(p["randomization_profile"], knobs), goal=goal)
             self.driver = SimDriver(cfg, load_robot(p["robot"]))
         except ValueError as exc:
             raise ParameterError(f"sim_bridge parameters: {exc}") from exc

@@ -22,9 +22,32 @@ import numpy as np
 
 from simreal_ros.robot import RobotModel, load_robot
 from simreal_ros.robot.mujoco_model import SimModel, build_model
+from simreal_ros.settings import setting, validate_fields
 from simreal_ros.sim.randomize import Draw, RandomizationRanges, randomize
 
 COMMAND_MODES = ("position", "effort")
+#: The sim's timing defaults, declared once for :class:`ArmSimConfig`, the sim bridge's
+#: :class:`~simreal_ros.sim.driver.DriverConfig` and :class:`~simreal_ros.sim.env.ReachEnv`.
+PHYSICS_DT = 0.001  # s
+MEASUREMENT_PERIOD = 0.001  # s: the real arm's state comes at 1 kHz
+
+
+def physics_dt_setting() -> Any:
+    """The ``physics_dt`` field of the sim's config classes (one declaration)."""
+    return setting(PHYSICS_DT, "MuJoCo time step; the impedance controller runs at this rate", unit="s",
+                   low=1e-4, high=0.01)
+
+
+def measurement_period_setting() -> Any:
+    """The ``measurement_period`` field of the sim's config classes (one declaration)."""
+    return setting(MEASUREMENT_PERIOD, "sensor sample period (the real arm: 1 kHz), a multiple of physics_dt",
+                   unit="s", low=1e-4, high=0.1)
+
+
+def command_mode_setting() -> Any:
+    """The ``command_mode`` field of the sim's config classes (one declaration)."""
+    return setting("position", "the active controller: position (impedance targets) or effort (torques)",
+                   choices=COMMAND_MODES)
 
 
 def __getattr__(name: str) -> Any:
@@ -72,19 +95,16 @@ class ArmSimConfig:
         ranges: domain randomization ranges, drawn at every :meth:`ArmSim.reset`.
     """
 
-    physics_dt: float = 0.001
-    measurement_period: float = 0.001
+    physics_dt: float = physics_dt_setting()
+    measurement_period: float = measurement_period_setting()
     stiffness: tuple[float, ...] | None = None
     damping: tuple[float, ...] | None = None
-    command_mode: str = "position"
+    command_mode: str = command_mode_setting()
     ranges: RandomizationRanges = field(default_factory=RandomizationRanges)
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.physics_dt) and 0 < self.physics_dt <= 0.01):
-            raise ValueError(f"physics_dt must be in (0, 0.01] s, got {self.physics_dt}")
+        validate_fields(self)
         ticks(self.measurement_period, self.physics_dt, "measurement_period")
-        if self.command_mode not in COMMAND_MODES:
-            raise ValueError(f"command_mode must be one of {COMMAND_MODES}, got {self.command_mode!r}")
         for name in ("stiffness", "damping"):
             if getattr(self, name) is None:
                 continue

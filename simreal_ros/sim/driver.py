@@ -35,7 +35,16 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from simreal_ros.robot import RobotModel
-from simreal_ros.sim.arm import COMMAND_MODES, ArmSim, ArmSimConfig, Measurement, ticks
+from simreal_ros.settings import setting, validate_fields
+from simreal_ros.sim.arm import (
+    ArmSim,
+    ArmSimConfig,
+    Measurement,
+    command_mode_setting,
+    measurement_period_setting,
+    physics_dt_setting,
+    ticks,
+)
 from simreal_ros.sim.env import sample_goal
 from simreal_ros.sim.randomize import RandomizationRanges, load_ranges
 
@@ -79,12 +88,14 @@ def ranges_with_overrides(profile: str | RandomizationRanges, overrides: Mapping
 
 @dataclass(frozen=True)
 class DriverConfig:
-    """Settings of :class:`SimDriver` (the bridge node's parameters map 1:1 onto these).
+    """Settings of :class:`SimDriver`, declared once: the bridge node's parameters derive from
+    the :func:`~simreal_ros.settings.setting` fields (``config/sim_bridge.yaml`` shows their
+    defaults); ``ranges`` and ``goal`` are built by the node from its profile/knob/goal parameters.
 
     Attributes:
         publish_rate_hz: joint-state rate; its period is a multiple of ``measurement_period``.
-        physics_dt, measurement_period: see :class:`~simreal_ros.sim.arm.ArmSimConfig`.
-        command_mode: the active controller, ``position`` or ``effort``.
+        physics_dt, measurement_period, command_mode: as :class:`~simreal_ros.sim.arm.ArmSimConfig`
+            (same declaration, same defaults).
         timing: ``paced`` or ``unpaced`` (see module docstring).
         sync_period: unpaced lockstep period (s, multiple of the publish period); 0 = free-run.
         sync_timeout: wall seconds to wait for a lockstep command before going on.
@@ -94,34 +105,29 @@ class DriverConfig:
         goal: initial goal (x, y, z) in m, or ``None`` to sample one.
     """
 
-    publish_rate_hz: float = 500.0
-    physics_dt: float = 0.001
-    measurement_period: float = 0.002
-    command_mode: str = "position"
-    timing: str = "paced"
-    sync_period: float = 0.0
-    sync_timeout: float = 1.0
-    max_catchup: int = 20
+    publish_rate_hz: float = setting(250.0, "joint-state rate; the period is a multiple of measurement_period (a "
+                                     "real FCI driver streams 1 kHz; 250 Hz keeps a laptop sim light)", unit="Hz",
+                                     low=1.0, high=2000.0)
+    physics_dt: float = physics_dt_setting()
+    measurement_period: float = measurement_period_setting()
+    command_mode: str = command_mode_setting()
+    timing: str = setting("paced", "paced: wall clock; unpaced: as fast as possible with /clock",
+                          choices=TIMING_MODES)
+    sync_period: float = setting(0.0, "unpaced lockstep: wait for one command every this many sim seconds "
+                                 "(0: free-run)", unit="s", low=0.0, high=10.0)
+    sync_timeout: float = setting(1.0, "unpaced lockstep: wall seconds to wait for a command before going on",
+                                  unit="s", low=0.001, high=3600.0)
+    max_catchup: int = setting(20, "paced: most publish periods run at once after a stall before the backlog is "
+                               "skipped (counted as overruns)", low=1, high=100000)
     ranges: RandomizationRanges = field(default_factory=RandomizationRanges)
-    seed: int = 0
-    goals_seed: int = 0
+    seed: int = setting(0, "seed of randomization draws, noise and drops", low=0, high=2**31 - 1)
+    goals_seed: int = setting(0, "seed of goal sampling", low=0, high=2**31 - 1)
     goal: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.publish_rate_hz) and self.publish_rate_hz > 0):
-            raise ValueError(f"publish_rate_hz must be > 0, got {self.publish_rate_hz}")
-        if self.timing not in TIMING_MODES:
-            raise ValueError(f"timing must be one of {TIMING_MODES}, got {self.timing!r}")
-        if self.command_mode not in COMMAND_MODES:
-            raise ValueError(f"command_mode must be one of {COMMAND_MODES}, got {self.command_mode!r}")
-        if not (math.isfinite(self.sync_period) and self.sync_period >= 0):
-            raise ValueError(f"sync_period must be >= 0, got {self.sync_period}")
+        validate_fields(self)
         if self.sync_period > 0:
             ticks(self.sync_period, self.period, "sync_period")
-        if not (math.isfinite(self.sync_timeout) and self.sync_timeout > 0):
-            raise ValueError(f"sync_timeout must be > 0, got {self.sync_timeout}")
-        if self.max_catchup < 1:
-            raise ValueError(f"max_catchup must be >= 1, got {self.max_catchup}")
 
     @property
     def period(self) -> float:
