@@ -169,3 +169,27 @@ def test_goal_is_reachable_and_above_table():
         _, info = env.reset(seed=seed)
         assert info["goal"][2] >= 0.2
         assert 0.3 <= np.hypot(*info["goal"][:2]) <= 0.9
+
+
+def test_reach_env_public_evaluation_api_is_what_step_does():
+    """measurement / advance(target) / status(): an evaluation loop that sends its own targets
+    (a shield's output) sees exactly what step() would have produced for the same targets."""
+    from simreal_ros.policy.action import action_to_target
+
+    a, b = ReachEnv(randomization="default"), ReachEnv(randomization="default")
+    with pytest.raises(RuntimeError, match="before reset"):
+        a.advance(np.zeros(7))
+    a.reset(seed=3)
+    b.reset(seed=3)
+    assert a.measurement is not None and a.measurement.stamp <= a.arm.time
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        action = rng.uniform(-1, 1, 7)
+        target = action_to_target(b.robot, b.measurement.position, action, b.action_scale)
+        _, _, _, _, info = a.step(action)
+        status = b.advance(target)
+        np.testing.assert_array_equal(a.measurement.position, b.measurement.position)
+        assert a.measurement.stamp == b.measurement.stamp
+        assert status == b.status() == {k: info[k] for k in ("distance", "speed", "is_success")}
+    with pytest.raises(ValueError, match="7 values"):
+        b.advance(np.zeros(6))

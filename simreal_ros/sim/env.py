@@ -4,6 +4,11 @@ The agent sees measured joint state (noise, latency and drops included when rand
 and commands joint-position deltas that the impedance controller tracks, exactly the
 interface the policy executor gives it on the robot. Success: the flange within
 ``success_radius`` of the goal and slower than ``success_speed``.
+
+Besides the Gymnasium API, evaluation code drives the env with joint targets of its own (the
+safety shield's output): :attr:`ReachEnv.measurement` is what a controller sees,
+:meth:`ReachEnv.advance` sends a target and runs one control period, :meth:`ReachEnv.status`
+says how far the flange is from the goal.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import numpy as np
 from simreal_ros.policy.action import action_to_target
 from simreal_ros.policy.observation import DEFAULT_TERMS, ObsInputs, build_observation, term_sizes
 from simreal_ros.robot import RobotModel
-from simreal_ros.sim.arm import ArmSim, ArmSimConfig, ticks
+from simreal_ros.sim.arm import MEASUREMENT_PERIOD, PHYSICS_DT, ArmSim, ArmSimConfig, Measurement, ticks
 from simreal_ros.sim.randomize import RandomizationRanges, load_ranges
 
 #: spread (rad) around the ready pose of the joint configurations whose FK gives goals
@@ -45,7 +50,8 @@ class ReachEnv(gym.Env):
         episode_seconds: episode length (truncation).
         action_scale: joint-position delta (rad) for an action of 1.
         randomization: profile name in ``config/randomization.yaml`` or ranges.
-        physics_dt: MuJoCo step (s). measurement_period: sensor period (s).
+        physics_dt: MuJoCo step (s). measurement_period: sensor period (s). Both default to the
+            sim's one declaration (``simreal_ros.sim.arm.PHYSICS_DT``/``MEASUREMENT_PERIOD``).
         success_radius: m. success_speed: flange speed bound for success (m/s).
         obs_terms: observation terms, in order (see ``simreal_ros.policy.observation``).
         render_mode: ``None`` or ``"rgb_array"``.
@@ -54,8 +60,8 @@ class ReachEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
     def __init__(self, control_rate: float = 20.0, episode_seconds: float = 5.0, action_scale: float = 0.05,
-                 randomization: str | RandomizationRanges = "nominal", physics_dt: float = 0.001,
-                 measurement_period: float = 0.002, success_radius: float = 0.02, success_speed: float = 0.05,
+                 randomization: str | RandomizationRanges = "nominal", physics_dt: float = PHYSICS_DT,
+                 measurement_period: float = MEASUREMENT_PERIOD, success_radius: float = 0.02, success_speed: float = 0.05,
                  obs_terms: tuple[str, ...] = DEFAULT_TERMS, render_mode: str | None = None,
                  robot: RobotModel | None = None) -> None:
         ranges = load_ranges(profile=randomization) if isinstance(randomization, str) else randomization
@@ -77,6 +83,33 @@ class ReachEnv(gym.Env):
         self.metadata = {**self.metadata, "render_fps": int(round(control_rate))}
         self._renderer = None
         self._last_meas = None
+
+    # ------------------------------------------------------------------ evaluation API
+    @property
+    def measurement(self) -> Measurement | None:
+        """The newest joint measurement that has arrived (noise, bias, latency and drops
+        applied): what a controller on the robot would see. ``None`` before :meth:`reset`."""
+        return self._last_meas
+
+    def advance(self, target: np.ndarray) -> dict[str, Any]:
+        """Send joint position ``target`` (rad, robot order) to the arm, simulate one control
+        period and take the newest measurement; returns :meth:`status`.
+
+        What :meth:`step` does after turning its action into a target, without the reward, the
+        step count or the observation: for evaluation loops that put a safety shield between a
+        controller and the arm. Raises ValueError for a malformed target.
+        """
+        if self._last_meas is None:
+            raise RuntimeError("advance() before reset()")
+        self.arm.set_command(target)
+        self.arm.advance(self.control_period)
+        self._measure()
+        return self._status()
+
+    def status(self) -> dict[str, Any]:
+        """``distance`` (m) of the flange from the goal, flange ``speed`` (m/s) and ``is_success``,
+        from the true state (evaluation only)."""
+        return self._status()
 
     # ------------------------------------------------------------------ helpers
     def _measure(self) -> None:
@@ -118,11 +151,8 @@ class ReachEnv(gym.Env):
     def step(self, action):
         action = np.clip(np.asarray(action, dtype=float), -1.0, 1.0)
         target = action_to_target(self.robot, self._last_meas.position, action, self.action_scale)
-        self.arm.set_command(target)
-        self.arm.advance(self.control_period)
-        self._measure()
+        status = self.advance(target)
         self._steps += 1
-        status = self._status()
         d = status["distance"]
         terms = {
             "distance": -d,

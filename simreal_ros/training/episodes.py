@@ -128,7 +128,7 @@ def run_episode(env: ReachEnv, runner, seed: int, use_shield: bool, name: str,
     lim = robot.limits
     _, info = env.reset(seed=seed)
     goal = info["goal"]
-    meas = env._last_meas
+    meas = env.measurement
     runner.reset(meas.position, goal)
     period = env.control_period
     shield = EpisodeShield(robot, period, mode=runner.mode, use_shield=use_shield)
@@ -139,10 +139,10 @@ def run_episode(env: ReachEnv, runner, seed: int, use_shield: bool, name: str,
     true_viol: dict[str, int] = {}
     first_success = math.nan
     frames = [] if render else None
-    status = env._status()
+    status = env.status()
     for k in range(env.max_steps):
         now = arm.time
-        meas = env._last_meas
+        meas = env.measurement
         policy, base, revert = runner.propose(meas.position, meas.velocity, meas.stamp, now)
         out = shield.step(now, meas.position, meas.velocity, meas.stamp, policy, base, revert)
         if out.kinds:
@@ -154,15 +154,12 @@ def run_episode(env: ReachEnv, runner, seed: int, use_shield: bool, name: str,
         runner.observe_sent(out.command, out.source, now)
         sent_hist.append(np.array(out.command, dtype=float))
         times.append(now)
-        arm.set_command(out.command)
-        arm.advance(period)
-        env._measure()
+        status = env.advance(out.command)
         truth = arm.true_state()
         if np.any((truth.position < lim.position_min) | (truth.position > lim.position_max)):
             true_viol["true_position"] = true_viol.get("true_position", 0) + 1
         if np.any(np.abs(truth.velocity) > lim.velocity):
             true_viol["true_velocity"] = true_viol.get("true_velocity", 0) + 1
-        status = env._status()
         dists.append(status["distance"])
         if status["is_success"] and math.isnan(first_success):
             first_success = (k + 1) * period

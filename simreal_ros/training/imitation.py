@@ -60,7 +60,7 @@ def collect(env, policy_fn, steps: int, beta: float, rng: np.random.Generator, n
     use_expert = rng.random() < beta
     last = np.zeros(env.robot.n_joints)
     for _ in range(steps):
-        q = env._last_meas.position
+        q = env.measurement.position
         label = expert_action(env.robot, q, env.goal, last, env.action_scale, cfg)
         act = label if use_expert else np.asarray(policy_fn(obs), dtype=float)
         if noise > 0:
