@@ -161,3 +161,22 @@ def test_published_limits_file_is_itself_checked(files, tmp_path):
     pub.write_text(re.sub(r"\n\s*panda_joint7:[^\n]*", "", text))
     with pytest.raises(RobotDescriptionError, match=r"published\.yaml.*panda_joint7"):
         load_robot(published_limits=pub, **files)
+
+
+def test_simreal_robot_refuses_a_loosened_description_with_exit_2_and_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    share = tmp_path / "share"
+    for d in ("urdf", "config"):
+        shutil.copytree(resource(d), share / d)
+    jl = share / "config" / "panda_joint_limits.yaml"
+    jl.write_text(jl.read_text().replace("max_jerk: 3750.0", "max_jerk: 1e12"))
+    code = ("import argparse, sys\nfrom simreal_ros.robot import cli\n"
+            "sys.exit(cli.run(argparse.Namespace(name='panda', json=False)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "SIMREAL_ROS_SHARE": str(share)})
+    assert out.returncode == 2, out.stderr
+    assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "panda_joint_limits.yaml" in out.stderr and "panda_joint2" in out.stderr and "max_jerk" in out.stderr

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import numpy as np
 
+from simreal_ros.resources import ResourceNotFoundError
+from simreal_ros.robot.errors import RobotDescriptionError
 from simreal_ros.robot.loader import load_robot
 
 
@@ -16,7 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    robot = load_robot(args.name)
+    """Exit 0, or 2 with one line naming the file and element when the description is refused."""
+    try:
+        robot = load_robot(args.name)
+    except (RobotDescriptionError, ResourceNotFoundError) as exc:
+        print(f"simreal robot: {exc}", file=sys.stderr)
+        return 2
     lim = robot.limits
     flange = robot.fk(robot.ready_pose)[:3, 3]
     if args.json:
