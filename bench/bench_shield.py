@@ -52,7 +52,7 @@ def run(workload: str, cycles: int, seed: int = 0) -> dict[str, np.ndarray]:
             target = rng.uniform(lo, hi)
         t0 = perf()
         shield.update_state(q, dq, now, now)
-        shield.propose("policy", target, now=now)
+        shield.propose("policy", target, kind="position", now=now)
         t1 = perf()
         out = shield.step(now)
         t2 = perf()

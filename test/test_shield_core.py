@@ -43,9 +43,9 @@ class Loop:
             if state:
                 self.shield.update_state(self.q, np.zeros(N), self.now, self.now)
             if policy is not None:
-                self.shield.propose("policy", policy, now=self.now)
+                self.shield.propose("policy", policy, kind="position", now=self.now)
             if baseline is not None:
-                self.shield.propose("baseline", baseline, now=self.now)
+                self.shield.propose("baseline", baseline, kind="position", now=self.now)
             out = self.shield.step(self.now)
             self._record(out)
             if out.command is not None:
@@ -79,7 +79,7 @@ def test_invalid_commands_are_rejected_counted_and_never_forwarded(bad):
     loop = Loop()
     loop.cycle(policy=READY, n=5)
     held = loop.q.copy()
-    assert loop.shield.propose("policy", bad, now=loop.now + DT) is False
+    assert loop.shield.propose("policy", bad, kind="position", now=loop.now + DT) is False
     out = loop.shield.step(loop.now + DT)
     assert loop.shield.counts["rejected_policy"] == 1
     assert np.all(np.isfinite(out.command)) and np.array_equal(out.command, held)
@@ -90,17 +90,128 @@ def test_invalid_commands_are_rejected_counted_and_never_forwarded(bad):
                                    list(ROBOT.joint_names[:-1])])
 def test_wrong_or_reordered_joint_names_are_rejected(names):
     loop = Loop()
-    assert loop.shield.propose("policy", READY, names=names, now=0.005) is False
+    assert loop.shield.propose("policy", READY, kind="position", names=names, now=0.005) is False
     assert loop.shield.counts["rejected_policy"] == 1
-    assert loop.shield.propose("policy", READY, names=list(ROBOT.joint_names), now=0.006) is True
+    assert loop.shield.propose("policy", READY, kind="position", names=list(ROBOT.joint_names), now=0.006) is True
 
 
-def test_reordered_state_is_dropped_but_a_clock_reset_is_accepted():
+def test_reordered_state_is_dropped_and_a_restarted_clock_needs_a_reset():
     shield = Shield(ROBOT)
     assert shield.update_state(READY, np.zeros(N), 100.0, 0.0)
     assert not shield.update_state(READY + 0.1, np.zeros(N), 99.99, 0.001)  # arrived out of order
-    assert shield.update_state(READY + 0.2, np.zeros(N), 0.5, 0.002)  # the sim clock restarted
+    assert not shield.update_state(READY + 0.2, np.zeros(N), 0.5, 0.002)  # the driver's clock restarted
+    assert np.allclose(shield.state[0], READY)
+    ok, _ = shield.reset(0.003)  # the operator's reset accepts the restarted clock
+    assert ok and shield.update_state(READY + 0.2, np.zeros(N), 0.5, 0.004)
     assert np.allclose(shield.state[0], READY + 0.2)
+
+
+def test_a_frozen_driver_resending_its_last_sample_goes_stale_and_stops_the_policy():
+    """Issue 9, defect 2: the same stamp (or an older one) re-sent for 2 s was accepted every
+    time and kept the policy driving while the arm moved 0.745 rad."""
+    loop = Loop(state_timeout=0.05)
+    loop.cycle(policy=READY, n=5)
+    stamp = loop.now
+    target = READY + 0.5
+    outs = []
+    for k in range(200):  # 2 s of the same sample, with its stamp or an older one
+        loop.now += DT
+        loop.shield.update_state(READY, np.zeros(N), stamp - (0.3 if k % 2 else 0.0), loop.now)
+        loop.shield.propose("policy", target, kind="position", now=loop.now)
+        outs.append(loop.shield.step(loop.now))
+        loop._record(outs[-1])
+    assert loop.shield.counts["repeated_state"] + loop.shield.counts["reordered_state"] == 200
+    assert outs[-1].fault and "stale" in outs[-1].fault
+    moved = np.abs(np.array(loop.sent) - READY).max()
+    assert moved < 0.1, f"the policy kept driving the arm on a frozen state ({moved:.3f} rad)"
+    assert loop.violations() == []
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan, 1e308, "1.0", True, 1j])
+def test_absurd_times_are_refused_and_change_nothing(bad):
+    """Defect 2: inf/1e308 kept state and commands fresh forever; one step(now=1e308) froze
+    the shield so that a later e-stop never appeared in its output."""
+    loop = Loop()
+    loop.cycle(policy=READY + 0.01, n=3)
+    for call in (lambda: loop.shield.step(bad), lambda: loop.shield.update_state(READY, np.zeros(N), bad, 1.0),
+                 lambda: loop.shield.update_state(READY, np.zeros(N), 1.0, bad),
+                 lambda: loop.shield.propose("policy", READY, kind="position", now=bad)):
+        with pytest.raises(ValueError, match="finite time"):
+            call()
+    loop.shield.estop("test")
+    out = loop.cycle(policy=READY + 0.01, n=2)
+    assert out.estop and out.reason.startswith("e-stop")
+    assert out.time == pytest.approx(loop.now)
+
+
+def test_a_clock_going_back_repeats_the_command_but_shows_a_later_estop():
+    loop = Loop()
+    loop.cycle(policy=READY + 0.01, n=3)
+    out = loop.shield.step(loop.now - 1.0)
+    assert not out.estop
+    loop.shield.estop("pressed")
+    out = loop.shield.step(loop.now - 1.0)
+    assert out.estop and loop.shield.counts["clock_backwards"] == 2
+
+
+def test_a_command_of_the_wrong_kind_is_refused():
+    """Defect 6: a joint_torque bundle's N m outputs were accepted as radian targets."""
+    loop = Loop()
+    torques = np.array([10.0, -5.0, 3.0, 1.0, 0.5, 0.2, 0.1])
+    assert not loop.shield.propose("policy", torques, kind="effort", now=loop.now + 0.001)
+    assert loop.shield.counts["rejected_policy_kind"] == 1
+    out = loop.cycle()
+    assert out.source == "hold" and out.reason.startswith("no fresh policy")
+    effort = Shield(ROBOT, ShieldConfig(command_mode="effort"))
+    assert not effort.propose("policy", READY, kind="position", now=0.0)
+    assert effort.propose("policy", torques, kind="effort", now=0.0)
+
+
+@pytest.mark.parametrize("bad", [
+    ["0.1"] * N, [True] * N, [1j] * N, np.array([1 + 1j] * N), np.array([object()] * N, dtype=object),
+    [[x] for x in READY], np.array(READY).reshape(N, 1), "1234567", {"a": 1}])
+def test_loose_input_types_are_refused(bad):
+    """Defect 11: numeric strings, bools, complex numbers (imaginary part dropped), object
+    arrays and 7x1 nested lists were accepted."""
+    shield = Shield(ROBOT)
+    assert not shield.update_state(bad, np.zeros(N), 0.0, 0.0)
+    assert not shield.update_state(READY, bad, 0.0, 0.0)
+    assert not shield.propose("policy", bad, kind="position", now=0.0)
+    assert shield.state is None
+
+
+@pytest.mark.parametrize("q_off,dq", [(1e5, 0.0), (0.0, 1e6), (0.5, 0.0), (0.0, 2.5 * 2.61)])
+def test_an_implausible_state_is_a_latched_fault(q_off, dq):
+    """Defect 11: states of 1e5 rad or 1e6 rad/s were accepted."""
+    loop = Loop()
+    loop.cycle(policy=READY, n=2)
+    q = READY.copy()
+    q[0] = ROBOT.limits.position_max[0] + q_off if q_off else q[0]
+    v = np.zeros(N)
+    v[6] = dq
+    assert not loop.shield.update_state(q, v, loop.now + 0.001, loop.now + 0.001)
+    out = loop.cycle(policy=READY)
+    assert out.fault and "implausible joint state: panda_joint" in out.fault
+    assert out.source == "hold"
+
+
+def test_restart_mid_motion_continues_the_sent_motion():
+    """Defect 12: restart() mid-motion made the sent stream jump to the measured position at
+    rest: 12x the velocity limit and 86x the acceleration limit."""
+    loop = Loop()
+    goal = READY.copy()
+    goal[0] += 1.0
+    loop.cycle(policy=goal, n=30)
+    loop.q = loop.sent[-1] - 0.05  # the arm lags its target, as it does while moving
+    loop.shield.restart()
+    loop.cycle(policy=goal, n=80)
+    assert loop.violations() == []
+    # after a pause longer than max_step_gap it starts again from the measured arm, at rest
+    loop.now += 1.0
+    loop.q = READY.copy()
+    loop.shield.restart()
+    out = loop.cycle(policy=goal)
+    assert np.allclose(out.command, READY)
 
 
 def test_invalid_state_is_rejected():
@@ -241,7 +352,7 @@ def test_clock_jumps_never_give_nan_or_a_jump(jump):
 def test_cartesian_box_keeps_the_flange_inside():
     p0 = ROBOT.fk(READY)[:3, 3]
     box = (tuple(p0 - 0.05), tuple(p0 + 0.05))
-    loop = Loop(cartesian_box=box)
+    loop = Loop(cartesian_box_enabled=True, cartesian_box=(*box[0], *box[1]))
     for _ in range(200):
         out = loop.cycle(policy=far_target())
         p = ROBOT.fk(out.command)[:3, 3]
@@ -259,7 +370,7 @@ def test_effort_mode_clips_torque_and_rate_and_holds_with_damping():
     for k in range(1, 100):
         t = k * DT
         shield.update_state(READY, np.zeros(N), t, t)
-        shield.propose("policy", 10 * lim.effort, now=t)
+        shield.propose("policy", 10 * lim.effort, kind="effort", now=t)
         out = shield.step(t)
         times.append(t)
         sent.append(out.command)
@@ -271,13 +382,14 @@ def test_effort_mode_clips_torque_and_rate_and_holds_with_damping():
         t = k * DT
         shield.update_state(READY, dq, t, t)
         out = shield.step(t)
-    damping = -np.asarray(shield.config.damping) * dq
+    damping = -ROBOT.gains.damping * dq
     assert np.allclose(out.command, np.clip(damping, -lim.effort, lim.effort))
 
 
 @pytest.mark.parametrize("key,value", [("position_margin", -0.1), ("command_timeout", 0.0), ("mode", "fast"),
                                        ("revert_target", "policy"), ("command_mode", "velocity"),
-                                       ("blend_alpha", 1.5), ("stiffness", (0.0,) * 7)])
+                                       ("blend_alpha", 1.5), ("revert_min_steps", 2.5), ("state_timeout", True),
+                                       ("position_margin", "0.01"), ("cartesian_box", (1.0,) * 6)])
 def test_config_errors_name_the_key_and_the_allowed_range(key, value):
-    with pytest.raises(ValueError, match=f"ShieldConfig.{key} .*allowed"):
+    with pytest.raises(ValueError, match=f"ShieldConfig '{key}' .*allowed"):
         ShieldConfig(**{key: value})

@@ -67,7 +67,7 @@ def make_case(kind: str):
         dt = 0.01
         times = [0.0, dt]
         qs = [mid, mid]
-        K = np.asarray(ShieldConfig().stiffness)
+        K = ROBOT.gains.stiffness
         qm = mid - LIM.effort / K * 0.999  # torque of staying: 0.999 * limit
         edge = qm + LIM.effort / K
         return times, qs, 2 * dt, (qm, np.zeros(N)), edge, LIM.effort / K
@@ -83,7 +83,7 @@ def test_position_mode_edges(kind, side):
     times, qs, now, meas, edge, unit = make_case(kind)
     cfg = ShieldConfig(position_margin=0.0, max_step_gap=0.05)
     lim = ShieldLimits.from_robot(ROBOT, 0.0, cfg.max_step_gap)
-    pf = PositionFilter(lim, np.asarray(cfg.stiffness), np.asarray(cfg.damping))
+    pf = PositionFilter(lim, ROBOT.gains.stiffness, ROBOT.gains.damping)
     v, a = history_state(times, qs)
     st = MotionState(times[-1], qs[-1], v, a, None)
     # the other joints ask for a little less than the edge; the joint under test goes a
@@ -95,7 +95,7 @@ def test_position_mode_edges(kind, side):
     res = pf.step(st, request, now, meas)
     hist_t, hist_q = list(times) + [now], list(qs)
     states = None if meas is None else [None] * len(times) + [meas]
-    kw = dict(position_margin=0.0, states=states, stiffness=cfg.stiffness, damping=cfg.damping, rtol=1e-9)
+    kw = dict(position_margin=0.0, states=states, rtol=1e-9)
     last = len(hist_t) - 1  # (the histories start from rest, which check_limits assumes too)
     raw = [x for x in check_limits(ROBOT, hist_t, hist_q + [request], **kw) if x.index == last]
     sent = [x for x in check_limits(ROBOT, hist_t, hist_q + [res.command], **kw) if x.index == last]
@@ -120,7 +120,7 @@ def test_braking_distance_edge(side):
 
     cfg = ShieldConfig(position_margin=0.0)
     lim = ShieldLimits.from_robot(ROBOT, 0.0, cfg.max_step_gap)
-    pf = PositionFilter(lim, np.asarray(cfg.stiffness), np.asarray(cfg.damping))
+    pf = PositionFilter(lim, ROBOT.gains.stiffness, ROBOT.gains.damping)
     dt = 0.01
     speed = 0.5 * LIM.velocity
     mid = (LIM.position_min + LIM.position_max) / 2
@@ -181,9 +181,10 @@ def test_effort_rate_edge_in_position_mode(side):
     dtau_max * dt / K in one cycle, so holding the target is the edge of the torque rate."""
     cfg = ShieldConfig(position_margin=0.0)
     shield = Shield(ROBOT, cfg)
-    K = np.asarray(cfg.stiffness)
+    K = ROBOT.gains.stiffness
     mid = (LIM.position_min + LIM.position_max) / 2
-    dt = 0.01
+    dt = 0.002  # short enough that the push stays within the tracking lead D v / K of every joint
+    assert np.all(LIM.effort_rate * dt / K < shield._pos_filter.track_lead)
     shield.update_state(mid, np.zeros(N), 0.0, 0.0)
     first = shield.step(0.0).command  # holds the measured position: torque 0
     unit = LIM.effort_rate * dt / K
@@ -191,10 +192,10 @@ def test_effort_rate_edge_in_position_mode(side):
     shield.update_state(pushed, np.zeros(N), dt, dt)
     request = first.copy()
     request[J0] += (EPS if side == "inside" else -EPS) * unit[J0]
-    shield.propose("policy", request, now=dt)
+    shield.propose("policy", request, kind="position", now=dt)
     out = shield.step(dt)
     states = [(mid, np.zeros(N)), (pushed, np.zeros(N))]
-    kw = dict(position_margin=0.0, states=states, stiffness=cfg.stiffness, damping=cfg.damping, rtol=1e-9)
+    kw = dict(position_margin=0.0, states=states, rtol=1e-9)
     joint1 = ROBOT.joint_names[J0]
     assert [x for x in check_limits(ROBOT, [0.0, dt], [first, out.command], **kw) if x.joint == joint1] == []
     if side == "inside":

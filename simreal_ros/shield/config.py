@@ -1,97 +1,131 @@
-"""Settings of the safety shield, validated on construction (errors name the field and the
-allowed range). No ROS imports."""
+"""Settings of the safety shield, declared once (type, default, bounds, unit, description).
+
+The node's parameters, ``config/shield.yaml``'s validation and every offline user (the
+evaluator, ``simreal sim``'s report, ``simreal bag check-limits``) derive from
+:class:`ShieldConfig`; :func:`load_shield_config` reads it the way the deployed node does.
+Limits and controller gains are not settings: they come from the robot description. No ROS
+imports.
+"""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import numpy as np
+import yaml
 
+from simreal_ros.resources import resource
+from simreal_ros.settings import SettingError, from_settings, setting, settings_of, validate_fields
 from simreal_ros.shield.modes import MODES, REVERT_TARGETS
 
 COMMAND_MODES = ("position", "effort")
+NODE_NAME = "safety_shield"
 
 
-def _num(name: str, value, low: float, high: float = math.inf, low_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        lo = f"({low:g}" if low_open else f"[{low:g}"
-        raise ValueError(f"ShieldConfig.{name} = {value!r}: allowed finite values in {lo}, {high:g}]")
+def _box_check(v) -> str | None:
+    return None if all(lo < hi for lo, hi in zip(v[:3], v[3:])) else "each min must be below its max"
 
 
 @dataclass(frozen=True)
 class ShieldConfig:
-    """Settings of :class:`Shield` (SI units; times on the caller's monotonic clock).
+    """Settings of :class:`~simreal_ros.shield.Shield` (SI units; times on the caller's
+    monotonic clock). See each field's declaration for its meaning and bounds."""
 
-    Attributes:
-        position_margin: kept inside the robot's position limits (rad).
-        command_timeout: no fresh command for this long -> controlled stop and hold (s).
-        state_timeout: no fresh joint state for this long -> stop and latch a fault (s);
-            before the first proposal has been forwarded (start-up) it only holds.
-        control_period: expected step period (s); the node's watchdog timer period.
-        max_step_gap: longest step over which the motion is continued; after a longer gap
-            it restarts from rest. Also the sampling slack of the braking distance (s).
-        min_step: steps closer than this repeat the previous command (s).
-        mode: initial mode, one of ``active|shadow|blend|hold``.
-        blend_alpha: policy share in ``blend`` mode.
-        blend_ramp_rate: change of the policy share per second on a mode change (1/s).
-        revert_window, revert_fraction, revert_min_steps: revert when more than
-            ``revert_fraction`` of at least ``revert_min_steps`` cycles within
-            ``revert_window`` seconds needed an intervention.
-            ``revert_fraction = 1`` disables the automatic revert.
-        revert_target: ``baseline`` (shadow mode) or ``hold``.
-        command_mode: ``position`` (joint targets) or ``effort`` (joint torques).
-        stiffness, damping: impedance gains used for the position-mode torque check
-            (default: the sim's ``DEFAULT_STIFFNESS``/``DEFAULT_DAMPING``).
-        cartesian_box: optional ``((x, y, z) min, (x, y, z) max)`` for the flange (m).
-    """
-
-    position_margin: float = 0.01
-    command_timeout: float = 0.1
-    state_timeout: float = 0.25
-    control_period: float = 0.05
-    max_step_gap: float = 0.1
-    min_step: float = 1e-4
-    mode: str = "active"
-    blend_alpha: float = 0.5
-    blend_ramp_rate: float = 1.0
-    revert_window: float = 1.0
-    revert_fraction: float = 0.5
-    revert_min_steps: int = 10
-    revert_target: str = "baseline"
-    command_mode: str = "position"
-    stiffness: tuple[float, ...] | None = None
-    damping: tuple[float, ...] | None = None
-    cartesian_box: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
+    mode: str = setting("active", "who drives: active (policy), shadow (baseline; policy logged), blend, hold",
+                        choices=MODES)
+    command_mode: str = setting("position", "what is sent: position (joint targets) or effort (joint torques); "
+                                "a proposal of the other kind is refused", choices=COMMAND_MODES)
+    position_margin: float = setting(0.01, "kept inside the robot's position limits", unit="rad",
+                                     low=0.0, high=0.5)
+    tracking_margin: float = setting(0.2, "share of the velocity limit kept free for the arm's controller to "
+                                     "overshoot the sent target (position mode): targets move at most "
+                                     "(1 - margin) x the limit, and a measured speed above the limit makes the "
+                                     "target pull the joint back", low=0.0, high=0.5)
+    command_timeout: float = setting(0.1, "no fresh command for this long -> controlled stop and hold", unit="s",
+                                     low=0.0, low_open=True, high=10.0)
+    state_timeout: float = setting(0.25, "no fresh joint state (one whose stamp advanced) for this long -> stop and "
+                                   "latch a fault (before the first forwarded proposal it only holds)", unit="s",
+                                   low=0.0, low_open=True, high=10.0)
+    control_period: float = setting(0.05, "expected step period: the proposers' period and the watchdog timer's",
+                                    unit="s", low=1e-4, high=1.0)
+    max_step_gap: float = setting(0.1, "longest step over which the motion is continued (>= control_period); after "
+                                  "a longer one it restarts from rest; also the sampling slack of the braking "
+                                  "distance", unit="s", low=1e-4, high=1.0)
+    min_step: float = setting(1e-4, "steps closer than this repeat the previous command (<= control_period)",
+                              unit="s", low=1e-6, high=0.01)
+    blend_alpha: float = setting(0.5, "policy share in blend mode", low=0.0, high=1.0)
+    blend_ramp_rate: float = setting(1.0, "change of the policy share per second on a mode change (bumpless)",
+                                     unit="1/s", low=0.0, low_open=True, high=1e6)
+    revert_window: float = setting(1.0, "sliding window of the automatic revert", unit="s",
+                                   low=0.0, low_open=True, high=3600.0)
+    revert_fraction: float = setting(0.5, "revert when more than this share of at least revert_min_steps cycles in "
+                                     "the window needed an intervention (1: never)", low=0.0, high=1.0)
+    revert_min_steps: int = setting(10, "cycles in the window before the revert can trip", low=1, high=1_000_000)
+    revert_target: str = setting("baseline", "what takes over on a revert: baseline (shadow mode) or hold",
+                                 choices=REVERT_TARGETS)
+    max_state_speed: float = setting(2.0, "a joint state whose speed exceeds this multiple of the velocity limit, or "
+                                     "whose position is more than implausible_position rad outside the limits, is "
+                                     "implausible: a latched fault", low=1.0, high=100.0)
+    implausible_position: float = setting(0.2, "see max_state_speed", unit="rad", low=0.0, high=10.0)
+    cartesian_box_enabled: bool = setting(False, "keep the flange (sent target, its braking path and the measured "
+                                          "arm) inside cartesian_box")
+    cartesian_box: tuple[float, ...] = setting((-1.0, -1.0, 0.0, 1.0, 1.0, 1.5), "xmin ymin zmin xmax ymax zmax of "
+                                               "the flange, robot base frame", unit="m", low=-10.0, high=10.0,
+                                               length=6, check=_box_check)
 
     def __post_init__(self) -> None:
-        _num("position_margin", self.position_margin, 0.0, 0.5)
-        _num("command_timeout", self.command_timeout, 0.0, 10.0, low_open=True)
-        _num("state_timeout", self.state_timeout, 0.0, 10.0, low_open=True)
-        _num("control_period", self.control_period, 1e-4, 1.0)
-        _num("max_step_gap", self.max_step_gap, self.control_period, 1.0)
-        _num("min_step", self.min_step, 1e-6, self.control_period)
-        _num("blend_alpha", self.blend_alpha, 0.0, 1.0)
-        _num("blend_ramp_rate", self.blend_ramp_rate, 0.0, 1e6, low_open=True)
-        _num("revert_window", self.revert_window, 0.0, 3600.0, low_open=True)
-        _num("revert_fraction", self.revert_fraction, 0.0, 1.0)
-        _num("revert_min_steps", self.revert_min_steps, 1, 1e9)
-        for name, value, allowed in (("mode", self.mode, MODES), ("revert_target", self.revert_target, REVERT_TARGETS),
-                                     ("command_mode", self.command_mode, COMMAND_MODES)):
-            if value not in allowed:
-                raise ValueError(f"ShieldConfig.{name} = {value!r}: allowed one of {list(allowed)}")
-        if self.stiffness is None or self.damping is None:
-            from simreal_ros.sim.arm import DEFAULT_DAMPING, DEFAULT_STIFFNESS
-            object.__setattr__(self, "stiffness", tuple(self.stiffness or DEFAULT_STIFFNESS))
-            object.__setattr__(self, "damping", tuple(self.damping or DEFAULT_DAMPING))
-        for name, low in (("stiffness", 1e-3), ("damping", 0.0)):  # a target needs stiffness to act
-            vals = getattr(self, name)
-            if not all(isinstance(x, (int, float)) and low <= x <= 1e6 for x in vals):
-                raise ValueError(f"ShieldConfig.{name} = {vals!r}: allowed values in [{low:g}, 1e6]")
-        if self.cartesian_box is not None:
-            lo, hi = (np.asarray(b, dtype=float) for b in self.cartesian_box)
-            if lo.shape != (3,) or hi.shape != (3,) or not np.all(np.isfinite(lo)) or not np.all(lo < hi):
-                raise ValueError(f"ShieldConfig.cartesian_box = {self.cartesian_box!r}: "
-                                 "allowed ((xmin, ymin, zmin), (xmax, ymax, zmax)) with min < max")
+        validate_fields(self)
+        if self.max_step_gap < self.control_period:
+            raise SettingError(f"ShieldConfig 'max_step_gap' = {self.max_step_gap}: must be >= 'control_period' "
+                               f"= {self.control_period}")
+        if self.min_step > self.control_period:
+            raise SettingError(f"ShieldConfig 'min_step' = {self.min_step}: must be <= 'control_period' "
+                               f"= {self.control_period}")
+
+    @property
+    def box(self) -> tuple[tuple[float, float, float], tuple[float, float, float]] | None:
+        """``(min, max)`` corners of the Cartesian box, or None when it is disabled."""
+        if not self.cartesian_box_enabled:
+            return None
+        b = self.cartesian_box
+        return (b[0], b[1], b[2]), (b[3], b[4], b[5])
+
+
+SHIELD_SETTINGS = settings_of(ShieldConfig)
+
+
+def read_node_parameters(path: str | Path, node: str) -> dict[str, Any]:
+    """The ``<node>: ros__parameters:`` mapping of a ROS 2 parameter file (errors name the file)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SettingError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SettingError(f"{path}: malformed YAML: {exc}") from None
+    section = data.get(node) if isinstance(data, dict) else None
+    params = section.get("ros__parameters") if isinstance(section, dict) else None
+    if not isinstance(params, dict):
+        raise SettingError(f"{path}: needs '{node}: ros__parameters:' (a mapping)")
+    return params
+
+
+def load_shield_config(params_file: str | Path | None = None, **overrides: Any) -> ShieldConfig:
+    """The shield's settings as the deployed node gets them: ``config/shield.yaml`` (or
+    ``params_file``), then ``overrides`` (e.g. what the graph sets for simulation).
+
+    Keys of the file that are not settings of :class:`ShieldConfig` are the node's wiring
+    (topics, ``autostart``, ...) and are ignored here; an unknown override raises.
+    """
+    path = Path(params_file) if params_file else resource("config", "shield.yaml")
+    values = read_node_parameters(path, NODE_NAME)
+    names = {s.name for s in SHIELD_SETTINGS}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise SettingError(f"unknown shield setting(s) {unknown} (allowed: {sorted(names)})")
+    values = {**values, **overrides}
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()}
+    return from_settings(ShieldConfig, values, str(path))

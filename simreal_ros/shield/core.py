@@ -14,24 +14,26 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
 
 from simreal_ros.robot import RobotModel
+from simreal_ros.shield.box import BoxGuard
 from simreal_ros.shield.config import ShieldConfig
 from simreal_ros.shield.filter import MotionState, PositionFilter, StepResult, effort_step
-from simreal_ros.shield.limits import ShieldLimits, stopping_distance
+from simreal_ros.shield.inputs import checked_time, joint_vector
+from simreal_ros.shield.limits import ShieldLimits
 from simreal_ros.shield.modes import ModeManager
 from simreal_ros.shield.watchdog import Freshness
 
-__all__ = ["SOURCES", "Intervention", "Shield", "ShieldConfig", "ShieldOutput"]
+__all__ = ["COMMAND_KINDS", "SOURCES", "Intervention", "Shield", "ShieldConfig", "ShieldOutput"]
 
 SOURCES = ("policy", "baseline")
-#: Inputs beyond this magnitude (rad, rad/s, N m) are not plausible joint values: rejected
-#: like non-finite ones (this also keeps every intermediate of the filter finite).
-MAX_ABS = 1e6
+#: What a proposal may be: joint position targets (rad) or joint torques (N m). A proposal of
+#: the other kind than the shield's ``command_mode`` is refused.
+COMMAND_KINDS = ("position", "effort")
 
 
 class Intervention(NamedTuple):
@@ -93,11 +95,13 @@ class Shield:
         self.config = cfg = config or ShieldConfig()
         n = robot.n_joints
         self.names = robot.joint_names
-        self.limits = ShieldLimits.from_robot(robot, cfg.position_margin, cfg.max_step_gap)
-        self.K = np.asarray(cfg.stiffness, dtype=float)
-        self.D = np.asarray(cfg.damping, dtype=float)
+        self.limits = ShieldLimits.from_robot(robot, cfg.position_margin, cfg.max_step_gap,
+                                              velocity_scale=1.0 - cfg.tracking_margin)
+        # the arm's controller gains come from the robot description (checked there against the limits)
+        self.K = np.asarray(robot.gains.stiffness, dtype=float)
+        self.D = np.asarray(robot.gains.damping, dtype=float)
         if self.K.shape != (n,) or self.D.shape != (n,):
-            raise ValueError(f"ShieldConfig.stiffness/damping need {n} values (one per joint)")
+            raise ValueError(f"robot '{robot.name}': stiffness/damping need {n} values (one per joint)")
         self.modes = ModeManager(cfg.mode, cfg.blend_alpha, cfg.blend_ramp_rate, cfg.revert_window,
                                  cfg.revert_fraction, cfg.revert_min_steps, cfg.revert_target)
         self.counts: Counter[str] = Counter()
@@ -113,58 +117,87 @@ class Shield:
         self._holding_reason = ""
         self._armed = False  # the state watchdog latches only once a proposal has been forwarded
         self._stale_steps = 0
-        self._pos_filter = PositionFilter(self.limits, self.K, self.D)
-        self._box_check = None
-        if cfg.cartesian_box is not None:
-            self._box = tuple(np.asarray(b, dtype=float) for b in cfg.cartesian_box)
-            self._box_check = self._box_ok
+        self._restart = False
+        # the target may lead the measured arm by the controller's steady-state lag at the
+        # (tracking-scaled) velocity limit, no more (see shield.filter)
+        self._pos_filter = PositionFilter(self.limits, self.K, self.D, track_lead=self.D * self.limits.v / self.K)
+        self._v_plausible = cfg.max_state_speed * robot.limits.velocity
+        self._q_plausible = (robot.limits.position_min - cfg.implausible_position,
+                             robot.limits.position_max + cfg.implausible_position)
+        self._box = None
+        if cfg.box is not None:
+            self._box = BoxGuard(robot, cfg.box, PositionFilter(self.limits, self.K, self.D),
+                                 path_step=max(cfg.control_period, 0.02))
 
     # ------------------------------------------------------------------ inputs
     def _valid(self, values, names, what: str) -> np.ndarray | None:
         if names is not None and tuple(names) != self.names:
             self.counts[f"rejected_{what}"] += 1
             return None
-        try:
-            arr = np.array(values, dtype=float).reshape(-1)
-        except (TypeError, ValueError):
-            arr = None
-        if arr is None or arr.shape != (len(self.names),) or not (np.abs(arr) <= MAX_ABS).all():
+        arr = joint_vector(values, len(self.names))
+        if arr is None:
             self.counts[f"rejected_{what}"] += 1
-            return None
         return arr
+
+    def _implausible(self, q: np.ndarray, dq: np.ndarray) -> str | None:
+        lo, hi = self._q_plausible
+        for i in np.flatnonzero((q < lo) | (q > hi) | (np.abs(dq) > self._v_plausible)):
+            return (f"implausible joint state: {self.names[i]} at {q[i]:.4g} rad, {dq[i]:.4g} rad/s "
+                    f"(limits [{self.robot.limits.position_min[i]:.4g}, {self.robot.limits.position_max[i]:.4g}] rad "
+                    f"± {self.config.implausible_position:g}, {self._v_plausible[i]:.4g} rad/s)")
+        return None
 
     def update_state(self, q, dq, stamp: float, now: float) -> bool:
         """Accept a measured/estimated joint state (robot order). Returns False (and counts it)
-        for a wrong length, non-finite or implausible values, or a stamp slightly older than
-        the last accepted one (reordered). ``stamp`` only orders samples (any clock);
-        freshness is judged by ``now``."""
+        for a wrong length or type, non-finite values, or a ``stamp`` that does not advance past
+        the last accepted one: a frozen driver re-sending its last sample is stale, not fresh.
+        Only an accepted state refreshes the state watchdog, which runs on ``now`` (the
+        caller's monotonic clock); ``stamp`` (the driver's clock) only orders samples.
+        A state outside what the arm can physically be in (far beyond the position limits, or
+        faster than ``max_state_speed`` x the velocity limit) latches a fault.
+        Raises ValueError for a non-finite or absurd ``now`` or ``stamp``.
+        """
+        now = checked_time(now)
+        stamp = checked_time(stamp, "stamp")
         qa = self._valid(q, None, "state")
         if qa is None:
             return False
         dqa = self._valid(dq if dq is not None else np.zeros_like(qa), None, "state")
-        # an older stamp within the state timeout is a reordered sample: dropped; a much
-        # older one is a clock reset (e.g. the simulation restarted): accepted
-        reordered = self.state_stamp - self.config.state_timeout <= stamp < self.state_stamp
-        if dqa is None or not math.isfinite(stamp) or reordered:
-            if dqa is not None:
-                self.counts["rejected_state"] += 1
+        if dqa is None:
             return False
-        self._q, self._dq, self.state_stamp = qa, dqa, float(stamp)
+        if stamp <= self.state_stamp:
+            self.counts["repeated_state" if stamp == self.state_stamp else "reordered_state"] += 1
+            return False
+        why = self._implausible(qa, dqa)
+        if why is not None:
+            self.counts["rejected_state"] += 1
+            if self.fault is None:
+                self.fault = why
+                self.counts["faults"] += 1
+            return False
+        self._q, self._dq, self.state_stamp = qa, dqa, stamp
         self._state_fresh.touch(now)
         return True
 
-    def propose(self, source: str, values, names=None, now: float | None = None) -> bool:
+    def propose(self, source: str, values, *, kind: str, names=None, now: float | None = None) -> bool:
         """Offer a command from ``source`` (``policy``/``baseline``), robot joint order.
 
-        Non-finite values, a wrong length or names other than the robot's joint names in
-        its order: rejected, counted, and the source's previous command is dropped (the
-        shield holds until a valid one arrives). Returns whether it was accepted.
+        ``kind`` says what the values are (``position`` targets or ``effort`` torques); a kind
+        other than the shield's ``command_mode``, non-finite values, a wrong length or type,
+        or names other than the robot's joint names in its order: rejected, counted, and the
+        source's previous command is dropped (the shield holds until a valid one arrives).
+        Returns whether it was accepted.
         """
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
         if now is None:
             raise ValueError("propose() needs now= (monotonic clock, s)")
-        arr = self._valid(values, names, source)
+        now = checked_time(now)
+        if kind != self.config.command_mode:
+            self.counts[f"rejected_{source}_kind"] += 1
+            arr = None
+        else:
+            arr = self._valid(values, names, source)
         self._cmd[source] = arr
         if arr is None:
             self._cmd_fresh[source].clear()
@@ -180,7 +213,10 @@ class Shield:
         self.estop_reason = reason or "e-stop requested"
 
     def reset(self, now: float) -> tuple[bool, str]:
-        """Clear e-stop, faults and a latched revert; refused without a fresh joint state."""
+        """Clear e-stop, faults and a latched revert; refused without a fresh joint state.
+        Also accepts the next joint state whatever its stamp (e.g. a restarted driver clock)."""
+        now = checked_time(now)
+        self.state_stamp = -math.inf
         if not self._state_fresh.fresh(now):
             return False, "reset refused: no fresh joint state"
         self.estop_reason = None
@@ -197,11 +233,14 @@ class Shield:
         self.modes.revert(f"requested: {reason}" if reason else "requested by a monitor")
 
     def restart(self) -> None:
-        """Forget the motion: the next step starts again from the measured position, at rest
-        (e.g. after the node was inactive and another controller may have moved the arm)."""
-        self._motion = None
-        self._last = None
+        """Start over (e.g. after the node was inactive and another controller may have moved
+        the arm): if the next step comes more than ``max_step_gap`` after the last sent
+        command, it starts from the measured position at rest; a sooner one continues the
+        sent motion (the arm is following it: jumping to the measured position would
+        exceed every motion limit). The state watchdog is disarmed again."""
+        self._restart = True
         self._armed = False
+        self.state_stamp = -math.inf
 
     @property
     def last_output(self) -> ShieldOutput | None:
@@ -236,20 +275,16 @@ class Shield:
 
     def _filter(self, st: MotionState, request: np.ndarray, now: float, meas) -> StepResult:
         if self.config.command_mode == "position":
-            return self._pos_filter.step(st, request, now, meas, self._box_check)
+            check = None
+            if self._box is not None:
+                box, measured = self._box, None if meas is None else meas[0]
+                box.reference_q = st.q
+                box.h = min(max(now - st.t, self.config.min_step), self.limits.h)
+
+                def check(q, v, a):
+                    return box.ok(q, v, a, measured)
+            return self._pos_filter.step(st, request, now, meas, check)
         return effort_step(self.limits, st, request, now, meas, self.D)
-
-    def _box_ok(self, q: np.ndarray, v: np.ndarray, a: np.ndarray) -> bool:
-        lo, hi = self._box
-        lim = self.limits
-
-        def outside(x: np.ndarray) -> float:
-            p = self.robot.fk(x)[:3, 3]
-            return float(np.linalg.norm(p - np.clip(p, lo, hi)))
-
-        q_stop = q + np.where(v > 0, stopping_distance(lim, v, a), -stopping_distance(lim, -v, -a))
-        now_out = outside(self._motion.q) + 1e-9
-        return outside(q) <= now_out and outside(q_stop) <= now_out
 
     def _interventions(self, request: np.ndarray, res: StepResult) -> list[Intervention]:
         if not res.clipped.any():
@@ -257,16 +292,28 @@ class Shield:
         return [Intervention(self.names[i], res.kinds[i], float(request[i]), float(res.command[i]))
                 for i in np.flatnonzero(res.clipped)]
 
+    def _repeat(self) -> ShieldOutput:
+        """The last output again, with the operator's latches as they are now."""
+        last = self._last
+        estop = self.estop_reason is not None
+        if last.estop != estop or last.fault != self.fault:
+            last = replace(last, estop=estop, fault=self.fault)
+        return last
+
     def step(self, now: float) -> ShieldOutput:
-        """Compute the command to send at ``now``."""
+        """Compute the command to send at ``now`` (the caller's monotonic clock; a non-finite or
+        absurd time raises ValueError and changes nothing)."""
         cfg, modes = self.config, self.modes
-        if not math.isfinite(now):
-            raise ValueError(f"now must be finite, got {now}")
+        now = checked_time(now)
         st = self._motion
+        if self._restart:
+            self._restart = False
+            if st is not None and now - st.t > cfg.max_step_gap:
+                self._motion = st = None
         if st is not None and not (now - st.t >= cfg.min_step):
             if now < st.t:
                 self.counts["clock_backwards"] += 1
-            return self._last  # too soon (or clock went back): repeat, do not advance
+            return self._repeat()  # too soon (or clock went back): repeat, do not advance
         state_ok = self._state_fresh.fresh(now)
         if st is None:
             if self._q is None:

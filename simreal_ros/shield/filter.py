@@ -14,10 +14,14 @@ velocity       ``q + dt [-v_max, v_max]`` and the jerk-aware velocity viability
 position       ``[q_min + margin, q_max - margin]``
 effort         ``q_m + ([-tau_max, tau_max] + D dq_m) / K`` (impedance torque)
 effort_rate    ``q_m + (tau_prev + dtau_max dt [-1, 1] + D dq_m) / K``
+tracking       ``q_m + [-L, L]``, ``L = D v_track / K`` (the target leads the measured arm by at
+               most the steady-state lag at ``v_track``: the impedance torque
+               ``K (q' - q_m) - D dq_m`` then never accelerates a joint past ``v_track``,
+               whatever its inertia and however long the target is held)
 =============  ==============================================================
 
 The request is clipped to the intersection. If the intervals do not meet (only possible
-for the torque ones, which depend on the measured state), they are applied in the order
+for the tracking and torque ones, which depend on the measured state), they are applied in the order
 above and a later one is only met as closely as the earlier ones allow. Then the braking
 check: if the new state could not stop before a position limit (see
 :func:`~simreal_ros.shield.limits.stopping_distance`), *every* joint brakes instead (request
@@ -34,7 +38,7 @@ import numpy as np
 from simreal_ros.shield.limits import ShieldLimits, stopping_distance
 
 #: Row labels of the interval stacks, in priority order.
-POSITION_ROWS = ("jerk", "acceleration", "velocity", "velocity", "position", "effort", "effort_rate")
+POSITION_ROWS = ("jerk", "acceleration", "velocity", "velocity", "position", "effort", "effort_rate", "tracking")
 N_HARD = 5  # rows that the shield alone controls (always jointly feasible)
 EFFORT_ROWS = ("effort", "effort_rate", "position")
 
@@ -106,8 +110,12 @@ class PositionFilter:
     rows are computed at once (:meth:`rows`) to clip, brake and label the intervention.
     """
 
-    def __init__(self, lim: ShieldLimits, K: np.ndarray, D: np.ndarray) -> None:
+    def __init__(self, lim: ShieldLimits, K: np.ndarray, D: np.ndarray, track_lead: np.ndarray | None = None) -> None:
         self.lim, self.K, self.D = lim, np.asarray(K, dtype=float), np.asarray(D, dtype=float)
+        n = lim.v.shape[0]
+        self.track_lead = np.full(n, np.inf) if track_lead is None else np.asarray(track_lead, dtype=float)
+        self.track_lead2 = np.vstack([self.track_lead, self.track_lead])
+        self.inf2 = np.full((2, n), np.inf)
         ok = self.K > 0
         self.Kinv0 = np.where(ok, 1.0 / np.where(ok, self.K, 1.0), 0.0)
         self.tau_span = np.where(ok, lim.tau * self.Kinv0, np.inf)
@@ -132,9 +140,9 @@ class PositionFilter:
         # per-joint Python floats for the scalar fast path (7 joints: cheaper than numpy calls)
         self._consts = list(zip(*(x.tolist() for x in (
             lim.v, lim.a, lim.j, self.two_over_j, lim.q_lo, lim.q_hi, self.mid, self.inner,
-            self.DK, self.Kinv0, self.tau_span, self.dtau_span, self.K, self.D))))
+            self.DK, self.Kinv0, self.tau_span, self.dtau_span, self.K, self.D, self.track_lead))))
 
-    def rows(self, q, v, a, tau, dtp: float, meas) -> np.ndarray:
+    def rows(self, q, v, a, tau, dtp: float, meas, dt: float | None = None) -> np.ndarray:
         """Every limit as a bound on the next target, both sides at once in signed form:
         ``R[k, 0]`` bounds ``q'`` from above, ``R[k, 1]`` bounds ``-q'`` from above (so the
         lower bound is ``-R[k, 1]``); rows in ``POSITION_ROWS`` order, shape (rows, 2, n)."""
@@ -149,8 +157,9 @@ class PositionFilter:
             qm, dqm = meas
             c = qm + self.DK * dqm
             out.append(sgn * c + self.tau_span2)
-            if tau is not None:
-                out.append(sgn * (c + tau * self.Kinv0) + self.dtau_span2 * dtp)
+            # the torque rate is over the real step (after a gap the motion restarts, the torque does not)
+            out.append(self.inf2 if tau is None else sgn * (c + tau * self.Kinv0) + self.dtau_span2 * (dt or dtp))
+            out.append(sgn * qm + self.track_lead2)
         return np.array(out)
 
     def _fast(self, st: MotionState, request: np.ndarray, dt: float, dtp: float, gap: bool, meas):
@@ -169,7 +178,7 @@ class PositionFilter:
             qm_l, dqm_l = meas[0].tolist(), meas[1].tolist()
             tau_l = st.tau.tolist() if st.tau is not None else None
         vn, an, taun = [], [], []
-        for i, (V, A, J, tj, qlo, qhi, mid, inner, DK, Ki, tsp, dsp, K, D) in enumerate(self._consts):
+        for i, (V, A, J, tj, qlo, qhi, mid, inner, DK, Ki, tsp, dsp, K, D, TL) in enumerate(self._consts):
             q, v, a, r = q_l[i], v_l[i], a_l[i], r_l[i]
             # (conditional expressions instead of min(): same values, a third of the cost)
             up = V - v
@@ -191,14 +200,19 @@ class PositionFilter:
             nlo = -base + dt2 * u1  # -lo
             nlo = nlo if nlo < -qlo else -qlo
             if has_meas:
-                c = qm_l[i] + DK * dqm_l[i]
+                qmi = qm_l[i]
+                x = qmi + TL
+                hi = hi if hi < x else x
+                x = -qmi + TL
+                nlo = nlo if nlo < x else x
+                c = qmi + DK * dqm_l[i]
                 x = c + tsp
                 hi = hi if hi < x else x
                 x = -c + tsp
                 nlo = nlo if nlo < x else x
                 if tau_l is not None:
                     cr = c + tau_l[i] * Ki
-                    rr = dsp * dtp
+                    rr = dsp * dt
                     x = cr + rr
                     hi = hi if hi < x else x
                     x = -cr + rr
@@ -236,7 +250,7 @@ class PositionFilter:
                 return StepResult(cmd, MotionState(now, cmd, v_new, a_new, None if taun is None else np.array(taun)),
                                   self.no_clip, [], False, False)
         q = st.q
-        R = self.rows(q, v, a, st.tau, dtp, meas)
+        R = self.rows(q, v, a, st.tau, dtp, meas, dt)
         b = np.fmin.reduce(R, axis=0)  # fmin: a NaN bound (overflowed torque row) is ignored
         lo, hi = -b[1], b[0]
         infeasible = not (lo <= hi).all()
@@ -274,7 +288,8 @@ class PositionFilter:
 def effort_step(lim: ShieldLimits, st: MotionState, request: np.ndarray, now: float, meas=None,
                 D=None) -> StepResult:
     """Filter one torque request: torque and torque-rate limits on the torque itself, and a
-    damping floor for joints whose measured motion could not stop before a position limit.
+    damping floor for joints whose measured motion could not stop before a position limit or
+    that move faster than the velocity limit.
     """
     dt = min(now - st.t, lim.h)
     r = lim.dtau * dt
@@ -286,8 +301,13 @@ def effort_step(lim: ShieldLimits, st: MotionState, request: np.ndarray, now: fl
         d_stop = dqm * dqm / (2.0 * lim.a_brake)
         up = (dqm > 0) & (qm + d_stop >= lim.q_hi) | (qm > lim.q_hi)
         dn = (dqm < 0) & (qm - d_stop <= lim.q_lo) | (qm < lim.q_lo)
-        lo_rows.append(np.where(dn, np.maximum(damp, 0.0), -np.inf))
-        hi_rows.append(np.where(up, np.minimum(damp, 0.0), np.inf))
+        hi = np.where(up, np.minimum(damp, 0.0), np.inf)
+        lo = np.where(dn, np.maximum(damp, 0.0), -np.inf)
+        # faster than the (tracking-scaled) velocity limit: the torque must slow the joint down
+        hi = np.where(dqm > lim.v, np.minimum(hi, -D * (dqm - lim.v)), hi)
+        lo = np.where(dqm < -lim.v, np.maximum(lo, -D * (dqm + lim.v)), lo)
+        lo_rows.append(lo)
+        hi_rows.append(hi)
     lo_rows, hi_rows = np.array(lo_rows), np.array(hi_rows)
     lo, hi, infeasible = intersect(lo_rows, hi_rows)
     cmd = np.minimum(np.maximum(request, lo), hi)

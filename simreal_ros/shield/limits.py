@@ -29,7 +29,7 @@ import numpy as np
 from simreal_ros.robot import RobotModel
 
 #: Intervention / violation kinds, in the shield's priority order (most important first).
-KINDS = ("position", "velocity", "acceleration", "jerk", "effort", "effort_rate", "cartesian", "invalid")
+KINDS = ("position", "velocity", "acceleration", "jerk", "tracking", "effort", "effort_rate", "cartesian", "invalid")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,8 @@ class ShieldLimits:
 
     Attributes:
         q_lo, q_hi: position limits tightened by the margin (rad).
-        v, a, j: velocity, acceleration, jerk limits of the commanded motion.
+        v, a, j: velocity, acceleration, jerk limits of the commanded motion (the velocity
+            limit scaled by ``velocity_scale``: room for the arm's controller to overshoot).
         tau, dtau: torque and torque-rate limits.
         a_brake: deceleration planned for braking distances (<= ``a``, and small enough
             that braking never overshoots past ``-v`` within one ``max_step_gap`` step).
@@ -56,8 +57,11 @@ class ShieldLimits:
     h: float
 
     @classmethod
-    def from_robot(cls, robot: RobotModel, position_margin: float = 0.0, max_step_gap: float = 0.1) -> ShieldLimits:
+    def from_robot(cls, robot: RobotModel, position_margin: float = 0.0, max_step_gap: float = 0.1,
+                   velocity_scale: float = 1.0) -> ShieldLimits:
         lim = robot.limits
+        if not (math.isfinite(velocity_scale) and 0.0 < velocity_scale <= 1.0):
+            raise ValueError(f"velocity_scale must be in (0, 1], got {velocity_scale}")
         if not (math.isfinite(position_margin) and position_margin >= 0):
             raise ValueError(f"position_margin must be finite and >= 0, got {position_margin}")
         q_lo = lim.position_min + position_margin
@@ -67,7 +71,7 @@ class ShieldLimits:
             raise ValueError(f"position_margin {position_margin} rad leaves no range for joints {bad}")
         if not (math.isfinite(max_step_gap) and max_step_gap > 0):
             raise ValueError(f"max_step_gap must be finite and > 0, got {max_step_gap}")
-        v, a, j = lim.velocity.copy(), lim.acceleration.copy(), lim.jerk.copy()
+        v, a, j = lim.velocity * velocity_scale, lim.acceleration.copy(), lim.jerk.copy()
         h = float(max_step_gap)
         # largest b with b*h + b^2/(2j) <= v/2: braking (decel b, then jerk back to 0) from
         # any speed >= 0 never undershoots below -v/2 (keeps the opposite velocity bound).
@@ -147,7 +151,7 @@ def check_limits(
         position_margin: margin inside the robot's position limits that must be kept.
         states: optional ``(q, dq)`` measured when each command was computed (None where
             unknown); enables the impedance-torque check in position mode (needs
-            ``stiffness`` and ``damping``).
+            ``stiffness`` and ``damping``, by default the robot description's gains).
         max_step_gap, min_step: see the module docstring; use the shield's values (the
             defaults are the node's and ShieldConfig's defaults). Checking with a smaller
             ``max_step_gap`` than the shield used reports false violations after "gaps".
@@ -177,9 +181,8 @@ def check_limits(
             out.append(Violation(k, float(t[k]), names[i], kind, float(values[i]), float(bound[i])))
 
     if command_mode == "position" and states is not None:
-        if stiffness is None or damping is None:
-            raise ValueError("the torque check needs stiffness and damping")
-        K, D = np.asarray(stiffness, dtype=float), np.asarray(damping, dtype=float)
+        K = np.asarray(robot.gains.stiffness if stiffness is None else stiffness, dtype=float)
+        D = np.asarray(robot.gains.damping if damping is None else damping, dtype=float)
     prev = None  # (index, q, v, a, tau)
     for k in range(len(t)):
         x = q[k]

@@ -8,8 +8,8 @@ import math
 class Freshness:
     """Time of the last accepted input of one kind; fresh while younger than ``timeout``.
 
-    A clock that goes backwards makes the age 0 (never negative, never NaN); a clock that
-    jumps forward makes the input stale, which is the safe side.
+    A clock that goes backwards (``now`` before the last input) or jumps forward makes the
+    input stale, which is the safe side; the age is never negative or NaN.
     """
 
     def __init__(self, timeout: float, what: str) -> None:
@@ -25,7 +25,8 @@ class Freshness:
     def age(self, now: float) -> float:
         if self.last is None:
             return math.inf
-        return max(now - self.last, 0.0)
+        age = now - self.last
+        return age if age >= 0.0 else math.inf
 
     def fresh(self, now: float) -> bool:
         return self.age(now) <= self.timeout

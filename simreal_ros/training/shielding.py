@@ -23,6 +23,13 @@ class ShieldStep:
     reverted: str | None = None
 
 
+def shield_timing(control_period: float) -> dict[str, float]:
+    """The shield's timing settings for proposers running at ``control_period`` (s): what the
+    graph gives the deployed shield, and the evaluator its own."""
+    return dict(control_period=control_period, max_step_gap=2.0 * control_period,
+                min_step=min(1e-4, control_period / 10), command_timeout=2.5 * control_period)
+
+
 class EpisodeShield:
     """One episode's shield.
 
@@ -35,13 +42,14 @@ class EpisodeShield:
 
     def __init__(self, robot: RobotModel, control_period: float, mode: str = "active",
                  use_shield: bool = True) -> None:
-        from simreal_ros.shield import Shield, ShieldConfig
+        from simreal_ros.shield import Shield
+        from simreal_ros.shield.config import load_shield_config
 
         self.mode = mode
         self.use_shield = use_shield
-        self.shield = Shield(robot, ShieldConfig(control_period=control_period, max_step_gap=2.0 * control_period,
-                                                 min_step=min(1e-4, control_period / 10),
-                                                 command_timeout=2.5 * control_period, mode=mode))
+        # the deployed node's settings (config/shield.yaml), timed for this controller's period
+        self.config = load_shield_config(**shield_timing(control_period), mode=mode)
+        self.shield = Shield(robot, self.config)
         self.period = control_period
         self._started = False
 
@@ -64,8 +72,8 @@ class EpisodeShield:
             self._start(now, q, dq, stamp)
         sh.update_state(q, dq, stamp=stamp, now=now)
         if policy is not None:
-            sh.propose("policy", policy, now=now)
-        sh.propose("baseline", baseline, now=now)
+            sh.propose("policy", policy, kind="position", now=now)  # this arm takes joint targets
+        sh.propose("baseline", baseline, kind="position", now=now)
         if revert:
             sh.request_revert(revert)
         out = sh.step(now)
