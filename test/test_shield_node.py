@@ -29,12 +29,15 @@ TIMEOUT = 0.1
 #: a proposer process: publishes a fixed target at 20 Hz on the given topic until killed
 PUBLISHER = """
 import sys, rclpy, rclpy.executors
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 rclpy.init()
 node = rclpy.create_node("fake_" + sys.argv[2].strip("/").replace("/", "_"))
 pub = node.create_publisher(Float64MultiArray, sys.argv[2], 10)
 target = [float(x) for x in sys.argv[1].split(",")]
-node.create_timer(0.05, lambda: pub.publish(Float64MultiArray(data=target)))
+dim = [MultiArrayDimension(label=sys.argv[3], size=len(target), stride=len(target))] if sys.argv[3] else []
+msg = Float64MultiArray(data=target)
+msg.layout.dim = dim
+node.create_timer(0.05, lambda: pub.publish(msg))
 try:
     rclpy.spin(node)
 except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
@@ -52,8 +55,8 @@ def start_shield(processes, *params: str, name: str = "shield"):
     return processes.start(*args, name=name)
 
 
-def start_proposer(processes, target, topic="/simreal/policy/command", name="policy"):
-    return processes.start("-c", PUBLISHER, ",".join(repr(float(x)) for x in target), topic, name=name)
+def start_proposer(processes, target, topic="/simreal/policy/command", name="policy", kind="position"):
+    return processes.start("-c", PUBLISHER, ",".join(repr(float(x)) for x in target), topic, kind, name=name)
 
 
 def shm_mapped(pid: int | str = "[0-9]*", exclude: int | None = None) -> set[str]:
@@ -249,8 +252,11 @@ def test_lifecycle_without_autostart_publishes_only_when_active(processes, ros_n
     start_proposer(processes, READY)
     cli = ros_node.create_client(ChangeState, "/safety_shield/change_state")
     assert ros_node.spin_until(cli.service_is_ready, 30)
-    ros_node.spin_until(lambda: False, 1.0)
-    assert arm.sent == []  # unconfigured: nothing forwarded
+    # the proposer is up and the shield's node exists (its service answers), yet unconfigured it
+    # has no command publisher at all: nothing can be forwarded
+    assert ros_node.spin_until(lambda: ros_node.count_publishers("/simreal/policy/command") == 1, 30)
+    assert ros_node.count_publishers("/forward_position_controller/commands") == 0
+    assert arm.sent == []
     for tid in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
         fut = cli.call_async(ChangeState.Request(transition=Transition(id=tid)))
         assert ros_node.spin_until(fut.done, 10) and fut.result().success
@@ -261,6 +267,20 @@ def test_lifecycle_without_autostart_publishes_only_when_active(processes, ros_n
     n = len(arm.sent)
     ros_node.spin_until(lambda: False, 0.5)
     assert len(arm.sent) == n  # inactive: holding, nothing published
+
+
+def test_a_torque_command_never_drives_a_position_shield(processes, ros_node):
+    """Defect 6: the node ignored the command label, so N m values became radian targets."""
+    arm = Arm(ros_node)
+    start_shield(processes, "autostart:=true")
+    torques = np.full(ROBOT.n_joints, 0.5)
+    start_proposer(processes, torques, kind="effort")
+    start_proposer(processes, READY, topic="/simreal/baseline/command", name="unlabelled", kind="")
+    assert ros_node.spin_until(lambda: int(arm.last_diag().get("rejected_policy_kind", "0")) > 5, 30)
+    assert ros_node.spin_until(lambda: int(arm.last_diag().get("rejected_baseline_kind", "0")) > 5, 30)
+    assert arm.sent, "the shield holds the arm (it publishes its hold)"
+    assert all(np.allclose(c, arm.sent[0]) for c in arm.sent), "a refused command moved the arm"
+    assert arm.last_diag().get("source") == "hold"
 
 
 def test_bad_parameter_fails_configure_naming_the_key(processes):

@@ -47,23 +47,18 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from simreal_ros.nodes.common import JointOrder, array_msg, joint_state_msg, run_node, sec_to_stamp, stamp_to_sec
-from simreal_ros.nodes.params import Param, ParameterError, declare_and_read, validate_update
+from simreal_ros.nodes.params import Param, ParameterError, declare_and_read, descriptor, ros_default, validate_update
 from simreal_ros.robot import RobotDescriptionError, load_robot
-from simreal_ros.shield import MODES, REVERT_TARGETS, Shield, ShieldConfig
-from simreal_ros.sim.arm import DEFAULT_DAMPING, DEFAULT_STIFFNESS
+from simreal_ros.settings import from_settings
+from simreal_ros.shield import Shield
+from simreal_ros.shield.config import NODE_NAME, SHIELD_SETTINGS, ShieldConfig
 
-NODE_NAME = "safety_shield"
-N_GAINS = len(DEFAULT_STIFFNESS)
-
-
-def _box_check(v) -> str | None:
-    return None if all(lo < hi for lo, hi in zip(v[:3], v[3:])) else "each min must be below its max"
-
-
+#: The node's parameters: every setting of the core (ShieldConfig, declared once) plus the wiring.
 SPEC = [
-    Param("robot", "panda", "robot description name (urdf/<robot>.urdf); all limits come from it"),
-    Param("policy_topic", "/simreal/policy/command", "policy proposals (Float64MultiArray, robot joint order)"),
-    Param("baseline_topic", "/simreal/baseline/command", "baseline proposals (Float64MultiArray)"),
+    Param("robot", "panda", "robot description name (urdf/<robot>.urdf); all limits and gains come from it"),
+    Param("policy_topic", "/simreal/policy/command", "policy proposals (Float64MultiArray, robot joint order, "
+          "layout.dim[0].label = position|effort)"),
+    Param("baseline_topic", "/simreal/baseline/command", "baseline proposals (Float64MultiArray, labelled)"),
     Param("state_topic", "/simreal/state_estimate", "sensor_msgs/JointState (estimate, or /joint_states)"),
     Param("revert_topic", "/simreal/shield/revert", "std_msgs/String revert requests from monitors"),
     Param("command_topic", "/forward_position_controller/commands", "sent command (Float64MultiArray)"),
@@ -72,30 +67,7 @@ SPEC = [
     Param("interventions_topic", "/simreal/shield/interventions", "DiagnosticArray, one status per intervention"),
     Param("shadow_topic", "/simreal/shield/shadow_command", "shadow mode: what the policy would have sent"),
     Param("shadow_interventions_topic", "/simreal/shield/shadow_interventions", "shadow mode: its interventions"),
-    Param("mode", "active", "who drives: active (policy), shadow (baseline; policy logged), blend, hold",
-          choices=MODES),
-    Param("command_mode", "position", "position targets or joint torques", choices=("position", "effort")),
-    Param("position_margin", 0.01, "rad kept inside the position limits", low=0.0, high=0.5),
-    Param("command_timeout", 0.1, "s without a fresh command -> controlled stop and hold", low=0.001, high=10.0),
-    Param("state_timeout", 0.25, "s without a fresh joint state -> stop and latch a fault", low=0.001, high=10.0),
-    Param("control_period", 0.05, "s; expected command period and watchdog timer period", low=0.001, high=1.0),
-    Param("max_step_gap", 0.1, "s; longest step the motion continues over (>= control_period; also the "
-          "sampling slack of the braking distance)", low=0.001, high=1.0),
-    Param("min_step", 1e-4, "s; closer steps repeat the last command", low=1e-6, high=0.01),
-    Param("blend_alpha", 0.5, "policy share in blend mode", low=0.0, high=1.0),
-    Param("blend_ramp_rate", 1.0, "1/s; how fast the policy share changes on a mode change", low=1e-3, high=1e6),
-    Param("revert_window", 1.0, "s; sliding window of the automatic revert", low=0.01, high=3600.0),
-    Param("revert_fraction", 0.5, "revert when more than this share of cycles needed an intervention "
-          "(1: never)", low=0.0, high=1.0),
-    Param("revert_min_steps", 10, "cycles in the window before the revert can trip", low=1, high=1000000),
-    Param("revert_target", "baseline", "what takes over on a revert (baseline = shadow mode)", choices=REVERT_TARGETS),
-    Param("stiffness", list(DEFAULT_STIFFNESS), "N m/rad; impedance gains of the arm's controller (torque check)",
-          low=1e-3, high=1e6, length=N_GAINS),
-    Param("damping", list(DEFAULT_DAMPING), "N m s/rad; impedance damping (torque check)", low=0.0, high=1e6,
-          length=N_GAINS),
-    Param("cartesian_box_enabled", False, "keep the flange inside cartesian_box"),
-    Param("cartesian_box", [-1.0, -1.0, 0.0, 1.0, 1.0, 1.5], "m; xmin ymin zmin xmax ymax zmax (base frame)",
-          low=-10.0, high=10.0, length=6, check=_box_check),
+    *SHIELD_SETTINGS,
     Param("autostart", False, "configure + activate at start (no lifecycle manager needed)"),
     Param("diagnostics_period", 1.0, "s between /diagnostics messages", low=0.05, high=60.0),
 ]
@@ -110,10 +82,7 @@ class ShieldNode(LifecycleNode):
         for p in SPEC:
             # declared without the numeric range so that a bad override does not abort the
             # process here: configure validates and fails naming the key (lifecycle contract)
-            d = p.descriptor()
-            d.floating_point_range, d.integer_range = [], []
-            default = list(p.default) if isinstance(p.default, tuple) else p.default
-            self.declare_parameter(p.name, default, d)
+            self.declare_parameter(p.name, ros_default(p), descriptor(p, ranges=False))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.shield: Shield | None = None
         self.exit_code: int | None = None
@@ -142,30 +111,13 @@ class ShieldNode(LifecycleNode):
             self.exit_code = 1
 
     def _config(self, p: dict) -> ShieldConfig:
-        if p["max_step_gap"] < p["control_period"]:
-            raise ParameterError(f"parameter 'max_step_gap' = {p['max_step_gap']}: must be >= 'control_period' "
-                                 f"= {p['control_period']}; allowed: [control_period, 1]")
-        if p["min_step"] > p["control_period"]:
-            raise ParameterError(f"parameter 'min_step' = {p['min_step']}: must be <= 'control_period' "
-                                 f"= {p['control_period']}")
-        box = p["cartesian_box"]
-        return ShieldConfig(
-            position_margin=p["position_margin"], command_timeout=p["command_timeout"],
-            state_timeout=p["state_timeout"], control_period=p["control_period"], max_step_gap=p["max_step_gap"],
-            min_step=p["min_step"], mode=p["mode"], blend_alpha=p["blend_alpha"],
-            blend_ramp_rate=p["blend_ramp_rate"], revert_window=p["revert_window"],
-            revert_fraction=p["revert_fraction"], revert_min_steps=p["revert_min_steps"],
-            revert_target=p["revert_target"], command_mode=p["command_mode"],
-            stiffness=tuple(p["stiffness"]), damping=tuple(p["damping"]),
-            cartesian_box=(tuple(box[:3]), tuple(box[3:])) if p["cartesian_box_enabled"] else None)
+        return from_settings(ShieldConfig, {k: tuple(v) if isinstance(v, list) else v for k, v in p.items()},
+                             "parameters")
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             p = declare_and_read(self, SPEC)
             robot = load_robot(p["robot"])
-            if robot.n_joints != N_GAINS:
-                raise ParameterError(f"robot '{p['robot']}' has {robot.n_joints} joints; stiffness/damping have "
-                                     f"{N_GAINS}")
             self.shield = Shield(robot, self._config(p))
         except (ParameterError, RobotDescriptionError, ValueError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
@@ -260,8 +212,14 @@ class ShieldNode(LifecycleNode):
                 self._warned_no_velocity = True
             dq = np.zeros_like(q)
         stamp = stamp_to_sec(msg.header.stamp) or now
-        if not self.shield.update_state(q, dq, stamp, now):
-            self.get_logger().warning("rejected joint state (non-finite, implausible or older than the last)",
+        try:
+            accepted = self.shield.update_state(q, dq, stamp, now)
+        except ValueError as exc:  # an absurd stamp
+            accepted = False
+            self.get_logger().error(f"ignoring state: {exc}", throttle_duration_sec=2.0)
+        if not accepted:
+            self.get_logger().warning("rejected joint state (non-finite, implausible, or a stamp that did not "
+                                      "advance: a frozen driver)",
                                    throttle_duration_sec=2.0)
 
     def _driver(self) -> str | None:
@@ -272,9 +230,12 @@ class ShieldNode(LifecycleNode):
 
     def _on_command(self, source: str, msg: Float64MultiArray) -> None:
         now = self._now()
-        if not self.shield.propose(source, msg.data, now=now):
-            self.get_logger().error(f"rejected {source} command (non-finite, implausible or {len(msg.data)} values "
-                                    f"for {len(self.order.names)} joints): holding", throttle_duration_sec=1.0)
+        kind = msg.layout.dim[0].label if msg.layout.dim else ""
+        if not self.shield.propose(source, msg.data, kind=kind, now=now):
+            mode = self.shield.config.command_mode
+            why = (f"labelled '{kind or '(none)'}', the shield takes '{mode}' commands" if kind != mode else
+                   f"non-finite, implausible or {len(msg.data)} values for {len(self.order.names)} joints")
+            self.get_logger().error(f"rejected {source} command ({why}): holding", throttle_duration_sec=1.0)
         if (self._active or self._stopping) and source == self._driver():
             self._step(now)
 

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import mujoco
 import numpy as np
 
-from simreal_ros.robot import RobotModel, load_robot
+from simreal_ros.robot import RobotModel
 from simreal_ros.robot.mujoco_model import SimModel, build_model
 from simreal_ros.settings import setting, validate_fields
 from simreal_ros.sim.randomize import Draw, RandomizationRanges, randomize
@@ -48,19 +48,6 @@ def command_mode_setting() -> Any:
     """The ``command_mode`` field of the sim's config classes (one declaration)."""
     return setting("position", "the active controller: position (impedance targets) or effort (torques)",
                    choices=COMMAND_MODES)
-
-
-def __getattr__(name: str) -> Any:
-    """``DEFAULT_STIFFNESS``/``DEFAULT_DAMPING``: deprecated aliases of the package robot's gains.
-
-    The gains are part of the robot description (``load_robot().gains``); these names remain
-    only for callers not yet switched to it, and are computed from it, so no second copy exists.
-    """
-    if name == "DEFAULT_STIFFNESS":
-        return tuple(float(x) for x in load_robot().gains.stiffness)
-    if name == "DEFAULT_DAMPING":
-        return tuple(float(x) for x in load_robot().gains.damping)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def ticks(period: float, step: float, what: str) -> int:
