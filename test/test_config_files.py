@@ -29,14 +29,7 @@ DATA_FILES = {"panda_joint_limits.yaml", "panda_impedance.yaml", "randomization.
 #: node -> module, from the graph (the one place that says which file feeds which node)
 NODES = {n.name: (n.module, Path(n.param_files[0])) for n in build_graph(GraphOptions())}
 #: files whose owner has not converted them yet: {file name: reason}; each case is xfail(strict)
-PENDING: dict[str, str] = {
-    "sim_bridge.yaml": "issue 9: publish_rate_hz is 250 in the file and 500 in the node (helper C converts the "
-                       "sim bridge); remove this entry then",
-    "recorder.yaml": "issue 9: the node's default topics omit /simreal/shield/sent and the shadow topics (helper A "
-                     "converts the recorder); remove this entry then",
-    "shield.yaml": "issue 9: the file still carries stiffness/damping (now the robot description's) while "
-                   "shield_node is converted to ShieldConfig's settings; remove this entry then",
-}
+PENDING: dict[str, str] = {}  # name -> reason, for a file whose node is being converted
 
 
 def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:

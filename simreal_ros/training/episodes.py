@@ -166,7 +166,9 @@ def run_episode(env: ReachEnv, runner, seed: int, use_shield: bool, name: str,
         if render:
             frames.append(env.render())
     cmds = np.array(sent_hist)
-    viol = check_limits(robot, times, cmds, max_step_gap=2.0 * period, starts_at_rest=True)
+    sc = shield.config  # checked with the settings the shield ran with
+    viol = check_limits(robot, times, cmds, max_step_gap=sc.max_step_gap, min_step=sc.min_step,
+                        position_margin=sc.position_margin, starts_at_rest=True)
     viol_kinds = dict(true_viol)
     for v in viol:
         viol_kinds[v.kind] = viol_kinds.get(v.kind, 0) + 1
