@@ -41,7 +41,7 @@ def main() -> None:
         bdir = write_random_bundle(Path(tmp) / "bundle", robot, hidden=(256, 256))
         bundle = load_bundle(bdir, robot)
         sess = bare_session(bundle.model_path)
-    ex = PolicyExecutor(bundle, robot, ExecutorConfig(compute_deadline=1e9, max_state_age=1e9, ood_revert=False))
+    ex = PolicyExecutor(bundle, robot, ExecutorConfig(compute_deadline=1e9, ood_revert=False))
     rng = np.random.default_rng(0)
     goal = robot.fk(robot.ready_pose)[:3, 3] + np.array([0.05, 0.05, -0.05])
     ex.set_goal(goal)

@@ -99,7 +99,7 @@ class PolicyExecutor:
         m = self.manifest
         self.period = 1.0 / m.control_rate_hz
         self.max_state_age = self.config.max_state_age if self.config.max_state_age is not None else self.period
-        self.deadline = self.config.compute_deadline if self.config.compute_deadline is not None else 0.5 * self.period
+        self.deadline = self.config.compute_deadline if self.config.compute_deadline is not None else self.config.deadline_fraction * self.period
         if not (self.max_state_age > 0 and self.deadline > 0):
             raise ValueError(f"max_state_age ({self.max_state_age}) and compute_deadline ({self.deadline}) must be > 0")
         self.command_type = "torque" if m.action_type == "joint_torque" else "position"
