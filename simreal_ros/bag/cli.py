@@ -1,8 +1,14 @@
-"""``simreal bag info PATH`` and ``simreal bag recover PATH``.
+"""``simreal bag info|recover|check-limits PATH``.
 
 ``info`` opens the bag with ``rosbags`` (a reader independent of the writer) and prints
-files, topics and counts, plus the recorder's counters. ``recover`` makes a bag whose
-recorder was killed readable again (see :mod:`simreal_ros.bag.recover`).
+files, topics and counts, plus the recorder's counters. ``recover`` makes a crash-torn or
+damaged bag readable again and prints per file what was kept, what was lost and where the
+original is kept (see :mod:`simreal_ros.bag.recover`). ``check-limits`` checks the recorded
+sent commands against every robot limit (see :mod:`simreal_ros.bag.check`).
+
+Exit codes: 0 ok; 1 a limit violation (``check-limits``), a bag that needs recovery
+(``info``) or a recovery whose result does not read back; 2 bad input (not a bag, bad
+metadata, a damaged bag, a bad option), with one line on stderr naming the file or option.
 """
 
 from __future__ import annotations
@@ -11,16 +17,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from simreal_ros.bag.check import STAMPED_SENT_TOPIC, sent_commands
-from simreal_ros.bag.metadata import read_metadata
-from simreal_ros.bag.recover import needs_recovery, recover
+from simreal_ros.bag.check import STAMPED_SENT_TOPIC, BagReadError, check_bag, sent_commands
+from simreal_ros.bag.recover import BagInputError, RecoveryError, needs_recovery, recover
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bag_command", metavar="ACTION", required=True)
     p = sub.add_parser("info", help="files, topics, message counts and recorder counters of a bag")
     p.add_argument("path", type=Path, help="bag directory")
-    p = sub.add_parser("recover", help="rebuild metadata.yaml (and a torn last chunk) after a crash")
+    p = sub.add_parser("recover", help="make a crash-torn or damaged bag readable again; originals are kept in "
+                                       "<bag>/original/, the report says what was lost")
     p.add_argument("path", type=Path, help="bag directory")
     p = sub.add_parser("check-limits", help="check recorded sent commands against every robot limit "
                                             "(simreal_ros.shield.limits.check_limits); exit 1 on a violation")
@@ -37,32 +43,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--max-report", type=int, default=20, help="violations to print (default: %(default)s)")
 
 
+def _error(text: str) -> int:
+    print(f"error: {text}", file=sys.stderr)
+    return 2
+
+
 def info(path: Path) -> int:
     from rosbags.rosbag2 import Reader
-    from rosbags.rosbag2.errors import ReaderError
 
     if not path.is_dir():
-        print(f"error: {path} is not a bag directory", file=sys.stderr)
-        return 2
+        return _error(f"{path} is not a bag directory")
     if needs_recovery(path):
         print(f"error: {path} was not closed cleanly (no metadata.yaml or an unfinished file); "
               f"run: simreal bag recover {path}", file=sys.stderr)
         return 1
-    meta = read_metadata(path)
-    custom = meta.get("custom_data") or {}
     try:
+        meta = check_bag(path)
         with Reader(path) as reader:
-            print(f"bag:       {path}")
-            print(f"files:     {', '.join(meta.get('relative_file_paths', []))}")
-            print(f"duration:  {reader.duration / 1e9:.3f} s")
-            print(f"messages:  {reader.message_count}")
+            lines = [f"bag:       {path}",
+                     f"files:     {', '.join(meta.get('relative_file_paths', []))}",
+                     f"duration:  {reader.duration / 1e9:.3f} s",
+                     f"messages:  {reader.message_count}"]
             width = max((len(c.topic) for c in reader.connections), default=0)
-            for c in sorted(reader.connections, key=lambda c: c.topic):
-                print(f"  {c.topic:<{width}}  {c.msgcount:>9}  {c.msgtype}")
-    except ReaderError as exc:
-        print(f"error: {path}: {exc}", file=sys.stderr)
-        return 1
-    counters = {k: v for k, v in custom.items() if k.startswith("simreal.")}
+            lines += [f"  {c.topic:<{width}}  {c.msgcount:>9}  {c.msgtype}"
+                      for c in sorted(reader.connections, key=lambda c: c.topic)]
+    except BagReadError as exc:
+        return _error(str(exc))
+    except Exception as exc:  # noqa: BLE001 - a damaged bag fails in many ways; name it and say what to do
+        return _error(f"{path} does not read back ({type(exc).__name__}: {exc}); run: simreal bag recover {path}")
+    print("\n".join(lines))
+    counters = {k: v for k, v in meta["custom_data"].items() if k.startswith("simreal.")}
     if counters:
         print("recorder counters:")
         for k, v in counters.items():
@@ -77,8 +87,7 @@ def check_limits_cmd(args: argparse.Namespace) -> int:
     try:
         times, commands, clock = sent_commands(args.path, args.topic, args.mode, args.rate)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
     violations = check_limits(load_robot(args.robot), times, commands, command_mode=args.mode,
                               position_margin=args.position_margin)
     print(f"{len(commands)} commands on {args.topic} (times: {clock}): {len(violations)} violation(s)")
@@ -87,15 +96,23 @@ def check_limits_cmd(args: argparse.Namespace) -> int:
     return 1 if violations else 0
 
 
+def recover_cmd(path: Path) -> int:
+    try:
+        report = recover(path)
+    except BagInputError as exc:
+        return _error(str(exc))
+    except RecoveryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        return _error(f"{path}: {exc.strerror or exc} ({exc.filename or path}); originals are kept unchanged")
+    print(report.summary())
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.bag_command == "info":
         return info(args.path)
     if args.bag_command == "check-limits":
         return check_limits_cmd(args)
-    try:
-        report = recover(args.path)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(report.summary())
-    return 0
+    return recover_cmd(args.path)

@@ -8,6 +8,10 @@ Built on the ``mcap`` library's writer (profile ``ros2``, schemas ``ros2msg``, e
   a file whose complete chunks hold everything but the last interval.
 * **metadata.yaml** at :meth:`BagWriter.close`; after a crash :func:`simreal_ros.bag.recover.recover`
   (``simreal bag recover PATH``) rebuilds it from the files.
+* **Channel copies**: every channel definition is also written as a ``simreal.channel``
+  metadata record outside the chunks (with its own CRC, see
+  :func:`simreal_ros.bag.scan.channel_record`), so a lost chunk does not take the meaning of
+  every later message on its channels with it; data-section CRCs are on.
 * **Splitting** by duration or size into ``<name>_0.mcap``, ``<name>_1.mcap`` ... (every file
   complete and indexed once the next one starts).
 * **Counters**: messages per topic, *late* messages (header stamp older than the previous
@@ -25,14 +29,18 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import yaml
+from mcap.records import Channel, Schema
 from mcap.writer import CompressionType, Writer
 
 from simreal_ros.bag.metadata import METADATA, FileInfo, TopicInfo, build_metadata, write_metadata
+from simreal_ros.bag.records import CHANNEL_RECORD, channel_record
 from simreal_ros.bag.types import has_header, header_stamp_ns, message_definition, typestore
 
 STATUS_TOPIC = "/simreal/recorder/status"
 STATUS_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
 COMPRESSIONS = {"none": CompressionType.NONE, "zstd": CompressionType.ZSTD}
+#: the MCAP header's library field of files this writer wrote (the recovery trusts their channel ids)
+LIBRARY = "simreal_ros.bag (mcap)"
 
 
 class BagError(RuntimeError):
@@ -109,8 +117,9 @@ class BagWriter:
     def _open_file(self) -> None:
         name = f"{self.name}_{len(self.files)}.mcap"
         self._stream = open(self.path / name, "wb")
-        self._mcap = Writer(self._stream, chunk_size=self.flush_bytes, compression=self.compression)
-        self._mcap.start(profile="ros2", library="simreal_ros.bag (mcap)")
+        self._mcap = Writer(self._stream, chunk_size=self.flush_bytes, compression=self.compression,
+                            enable_data_crcs=True)
+        self._mcap.start(profile="ros2", library=LIBRARY)
         self._stream.flush()  # the magic and header are on disk before any message
         self._schemas = {}
         self.files.append(FileInfo(name))
@@ -126,6 +135,11 @@ class BagWriter:
             self._schemas[t.msgtype] = sid
         meta = {"offered_qos_profiles": yaml.safe_dump(t.qos) if t.qos else "[]", "topic_type_hash": t.type_hash}
         topic.channel = self._mcap.register_channel(t.name, "cdr", sid, meta)
+        copy = channel_record(Channel(id=topic.channel, topic=t.name, message_encoding="cdr", schema_id=sid,
+                                      metadata=meta),
+                              Schema(id=sid, name=t.msgtype, encoding="ros2msg", data=topic.msgdef.encode()))
+        if copy is not None:  # (always: ros2msg definitions are text)
+            self._mcap.add_metadata(CHANNEL_RECORD, copy)
 
     def _close_file(self) -> None:
         self._mcap.finish()
