@@ -1,16 +1,19 @@
 """Check a recorded run's sent commands against every robot limit (ROS-free, reads with rosbags).
 
 The shield publishes each sent command twice: on the controller's Float64MultiArray topic
-(no stamp) and on ``/simreal/shield/sent`` as a JointState stamped with the shield's own step
-time. The stamped copy is what to check: receive times carry transport jitter of a few ms,
-which shows up as spurious acceleration/jerk "violations" whenever a limit is saturated. A bag
-that does not read back is a :class:`BagReadError` saying what to run, not a traceback.
+(no stamp, robot joint order by convention) and on ``/simreal/shield/sent`` as a JointState
+stamped with the shield's own step time, with the joint names. The stamped copy is what to
+check: receive times carry transport jitter of a few ms, which shows up as spurious
+acceleration/jerk "violations" whenever a limit is saturated. Its values are mapped onto the
+robot's joint order by ``msg.name`` (:func:`stamped_commands`); a message whose names are not
+exactly the robot's joints is refused, never silently mis-mapped.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -68,23 +71,78 @@ def read_topic(bag: str | Path, topic: str) -> tuple[str, list[tuple[int, Any]]]
     return conns[0].msgtype, msgs
 
 
-def sent_commands(bag: str | Path, topic: str = STAMPED_SENT_TOPIC, command_mode: str = "position",
-                  rate: float = 0.0) -> tuple[np.ndarray, np.ndarray, str]:
-    """(times in s, command rows, what the times are) of the commands recorded on ``topic``.
+def stamped_commands(messages: Iterable[Any], robot: Any, command_mode: str = "position") \
+        -> tuple[np.ndarray, np.ndarray]:
+    """(times in s, command rows in ``robot``'s joint order) of JointState messages (or
+    ``(bag_time, msg)`` pairs), timed by ``header.stamp`` (the shield's own step times).
 
-    JointState topics use their header stamps; Float64MultiArray topics the receive times,
-    or nominal times ``k / rate`` when ``rate`` > 0.
+    Positions (``command_mode`` ``position``) or efforts (``effort``) are mapped by
+    ``msg.name`` onto ``robot.joint_names``. Duck-typed (no ROS imports).
 
     Raises:
-        BagReadError: see :func:`read_topic`.
+        ValueError: a message's names are not exactly the robot's joints (foreign robot,
+            missing, extra or duplicate joints), or its values do not match its names; the
+            message names the message, its names and the robot's.
     """
-    from simreal_ros.shield import stamped_commands
+    if command_mode not in ("position", "effort"):
+        raise ValueError(f"command_mode must be 'position' or 'effort', got {command_mode!r}")
+    joints = tuple(robot.joint_names)
+    wanted = set(joints)
+    times, rows = [], []
+    order: tuple[str, ...] | None = None
+    index: list[int] = []
+    for k, item in enumerate(messages):
+        msg = item[1] if isinstance(item, tuple) else item
+        names = tuple(str(n) for n in msg.name)
+        stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+        where = f"message #{k} (stamp {stamp:.6f} s)"
+        if names != order:
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup or set(names) != wanted:
+                why = (f"duplicate joint(s) {dup}" if dup else
+                       f"missing {sorted(wanted - set(names))}, unknown {sorted(set(names) - wanted)}")
+                raise ValueError(f"{where}: joint names {list(names)} are not the joints of {robot.name} "
+                                 f"{list(joints)} ({why})")
+            order, index = names, [names.index(j) for j in joints]
+        values = list(msg.effort if command_mode == "effort" else msg.position)
+        if len(values) != len(names):
+            raise ValueError(f"{where}: {len(values)} {command_mode} value(s) for {len(names)} joint names")
+        times.append(stamp)
+        rows.append([float(values[i]) for i in index])
+    return np.asarray(times, dtype=float), np.asarray(rows, dtype=float).reshape(len(rows), len(joints))
 
+
+def sent_commands(bag: str | Path, topic: str = STAMPED_SENT_TOPIC, command_mode: str = "position",
+                  rate: float = 0.0, robot: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """(times in s, command rows in the robot's joint order, what the times are) of ``topic``.
+
+    JointState topics use their header stamps and names (:func:`stamped_commands`);
+    Float64MultiArray topics (robot joint order, no names) the receive times, or nominal
+    times ``k / rate`` when ``rate`` > 0. ``robot`` defaults to ``load_robot()``.
+
+    Raises:
+        BagReadError: see :func:`read_topic`; a message that does not fit the robot.
+    """
+    if robot is None:
+        from simreal_ros.robot import load_robot
+
+        robot = load_robot()
+    if not (math.isfinite(rate) and rate >= 0):
+        raise ValueError(f"rate must be finite and >= 0, got {rate}")
     msgtype, msgs = read_topic(bag, topic)
     if msgtype == "sensor_msgs/msg/JointState":
-        times, rows = stamped_commands(msgs, command_mode)
+        try:
+            times, rows = stamped_commands(msgs, robot, command_mode)
+        except ValueError as exc:
+            raise BagReadError(f"{bag} {topic}: {exc}") from None
         return times, rows, "the shield's step stamps"
-    rows = np.array([np.asarray(m.data, dtype=float) for _, m in msgs])
+    if msgtype != "std_msgs/msg/Float64MultiArray":
+        raise BagReadError(f"{bag} {topic}: {msgtype} is not a command type (JointState or Float64MultiArray)")
+    for k, (_, m) in enumerate(msgs):
+        if len(m.data) != robot.n_joints:
+            raise BagReadError(f"{bag} {topic}: message #{k} has {len(m.data)} values, {robot.name} has "
+                               f"{robot.n_joints} joints")
+    rows = np.array([np.asarray(m.data, dtype=float) for _, m in msgs]).reshape(len(msgs), robot.n_joints)
     if rate > 0:
         return np.arange(len(rows)) / rate, rows, f"nominal times at {rate:g} Hz"
     return np.array([t for t, _ in msgs], dtype=float) * 1e-9, rows, "receive times (jitter inflates derivatives)"

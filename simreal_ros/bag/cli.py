@@ -14,6 +14,7 @@ metadata, a damaged bag, a bad option), with one line on stderr naming the file 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -32,15 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                             "(simreal_ros.shield.limits.check_limits); exit 1 on a violation")
     p.add_argument("path", type=Path, help="bag directory")
     p.add_argument("--topic", default=STAMPED_SENT_TOPIC,
-                   help="the shield's stamped JointState copy (default: %(default)s), or a Float64MultiArray "
-                        "command topic (then receive times, or --rate)")
+                   help="the shield's stamped JointState copy (default: %(default)s; mapped by joint name), or a "
+                        "Float64MultiArray command topic (robot joint order; receive times, or --rate)")
     p.add_argument("--mode", choices=("position", "effort"), default="position", help="command mode")
     p.add_argument("--robot", default="panda", help="robot description name (default: %(default)s)")
-    p.add_argument("--position-margin", type=float, default=0.0, help="rad inside the position limits")
+    p.add_argument("--position-margin", type=float, default=0.0,
+                   help="rad inside the position limits: finite, >= 0, less than half the smallest position range")
     p.add_argument("--rate", type=float, default=0.0,
-                   help="Hz: use nominal send times k/rate instead of the bag's receive times (receive-time "
-                        "jitter inflates the differentiated velocity/acceleration/jerk)")
-    p.add_argument("--max-report", type=int, default=20, help="violations to print (default: %(default)s)")
+                   help="Hz (finite, >= 0; 0: off): use nominal send times k/rate instead of the bag's receive times "
+                        "(receive-time jitter inflates the differentiated velocity/acceleration/jerk)")
+    p.add_argument("--max-report", type=int, default=20, help="violations to print, >= 0 (default: %(default)s)")
 
 
 def _error(text: str) -> int:
@@ -80,16 +82,36 @@ def info(path: Path) -> int:
     return 0
 
 
+def _options_error(args: argparse.Namespace, robot) -> str | None:
+    rng = robot.limits.position_max - robot.limits.position_min
+    half = float(rng.min()) / 2
+    m = args.position_margin
+    if not (math.isfinite(m) and 0 <= m < half):
+        return (f"--position-margin {m!r}: must be finite, >= 0 and less than {half:.6g} rad (half the smallest "
+                f"position range of {robot.name}, joint {robot.joint_names[int(rng.argmin())]})")
+    if not (math.isfinite(args.rate) and args.rate >= 0):
+        return f"--rate {args.rate!r}: must be finite and >= 0 (Hz; 0: use the bag's times)"
+    if args.max_report < 0:
+        return f"--max-report {args.max_report}: must be >= 0"
+    return None
+
+
 def check_limits_cmd(args: argparse.Namespace) -> int:
     from simreal_ros.robot import load_robot
     from simreal_ros.shield.limits import check_limits
 
     try:
-        times, commands, clock = sent_commands(args.path, args.topic, args.mode, args.rate)
+        robot = load_robot(args.robot)
+    except (ValueError, OSError) as exc:
+        return _error(f"--robot {args.robot!r}: {exc}")
+    why = _options_error(args, robot)
+    if why:
+        return _error(why)
+    try:
+        times, commands, clock = sent_commands(args.path, args.topic, args.mode, args.rate, robot=robot)
     except ValueError as exc:
         return _error(str(exc))
-    violations = check_limits(load_robot(args.robot), times, commands, command_mode=args.mode,
-                              position_margin=args.position_margin)
+    violations = check_limits(robot, times, commands, command_mode=args.mode, position_margin=args.position_margin)
     print(f"{len(commands)} commands on {args.topic} (times: {clock}): {len(violations)} violation(s)")
     for v in violations[:args.max_report]:
         print(f"  #{v.index} t={v.time:.4f} {v.joint} {v.kind}: {v.value:.6g} (limit {v.limit:.6g})")
