@@ -222,8 +222,8 @@ def _decompress(compression: str, data: bytes, size: int) -> bytes:
         try:
             reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
             parts, got = [], 0
-            while got <= size:
-                part = reader.read(size + 1 - got)
+            while got <= size:  # in pieces: a corrupt size field must not allocate up front
+                part = reader.read(min(size + 1 - got, 1 << 20))
                 if not part:
                     break
                 parts.append(part)

@@ -306,6 +306,9 @@ def recover(bag: str | Path) -> RecoveryReport:
         other = sorted(p.name for p in bag.glob("*.db3"))
         raise BagInputError(f"{bag}: not an MCAP bag: no .mcap files"
                             + (f" ({', '.join(other)}: sqlite3 bags are not supported)" if other else ""))
+    if os.path.lexists(bag / ORIGINALS) and not (bag / ORIGINALS).is_dir():
+        raise BagInputError(f"{bag / ORIGINALS}: exists and is not a directory (recover keeps the originals "
+                            f"there); move it away")
     report = RecoveryReport(bag)
     old = None
     if os.path.lexists(bag / METADATA):
