@@ -326,3 +326,18 @@ def test_a_bag_with_nothing_readable_is_left_as_it_is(tmp_path, capsys):
     rc, _, err = recover_cli(bag, capsys)
     assert rc == 1 and "nothing changed" in err and err.count("\n") == 1
     assert (bag / "garbage_0.mcap").read_bytes() == junk and sorted(p.name for p in bag.iterdir()) == ["garbage_0.mcap"]
+
+
+@pytest.mark.parametrize("torn", [True, False])
+def test_a_flipped_byte_anywhere_loses_at_most_the_chunk_it_is_in(tmp_path, capsys, torn):
+    rec = record(tmp_path, n=1500)
+    size = len(rec.torn if torn else rec.complete)
+    for j, off in enumerate(np.linspace(0, size - 1, 16).astype(int)):
+        bag = damaged_bag(tmp_path, rec, torn=torn, flips=[int(off)], name=f"at{j}")
+        given = (bag / "rec_0.mcap").read_bytes()
+        rc, out, _ = recover_cli(bag, capsys)
+        assert rc == 0, (off, out)
+        hit = {k for k, c in enumerate(rec.chunks) if c.chunk_start_offset <= off < c.chunk_start_offset + c.chunk_length}
+        counts, _ = read_rosbags(bag)
+        assert counts == read_mcap(bag) and counts >= rec.total - sum((rec.per_chunk[k] for k in hit), Counter()), off
+        assert (bag / "original" / "rec_0.mcap").read_bytes() == given  # every damaged file is rebuilt, kept
