@@ -68,7 +68,7 @@ def test_joint_names_map_the_values_onto_the_robots_joints(tmp_path, capsys):
     by_name = dict(zip(NAMES, READY))
     by_name["panda_joint4"] = HI[3] + 0.24  # a real violation: 0.24 rad past joint 4's upper limit
     bag = sent_bag(tmp_path / "rot", names=rotated, positions=[by_name[n] for n in rotated])
-    rc, out, _ = check(capsys, bag)
+    rc, out, _ = check(capsys, bag, "--position-margin=0")
     # read in message order, joint 4's value would land on joint 3 (within its limits) and joint 5's 0.0 on
     # joint 4 (0.07 rad past its upper limit): one real violation hidden, one invented
     assert rc == 1 and "200 violation(s)" in out and violations(out) == {("panda_joint4", "position")}
@@ -118,3 +118,24 @@ def test_an_unstamped_command_topic_of_the_wrong_width_is_an_error(tmp_path, cap
         w.write("/cmd", enc({"layout": {"dim": [], "data_offset": 0}, "data": [0.0] * 6}), T0)
     rc, _, err = check(capsys, tmp_path / "fa", "--topic", "/cmd")
     assert rc == 2 and "message #0 has 6 values, panda has 7 joints" in err
+
+
+def test_the_default_margin_and_steps_are_the_recording_shields_settings(tmp_path, capsys):
+    from simreal_ros.shield.config import load_shield_config
+
+    shipped = load_shield_config()  # config/shield.yaml, read as the deployed node reads it
+    assert shipped.position_margin > 0
+    q = list(READY)
+    q[0] = HI[0] - shipped.position_margin / 2  # inside the hard limit, not inside the shield's margin
+    bag = sent_bag(tmp_path / "margin", positions=q)
+    rc, out, _ = check(capsys, bag)
+    assert rc == 1 and violations(out) == {("panda_joint1", "position")}
+    assert f"position margin {shipped.position_margin:g} rad, step gap {shipped.max_step_gap:g} s" in out
+    assert f"(limit {HI[0] - shipped.position_margin:.6g})" in out
+    assert check(capsys, bag, "--position-margin=0")[0] == 0
+    own = tmp_path / "shield.yaml"
+    own.write_text("safety_shield:\n  ros__parameters:\n    position_margin: 0.001\n")
+    assert check(capsys, bag, "--shield-config", str(own))[0] == 0
+    own.write_text("safety_shield:\n  ros__parameters:\n    position_margin: -1.0\n")
+    rc, out, err = check(capsys, bag, "--shield-config", str(own))
+    assert rc == 2 and out == "" and err.count("\n") == 1 and "--shield-config" in err and "position_margin" in err

@@ -35,10 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--topic", default=STAMPED_SENT_TOPIC,
                    help="the shield's stamped JointState copy (default: %(default)s; mapped by joint name), or a "
                         "Float64MultiArray command topic (robot joint order; receive times, or --rate)")
-    p.add_argument("--mode", choices=("position", "effort"), default="position", help="command mode")
+    p.add_argument("--shield-config", type=Path, default=None,
+                   help="the recording shield's parameter file (default: the shipped config/shield.yaml): its "
+                        "command_mode, position_margin, max_step_gap and min_step, read as the node reads them")
+    p.add_argument("--mode", choices=("position", "effort"), default=None,
+                   help="command mode (default: the shield config's)")
     p.add_argument("--robot", default="panda", help="robot description name (default: %(default)s)")
-    p.add_argument("--position-margin", type=float, default=0.0,
-                   help="rad inside the position limits: finite, >= 0, less than half the smallest position range")
+    p.add_argument("--position-margin", type=float, default=None,
+                   help="rad inside the position limits (default: the shield config's): finite, >= 0, less than "
+                        "half the smallest position range")
     p.add_argument("--rate", type=float, default=0.0,
                    help="Hz (finite, >= 0; 0: off): use nominal send times k/rate instead of the bag's receive times "
                         "(receive-time jitter inflates the differentiated velocity/acceleration/jerk)")
@@ -97,13 +102,22 @@ def _options_error(args: argparse.Namespace, robot) -> str | None:
 
 
 def check_limits_cmd(args: argparse.Namespace) -> int:
+    """The recorded commands against the robot's limits, with the recording shield's settings
+    (margin, step gap, min step, mode: the same loader as the deployed node) unless overridden."""
     from simreal_ros.robot import load_robot
+    from simreal_ros.shield.config import load_shield_config
     from simreal_ros.shield.limits import check_limits
 
     try:
         robot = load_robot(args.robot)
     except (ValueError, OSError) as exc:
         return _error(f"--robot {args.robot!r}: {exc}")
+    try:
+        shield = load_shield_config(args.shield_config)
+    except (ValueError, OSError) as exc:
+        return _error(f"--shield-config: {exc}")
+    args.mode = args.mode or shield.command_mode
+    args.position_margin = shield.position_margin if args.position_margin is None else args.position_margin
     why = _options_error(args, robot)
     if why:
         return _error(why)
@@ -111,8 +125,10 @@ def check_limits_cmd(args: argparse.Namespace) -> int:
         times, commands, clock = sent_commands(args.path, args.topic, args.mode, args.rate, robot=robot)
     except ValueError as exc:
         return _error(str(exc))
-    violations = check_limits(robot, times, commands, command_mode=args.mode, position_margin=args.position_margin)
-    print(f"{len(commands)} commands on {args.topic} (times: {clock}): {len(violations)} violation(s)")
+    violations = check_limits(robot, times, commands, command_mode=args.mode, position_margin=args.position_margin,
+                              max_step_gap=shield.max_step_gap, min_step=shield.min_step)
+    print(f"{len(commands)} commands on {args.topic} (times: {clock}; {args.mode} mode, position margin "
+          f"{args.position_margin:g} rad, step gap {shield.max_step_gap:g} s): {len(violations)} violation(s)")
     for v in violations[:args.max_report]:
         print(f"  #{v.index} t={v.time:.4f} {v.joint} {v.kind}: {v.value:.6g} (limit {v.limit:.6g})")
     return 1 if violations else 0
