@@ -9,10 +9,11 @@ import time
 import numpy as np
 import pytest
 
+from simreal_ros.bag.check import stamped_commands
 from simreal_ros.bringup.graph import GraphOptions, build_graph
 from simreal_ros.bringup.report import BASELINE_TOPIC, POLICY_TOPIC, STAMPED_SENT_TOPIC, commands, read_bag
 from simreal_ros.resources import share_dir
-from simreal_ros.shield import stamped_commands
+from simreal_ros.robot import load_robot
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 
@@ -115,7 +116,7 @@ def test_killing_the_policy_brakes_and_holds_and_recording_goes_on(tmp_path, ros
     assert _max(speeds[(t > t_kill - 2.0) & (t < t_kill)], "motion before the kill") > 0.1  # the bag shows it ...
     t_pol, _ = commands(data[POLICY_TOPIC])
     assert _max(t_pol, "policy proposals") < t_kill + 0.2  # ... the last proposal at the kill (receive time) ...
-    t_sent, sent = stamped_commands(data[STAMPED_SENT_TOPIC])
+    t_sent, sent = stamped_commands(data[STAMPED_SENT_TOPIC], load_robot())
     assert _max(t_sent, "sent commands") > t_kill_steady + 3.0  # ... the shield and the recording going on ...
     # ... and the arm braking within the command timeout (0.1 s) + one cycle + the braking time,
     # then holding still: the joint speeds decay and the sent targets stop changing
@@ -128,7 +129,7 @@ def test_shadow_mode_never_sends_a_policy_command(tmp_path):
     s = _session(tmp_path, goals=2, shield_mode="shadow")
     assert s["error"] is None, s
     data = read_bag(tmp_path / "run", [STAMPED_SENT_TOPIC, POLICY_TOPIC, BASELINE_TOPIC])
-    _, sent = stamped_commands(data[STAMPED_SENT_TOPIC])
+    _, sent = stamped_commands(data[STAMPED_SENT_TOPIC], load_robot())
     _, proposals = commands(data[POLICY_TOPIC])
     assert len(proposals) > 10 and len(sent) > 20  # the policy ran and was recorded
     # no sent command equals (or is near) any policy proposal ...

@@ -8,6 +8,8 @@ flags the raw outside request and accepts what the shield sent.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -225,3 +227,11 @@ def test_check_limits_on_recordings_that_start_mid_motion_or_have_gaps():
     gap_t = times[:3] + [times[2] + 1.0 + k * dt for k in range(3)]
     held = [READY] * 3 + [READY + 1e-4 * k**3 for k in range(3)]
     assert check_limits(ROBOT, gap_t, held, starts_at_rest=True) == []
+
+
+@pytest.mark.parametrize("key,value", [("position_margin", math.nan), ("position_margin", -1.0),
+                                       ("max_step_gap", math.inf), ("min_step", math.nan), ("rtol", -1e-6)])
+def test_check_limits_refuses_settings_that_would_weaken_it(key, value):
+    """A library caller passing a NaN margin silently turned the position check off."""
+    with pytest.raises(ValueError, match=key):
+        check_limits(ROBOT, [0.0, 0.01], [LIM.position_max + 0.3] * 2, **{key: value})

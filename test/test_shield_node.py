@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from simreal_ros.bag.check import stamped_commands
 from simreal_ros.robot import load_robot
-from simreal_ros.shield import check_limits, stamped_commands
+from simreal_ros.shield import check_limits
 
 pytestmark = pytest.mark.ros
 
@@ -174,7 +175,7 @@ def test_killed_proposer_stops_and_holds_within_timeout_plus_one_cycle(processes
     assert ros_node.spin_until(arm.settled, 10)
     # what went to the arm (speeding up, cruising, braking, holding) is within every limit
     assert len(arm.stamped) > 5
-    times, sent = stamped_commands(arm.stamped)
+    times, sent = stamped_commands(arm.stamped, ROBOT)
     on_topic = {tuple(x) for x in arm.sent}
     assert all(tuple(x) in on_topic for x in sent[:-2])  # the same commands as on the command topic
     assert check_limits(ROBOT, times, sent, position_margin=0.01) == []

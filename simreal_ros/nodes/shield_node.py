@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
@@ -52,6 +51,7 @@ from simreal_ros.robot import RobotDescriptionError, load_robot
 from simreal_ros.settings import from_settings
 from simreal_ros.shield import Shield
 from simreal_ros.shield.config import NODE_NAME, SHIELD_SETTINGS, ShieldConfig
+from simreal_ros.shield.runtime import ERROR, OK, WARN, ShieldRuntime
 
 #: The node's parameters: every setting of the core (ShieldConfig, declared once) plus the wiring.
 SPEC = [
@@ -71,6 +71,7 @@ SPEC = [
     Param("autostart", False, "configure + activate at start (no lifecycle manager needed)"),
     Param("diagnostics_period", 1.0, "s between /diagnostics messages", low=0.05, high=60.0),
 ]
+DIAG_LEVEL = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
 MODE_SERVICES = ("active", "shadow", "blend", "hold")
 
 
@@ -85,17 +86,11 @@ class ShieldNode(LifecycleNode):
             self.declare_parameter(p.name, ros_default(p), descriptor(p, ranges=False))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.shield: Shield | None = None
+        self.run: ShieldRuntime | None = None
         self.exit_code: int | None = None
-        self._active = False
-        self._stopping = False  # deactivated: braking until stationary
         self._entities: list = []
-        self._last_step = -np.inf
-        self._last_pub_time = -np.inf
-        self._last_sent: np.ndarray | None = None
-        self._diag_key = None
         self._syncing = False
         self._warned_no_velocity = False
-        self.bad_states = 0
         sim_time = self.get_parameter("use_sim_time").value
         self._clock = self.get_clock() if sim_time else Clock(clock_type=ClockType.STEADY_TIME)
         if self.get_parameter("autostart").value:
@@ -119,6 +114,7 @@ class ShieldNode(LifecycleNode):
             p = declare_and_read(self, SPEC)
             robot = load_robot(p["robot"])
             self.shield = Shield(robot, self._config(p))
+            self.run = ShieldRuntime(self.shield)
         except (ParameterError, RobotDescriptionError, ValueError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
@@ -153,22 +149,16 @@ class ShieldNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if not self._stopping:  # (reactivated while still braking: keep the motion going smoothly)
-            self.shield.restart()
-        self._stopping = False
-        ok, why = self.shield.set_mode(self.params["mode"])
+        ok, why = self.run.activate(self.params["mode"])
         if not ok:
             self.get_logger().warning(f"mode '{self.params['mode']}' refused on activate: {why}")
-        self._active = True
         self.get_logger().info(f"active: forwarding ({self.shield.mode})")
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.params["mode"] = self.get_parameter("mode").value
-        if self.shield is not None and self._active:
-            self.shield.set_mode("hold")
-            self._stopping = True
-        self._active = False
+        if self.run is not None:
+            self.run.deactivate()
         self.get_logger().info("inactive: braking, then holding")
         return super().on_deactivate(state)
 
@@ -190,8 +180,7 @@ class ShieldNode(LifecycleNode):
                 except (TypeError, AttributeError):
                     continue
         self._entities = []
-        self.shield = None
-        self._active = self._stopping = False
+        self.shield = self.run = None
 
     # ------------------------------------------------------------------ inputs
     def _now(self) -> float:
@@ -202,42 +191,27 @@ class ShieldNode(LifecycleNode):
         try:
             q, dq, _ = self.order.arrays(msg)
         except ValueError as exc:
-            self.bad_states += 1
+            self.run.bad_states += 1
             self.get_logger().error(f"ignoring state on {self.params['state_topic']}: {exc}",
                                     throttle_duration_sec=2.0)
             return
-        if dq is None:
-            if not self._warned_no_velocity:
-                self.get_logger().warning("joint state without velocities: the torque check assumes 0")
-                self._warned_no_velocity = True
-            dq = np.zeros_like(q)
-        stamp = stamp_to_sec(msg.header.stamp) or now
-        try:
-            accepted = self.shield.update_state(q, dq, stamp, now)
-        except ValueError as exc:  # an absurd stamp
-            accepted = False
-            self.get_logger().error(f"ignoring state: {exc}", throttle_duration_sec=2.0)
-        if not accepted:
-            self.get_logger().warning("rejected joint state (non-finite, implausible, or a stamp that did not "
-                                      "advance: a frozen driver)",
-                                   throttle_duration_sec=2.0)
-
-    def _driver(self) -> str | None:
-        sh = self.shield
-        if sh.mode == "hold":
-            return None
-        return "baseline" if sh.modes.alpha <= 0.0 else "policy"
+        if dq is None and not self._warned_no_velocity:
+            self.get_logger().warning("joint state without velocities: the torque check assumes 0")
+            self._warned_no_velocity = True
+        why = self.run.on_state(q, dq, stamp_to_sec(msg.header.stamp) or now, now)
+        if why:
+            self.get_logger().warning(f"rejected joint state: {why}", throttle_duration_sec=2.0)
 
     def _on_command(self, source: str, msg: Float64MultiArray) -> None:
         now = self._now()
         kind = msg.layout.dim[0].label if msg.layout.dim else ""
-        if not self.shield.propose(source, msg.data, kind=kind, now=now):
+        ok, cycle = self.run.on_command(source, msg.data, kind, now)
+        if not ok:
             mode = self.shield.config.command_mode
             why = (f"labelled '{kind or '(none)'}', the shield takes '{mode}' commands" if kind != mode else
                    f"non-finite, implausible or {len(msg.data)} values for {len(self.order.names)} joints")
             self.get_logger().error(f"rejected {source} command ({why}): holding", throttle_duration_sec=1.0)
-        if (self._active or self._stopping) and source == self._driver():
-            self._step(now)
+        self._publish(cycle)
 
     def _on_revert(self, msg: String) -> None:
         self.shield.request_revert(msg.data)
@@ -245,28 +219,19 @@ class ShieldNode(LifecycleNode):
         self._sync_mode_parameter()
 
     def _on_timer(self) -> None:
-        if not (self._active or self._stopping):
-            return
-        now = self._now()
-        sh = self.shield
-        drv = self._driver()
-        stale = drv is None or not sh.command_fresh(drv, now)
-        if stale or now - self._last_step >= 1.5 * self.params["control_period"]:
-            self._step(now)
+        if self.run is not None:
+            self._publish(self.run.on_timer(self._now()))
 
-    # ------------------------------------------------------------------ cycle
-    def _step(self, now: float) -> None:
-        sh = self.shield
-        out = sh.step(now)
-        self._last_step = now
-        if out.command is None or out.time <= self._last_pub_time:
+    # ------------------------------------------------------------------ output
+    def _publish(self, cycle) -> None:
+        if cycle is None:
             return
-        if self._stopping and self._last_sent is not None and np.array_equal(out.command, self._last_sent):
-            self._stopping = False  # stationary: stop publishing (the controller holds the last target)
-            self.get_logger().info("inactive: holding")
+        log = {OK: self.get_logger().info, WARN: self.get_logger().warning, ERROR: self.get_logger().error}
+        for level, text in cycle.events:  # (status changes only: rare, not throttled)
+            log[level](text)
+        if not cycle.publish:
             return
-        self._last_pub_time = out.time
-        self._last_sent = out.command
+        out = cycle.output
         self.cmd_pub.publish(array_msg(out.command))
         if self.sent_pub is not None:  # the same command, stamped with the time the shield used
             effort = self.shield.config.command_mode == "effort"
@@ -280,15 +245,9 @@ class ShieldNode(LifecycleNode):
             self.shadow_pub.publish(array_msg(out.shadow_command))
             if out.shadow_interventions:
                 self.shadow_iv_pub.publish(self._interventions_msg(out.shadow_interventions, stamp, "policy"))
-        key = (out.mode, out.fault, out.estop, out.reverted, out.reason.split(" (")[0])
-        if key != self._diag_key:
-            if out.reverted and (self._diag_key is None or not self._diag_key[3]):
-                self.get_logger().error(f"reverted to {out.mode}: {out.reverted} (latched until ~/reset)")
-            self._diag_key = key
-            if out.reason:
-                self.get_logger().warning(f"holding: {out.reason}", throttle_duration_sec=1.0)
+        if cycle.status_changed:
             self._sync_mode_parameter()
-            self._publish_diagnostics(out)
+            self._publish_diagnostics()
 
     def _interventions_msg(self, interventions, stamp, source: str) -> DiagnosticArray:
         msg = DiagnosticArray()
@@ -302,30 +261,14 @@ class ShieldNode(LifecycleNode):
                         KeyValue(key="applied", value=repr(iv.applied)), KeyValue(key="source", value=source)]))
         return msg
 
-    def _publish_diagnostics(self, out=None) -> None:
-        sh = self.shield
-        if sh is None:
+    def _publish_diagnostics(self) -> None:
+        if self.run is None:
             return
-        out = out or sh.last_output
-        if out is not None and (out.fault or out.estop):
-            level, text = DiagnosticStatus.ERROR, out.fault or f"e-stop: {sh.estop_reason}"
-        elif out is not None and (out.reverted or out.reason):
-            level, text = DiagnosticStatus.WARN, out.reverted and f"reverted: {out.reverted}" or out.reason
-        else:
-            level, text = DiagnosticStatus.OK, "forwarding" if self._active else "inactive"
-        values = {"lifecycle": "active" if self._active else "inactive", "mode": sh.mode,
-                  "command_mode": sh.config.command_mode,
-                  "source": out.source if out else "", "alpha": f"{sh.modes.alpha:.3f}",
-                  "fault": sh.fault or "", "estop": str(sh.estop_reason is not None).lower(),
-                  "reverted": sh.modes.reverted or "", "reason": out.reason if out else "",
-                  "bad_state_messages": str(self.bad_states)}
-        drv = self._driver()
-        if drv is not None:
-            values["command_age"] = f"{sh.command_age(drv, out.time if out else self._now()):.4f}"
-        values.update({k: str(v) for k, v in sorted(sh.counts.items())})
+        level, text, values = self.run.status(self._now())
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.status.append(DiagnosticStatus(level=level, name=NODE_NAME, message=text, hardware_id=self.robot.name,
+        msg.status.append(DiagnosticStatus(level=DIAG_LEVEL[level], name=NODE_NAME, message=text,
+                                           hardware_id=self.robot.name,
                                            values=[KeyValue(key=k, value=v) for k, v in values.items()]))
         self.diag_pub.publish(msg)
 
@@ -349,7 +292,7 @@ class ShieldNode(LifecycleNode):
 
     def _sync_mode_parameter(self) -> None:
         sh = self.shield
-        if sh is not None and self.get_parameter("mode").value != sh.mode and not self._stopping:
+        if sh is not None and self.get_parameter("mode").value != sh.mode and not self.run.stopping:
             self._syncing = True
             try:
                 self.set_parameters([Parameter("mode", value=sh.mode)])
@@ -366,7 +309,7 @@ class ShieldNode(LifecycleNode):
         for prm in params:
             if prm.name != "mode" or self.shield is None or self._syncing:
                 continue
-            if not self._active:
+            if not self.run.active:
                 self.params["mode"] = prm.value
                 continue
             ok, why = self.shield.set_mode(prm.value)

@@ -166,6 +166,11 @@ def check_limits(
     """
     if command_mode not in ("position", "effort"):
         raise ValueError(f"command_mode must be 'position' or 'effort', got {command_mode!r}")
+    for name, value in (("position_margin", position_margin), ("max_step_gap", max_step_gap),
+                        ("min_step", min_step), ("rtol", rtol)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"check_limits {name} must be finite and >= 0, got {value!r} "
+                             "(a NaN or negative one would silently weaken the check)")
     names = robot.joint_names
     n = robot.n_joints
     lim = robot.limits
@@ -237,19 +242,3 @@ def check_limits(
             flag(k, "effort_rate", (tau - taup) / dt, lim.effort_rate, eps_t / dt)
         prev = (k, x, v, a, tau)
     return out
-
-
-def stamped_commands(messages, command_mode: str = "position") -> tuple[np.ndarray, np.ndarray]:
-    """(times, commands) from the shield's ``/simreal/shield/sent`` JointState messages (or
-    ``(bag_time, msg)`` pairs), using ``header.stamp``: the shield's own step times.
-
-    Check a recording with these rather than with receive times: transport jitter of a few
-    ms shows up as spurious acceleration/jerk "violations" whenever the shield is
-    saturating a limit exactly. Duck-typed (no ROS imports).
-    """
-    times, rows = [], []
-    for item in messages:
-        msg = item[1] if isinstance(item, tuple) else item
-        times.append(msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec)
-        rows.append(list(msg.effort if command_mode == "effort" else msg.position))
-    return np.asarray(times, dtype=float), np.asarray(rows, dtype=float)

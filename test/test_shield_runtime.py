@@ -1,0 +1,101 @@
+"""The shield's node cycle without ROS: when it steps, what it publishes, braking until still
+after deactivation, status (simreal_ros.shield.runtime)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simreal_ros.robot import load_robot
+from simreal_ros.shield import Shield, ShieldConfig, check_limits
+from simreal_ros.shield.runtime import ERROR, OK, WARN, ShieldRuntime
+
+ROBOT = load_robot()
+N = ROBOT.n_joints
+READY = ROBOT.ready_pose.copy()
+PERIOD = 0.01
+
+
+def make(**cfg):
+    cfg = {"control_period": PERIOD, "max_step_gap": 2 * PERIOD, "revert_fraction": 1.0, **cfg}
+    return ShieldRuntime(Shield(ROBOT, ShieldConfig(**cfg)))
+
+
+def test_steps_on_the_driving_command_and_the_timer_covers_a_silent_proposer():
+    run = make()
+    run.activate("active")
+    t, q = 0.0, READY.copy()
+    assert run.on_state(q, np.zeros(N), t, t) is None
+    assert run.on_timer(t).output.reason == "starting: holding"
+    target = READY + 0.3
+    published = []
+    for k in range(1, 40):
+        t = k * PERIOD
+        run.on_state(q, np.zeros(N), t, t)
+        ok, cycle = run.on_command("policy", target, "position", t)
+        assert ok and cycle is not None and cycle.publish  # the driving source's command steps it
+        assert run.on_timer(t + 0.1 * PERIOD) is None  # a step just happened: the timer waits
+        q = cycle.output.command
+        published.append((t, q))
+    ok, cycle = run.on_command("baseline", READY, "position", t + 0.001)
+    assert ok and cycle is None  # not the driving source: no step
+    # the policy falls silent: the timer keeps stepping and the shield stops within the timeout
+    holds = []
+    for k in range(40, 80):
+        t = k * PERIOD
+        run.on_state(q, np.zeros(N), t, t)
+        cycle = run.on_timer(t)
+        if cycle is not None and cycle.publish:
+            q = cycle.output.command
+            published.append((t, q))
+            holds.append(cycle)
+    assert any(c.status_changed and any(lv == WARN and "no fresh policy" in txt for lv, txt in c.events)
+               for c in holds)
+    times, cmds = zip(*published)
+    assert check_limits(ROBOT, times, cmds, position_margin=0.01, max_step_gap=2 * PERIOD,
+                        starts_at_rest=False) == []
+    level, text, values = run.status(t)
+    assert level == WARN and "no fresh policy" in text and values["lifecycle"] == "active"
+
+
+def test_after_deactivation_it_brakes_then_stops_publishing():
+    run = make()
+    run.activate("active")
+    t, q = 0.0, READY.copy()
+    run.on_state(q, np.zeros(N), t, t)
+    run.on_timer(t)
+    target = READY + 1.0
+    for k in range(1, 30):
+        t = k * PERIOD
+        run.on_state(q, np.zeros(N), t, t)
+        q = run.on_command("policy", target, "position", t)[1].output.command
+    moving = q.copy()
+    run.deactivate()
+    assert run.running and not run.active
+    events, n_pub = [], 0
+    for k in range(30, 200):
+        t = k * PERIOD
+        run.on_state(q, np.zeros(N), t, t)
+        cycle = run.on_timer(t)
+        if cycle is None:
+            continue
+        events += cycle.events
+        if cycle.publish:
+            n_pub += 1
+            q = cycle.output.command
+    assert n_pub > 2 and not np.allclose(q, moving)  # it kept publishing while braking ...
+    assert (OK, "inactive: holding") in events and not run.running  # ... then stopped
+    assert run.on_timer(t + PERIOD) is None
+    assert run.status(t)[2]["lifecycle"] == "inactive"
+
+
+def test_a_rejected_state_says_why_and_an_estop_is_an_error_status():
+    run = make()
+    run.activate("active")
+    assert run.on_state(READY, None, 1.0, 1.0) is None  # no velocities: taken as 0
+    assert "did not advance" in run.on_state(READY, np.zeros(N), 1.0, 1.01)
+    assert "finite time" in run.on_state(READY, np.zeros(N), float("inf"), 1.02)
+    run.on_timer(1.02)
+    run.shield.estop("test")
+    run.on_timer(1.03)
+    level, text, values = run.status(1.03)
+    assert level == ERROR and "e-stop" in text and values["estop"] == "true"
