@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import yaml
 
 from simreal_ros.robot.errors import RobotDescriptionError, as_number
-from simreal_ros.robot.strict_yaml import load_yaml, yaml_error_text
+from simreal_ros.robot.strict_yaml import load_section
 
 #: N m/rad; below this a target hardly acts on the arm (see the module docstring).
 STIFFNESS_MIN = 1.0
@@ -35,6 +34,7 @@ GAIN_KEYS = ("stiffness", "damping")
 
 
 def _ro(values: Sequence[float]) -> np.ndarray:
+    """A read-only float copy (the description's arrays cannot be changed in place)."""
     arr = np.array(values, dtype=float)
     arr.setflags(write=False)
     return arr
@@ -95,15 +95,7 @@ def load_gains(path: str | Path, joint_names: Sequence[str], velocity: np.ndarra
             key, a value that is not a number, or gains inconsistent with the limits.
     """
     path = Path(path)
-    try:
-        data = load_yaml(path)
-    except FileNotFoundError:
-        raise RobotDescriptionError(f"{path}: impedance gains file not found") from None
-    except yaml.YAMLError as exc:
-        raise RobotDescriptionError(f"{path}: malformed YAML: {yaml_error_text(exc)}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("impedance"), dict):
-        raise RobotDescriptionError(f"{path}: needs a top-level 'impedance' mapping")
-    table = data["impedance"]
+    table = load_section(path, "impedance", "impedance gains file")
     unknown = [j for j in table if j not in joint_names]
     if unknown:
         raise RobotDescriptionError(f"{path}: impedance: unknown joint(s) {unknown} (robot joints: {list(joint_names)})")

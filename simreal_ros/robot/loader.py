@@ -16,7 +16,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
-import yaml
 from transforms3d.euler import euler2mat
 
 from simreal_ros.resources import resource
@@ -24,7 +23,7 @@ from simreal_ros.robot.errors import RobotDescriptionError
 from simreal_ros.robot.gains import load_gains
 from simreal_ros.robot.model import Joint, JointLimits, RobotModel, _apply_overrides, _ro, override_value
 from simreal_ros.robot.published import PublishedLimits, load_published_limits
-from simreal_ros.robot.strict_yaml import load_yaml, yaml_error_text
+from simreal_ros.robot.strict_yaml import load_section
 
 #: URDF <limit> attribute -> joint_limits key of the same limit (the published table's names)
 _URDF_LIMIT_KEYS = {"lower": "min_position", "upper": "max_position", "velocity": "max_velocity",
@@ -106,15 +105,7 @@ def _urdf_limits(path: Path, joint: ET.Element) -> tuple[dict[str, float], dict[
 
 def _read_joint_limits(path: Path, names: list[str], published: PublishedLimits) -> dict:
     """The ``joint_limits`` mapping of ``path``: every value a number within the published ceiling."""
-    try:
-        data = load_yaml(path)
-    except FileNotFoundError:
-        raise RobotDescriptionError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise RobotDescriptionError(f"{path}: malformed YAML: {yaml_error_text(exc)}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("joint_limits"), dict):
-        raise RobotDescriptionError(f"{path}: needs a top-level 'joint_limits' mapping")
-    jl = data["joint_limits"]
+    jl = load_section(path, "joint_limits", "file")
     for jn, entry in jl.items():
         if jn not in names:
             raise RobotDescriptionError(f"{path}: unknown joint '{jn}' (robot joints: {names})")

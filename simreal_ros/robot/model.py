@@ -14,7 +14,7 @@ import numpy as np
 from transforms3d.axangles import axangle2mat
 
 from simreal_ros.robot.errors import RobotDescriptionError, as_number
-from simreal_ros.robot.gains import ImpedanceGains
+from simreal_ros.robot.gains import ImpedanceGains, _ro
 
 #: Limit kinds, in the order used by :class:`JointLimits` and in error messages.
 LIMIT_KINDS = (
@@ -27,10 +27,6 @@ LIMIT_KINDS = (
 )
 
 
-def _ro(a: Sequence[float]) -> np.ndarray:
-    arr = np.array(a, dtype=float)
-    arr.setflags(write=False)
-    return arr
 
 
 @dataclass(frozen=True)

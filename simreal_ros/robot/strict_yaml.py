@@ -80,3 +80,20 @@ def yaml_error_text(exc: yaml.YAMLError) -> str:
             return str(exc.problem)
         return f"{exc.context + ': ' if exc.context else ''}{exc.problem}{where}"
     return " ".join(str(exc).split())
+
+
+def load_section(path: str | Path, key: str, what: str) -> dict:
+    """The top-level mapping ``key`` of the YAML file ``path`` (strictly parsed); every
+    problem is a RobotDescriptionError naming the file (``what`` names the file's role)."""
+    from simreal_ros.robot.errors import RobotDescriptionError
+
+    path = Path(path)
+    try:
+        data = load_yaml(path)
+    except FileNotFoundError:
+        raise RobotDescriptionError(f"{path}: {what} not found") from None
+    except yaml.YAMLError as exc:
+        raise RobotDescriptionError(f"{path}: malformed YAML: {yaml_error_text(exc)}") from None
+    if not isinstance(data, dict) or not isinstance(data.get(key), dict):
+        raise RobotDescriptionError(f"{path}: needs a top-level '{key}' mapping")
+    return data[key]
