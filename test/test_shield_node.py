@@ -191,7 +191,8 @@ def test_stale_state_latches_fault_until_reset(processes, ros_node):
     arm.publish_state = False
     assert ros_node.spin_until(lambda: "stale" in arm.last_diag().get("fault", ""), 10)
     arm.publish_state = True
-    ros_node.spin_until(lambda: False, 0.5)
+    n_diag = len(arm.diag)  # two more status reports while fresh states flow in (counts, not a wait)
+    assert ros_node.spin_until(lambda: len(arm.diag) >= n_diag + 2, 10)
     assert "stale" in arm.last_diag()["fault"]  # fresh state alone does not clear it
     res = call_trigger(ros_node, "/safety_shield/reset")
     assert res.success, res.message
@@ -209,7 +210,7 @@ def test_estop_and_reset_through_services(processes, ros_node):
     assert ros_node.spin_until(lambda: arm.last_diag().get("estop") == "true", 10)
     assert ros_node.spin_until(arm.settled, 10)
     n = len(arm.sent)
-    ros_node.spin_until(lambda: False, 0.5)
+    assert ros_node.spin_until(lambda: len(arm.sent) >= n + 20, 10)  # it keeps sending: the hold
     assert all(np.array_equal(s, arm.sent[n - 1]) for s in arm.sent[n:])  # holding, latched
     res = call_trigger(ros_node, "/safety_shield/reset")
     assert res.success, res.message
@@ -249,7 +250,7 @@ def test_lifecycle_without_autostart_publishes_only_when_active(processes, ros_n
     from lifecycle_msgs.srv import ChangeState
 
     arm = Arm(ros_node)
-    start_shield(processes)
+    shield = start_shield(processes)
     start_proposer(processes, READY)
     cli = ros_node.create_client(ChangeState, "/safety_shield/change_state")
     assert ros_node.spin_until(cli.service_is_ready, 30)
@@ -265,9 +266,10 @@ def test_lifecycle_without_autostart_publishes_only_when_active(processes, ros_n
     fut = cli.call_async(ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))
     assert ros_node.spin_until(fut.done, 10) and fut.result().success
     assert ros_node.spin_until(arm.settled, 10)
-    n = len(arm.sent)
-    ros_node.spin_until(lambda: False, 0.5)
-    assert len(arm.sent) == n  # inactive: holding, nothing published
+    n, n_diag = len(arm.sent), len(arm.diag)
+    # the inactive node still reports its status: over two reports, not one command more
+    assert ros_node.spin_until(lambda: len(arm.diag) >= n_diag + 2, 10), processes.output(shield)[-2000:]
+    assert len(arm.sent) == n and arm.last_diag().get("lifecycle") == "inactive"
 
 
 def test_a_torque_command_never_drives_a_position_shield(processes, ros_node):

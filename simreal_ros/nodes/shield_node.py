@@ -226,9 +226,15 @@ class ShieldNode(LifecycleNode):
     def _publish(self, cycle) -> None:
         if cycle is None:
             return
-        log = {OK: self.get_logger().info, WARN: self.get_logger().warning, ERROR: self.get_logger().error}
-        for level, text in cycle.events:  # (status changes only: rare, not throttled)
-            log[level](text)
+        logger = self.get_logger()
+        for level, text in cycle.events:  # status changes only: rare, not throttled
+            # (one call site per severity: rclpy refuses a call site that changes severity)
+            if level == ERROR:
+                logger.error(text)
+            elif level == WARN:
+                logger.warning(text)
+            else:
+                logger.info(text)
         if not cycle.publish:
             return
         out = cycle.output
