@@ -104,6 +104,13 @@ def test_reordered_state_is_dropped_and_a_restarted_clock_needs_a_reset():
     ok, _ = shield.reset(0.003)  # the operator's reset accepts the restarted clock
     assert ok and shield.update_state(READY + 0.2, np.zeros(N), 0.5, 0.004)
     assert np.allclose(shield.state[0], READY + 0.2)
+    # a driver that restarted long ago: every state refused, the state went stale, the first
+    # reset is refused but lets the next state in, and the second one succeeds
+    assert not shield.update_state(READY, np.zeros(N), 0.1, 5.0)
+    ok, why = shield.reset(5.0)
+    assert not ok and "reset again" in why
+    assert shield.update_state(READY, np.zeros(N), 0.1, 5.001)
+    assert shield.reset(5.002)[0]
 
 
 def test_a_frozen_driver_resending_its_last_sample_goes_stale_and_stops_the_policy():

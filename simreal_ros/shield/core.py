@@ -214,11 +214,13 @@ class Shield:
 
     def reset(self, now: float) -> tuple[bool, str]:
         """Clear e-stop, faults and a latched revert; refused without a fresh joint state.
-        Also accepts the next joint state whatever its stamp (e.g. a restarted driver clock)."""
+        Either way the next joint state is accepted whatever its stamp, so after a driver
+        restart (its clock went back, every state was refused) a second reset succeeds."""
         now = checked_time(now)
         self.state_stamp = -math.inf
         if not self._state_fresh.fresh(now):
-            return False, "reset refused: no fresh joint state"
+            return False, ("reset refused: no fresh joint state (the next one is accepted whatever its stamp; "
+                           "reset again once states arrive)")
         self.estop_reason = None
         self.fault = None
         self.modes.clear_revert()
