@@ -175,3 +175,19 @@ def test_real_driver_file_names_topics_the_nodes_have():
             assert dst in topics.values()
             remapped.add(src)
     assert {"/joint_states", "/forward_position_controller/commands"} <= remapped
+
+
+def test_the_documented_topic_list_names_every_default_topic():
+    """simreal_ros/nodes/__init__.py lists the default topics: every topic a node's parameters
+    default to is in it, and it names none that no node has."""
+    import simreal_ros.nodes as nodes_pkg
+
+    listed = set(re.findall(r"^(/\S+)\s", nodes_pkg.__doc__, flags=re.M))
+    defaults = set()
+    for node in NODES:
+        for s in _spec(node).values():
+            values = s.default if isinstance(s.default, tuple) else (s.default,)
+            defaults |= {v.split(":", 1)[0] for v in values if isinstance(v, str) and v.startswith("/")}
+    fixed = {"/diagnostics", "/clock", "/simreal/recorder/status"}  # not parameters: fixed names
+    assert defaults - listed == set(), "default topics missing from the documented list"
+    assert listed - defaults - fixed == set(), "documented topics that no node has"

@@ -9,12 +9,18 @@ topic                                       type                               p
 /simreal/state_covariance                   std_msgs/Float64MultiArray         state_estimator
 /simreal/belief                             std_msgs/Float64MultiArray         state_estimator
 /simreal/goal                               geometry_msgs/PointStamped         sim_bridge / user
-/simreal/policy/command                     std_msgs/Float64MultiArray         policy_executor
-/simreal/baseline/command                   std_msgs/Float64MultiArray         baseline_controller
-/forward_position_controller/commands       std_msgs/Float64MultiArray         safety_shield (sent)
+/simreal/policy/command                     std_msgs/Float64MultiArray         policy_executor (labelled kind)
+/simreal/baseline/command                   std_msgs/Float64MultiArray         baseline_controller (labelled)
+/forward_position_controller/commands       std_msgs/Float64MultiArray         safety_shield (sent, position mode)
+/forward_effort_controller/commands         std_msgs/Float64MultiArray         safety_shield (sent, effort mode)
+/simreal/shield/sent                        sensor_msgs/JointState             safety_shield (sent, its own stamps)
 /simreal/shield/interventions               diagnostic_msgs/DiagnosticArray    safety_shield
+/simreal/shield/shadow_command              std_msgs/Float64MultiArray         safety_shield (shadow mode)
+/simreal/shield/shadow_interventions        diagnostic_msgs/DiagnosticArray    safety_shield (shadow mode)
 /simreal/shield/revert                      std_msgs/String (reason)           monitors -> shield
 /simreal/sim/ground_truth                   sensor_msgs/JointState             sim_bridge (eval only)
+/simreal/sim/goal_request                   geometry_msgs/PointStamped         user -> sim_bridge
+/simreal/recorder/status                    (in the bag only)                  recorder counters
 /diagnostics                                diagnostic_msgs/DiagnosticArray    every node
 /clock                                      rosgraph_msgs/Clock                sim_bridge (unpaced)
 ==========================================  =================================  =========================
