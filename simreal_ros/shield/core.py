@@ -120,7 +120,9 @@ class Shield:
         self._restart = False
         # the target may lead the measured arm by the controller's steady-state lag at the
         # (tracking-scaled) velocity limit, no more (see shield.filter)
-        self._pos_filter = PositionFilter(self.limits, self.K, self.D, track_lead=self.D * self.limits.v / self.K)
+        self._pos_filter = PositionFilter(self.limits, self.K, self.D, track_lead=self.D * self.limits.v / self.K,
+                                          arm_limits=(robot.limits.position_min, robot.limits.position_max,
+                                                      robot.limits.velocity))
         self._v_plausible = cfg.max_state_speed * robot.limits.velocity
         self._q_plausible = (robot.limits.position_min - cfg.implausible_position,
                              robot.limits.position_max + cfg.implausible_position)

@@ -26,6 +26,13 @@ above and a later one is only met as closely as the earlier ones allow. Then the
 check: if the new state could not stop before a position limit (see
 :func:`~simreal_ros.shield.limits.stopping_distance`), *every* joint brakes instead (request
 "stop here"), as ros2_control's saturation limiter does.
+
+The arm is checked too, not only the command: a joint that lags its target catches up faster
+than the command moves, and a heavy, underdamped joint overshoots a stopped target (measured:
+joint 1 went 15 mrad past its limit while the command was braking within it). So every joint
+also brakes when a *measured* joint moving towards a limit could not stop inside the robot's
+own (untightened) limit: ``q_m + (D/K) dq_m`` (the controller's lag behind a stopped target)
+plus the stopping distance from ``dq_m`` at the planned deceleration.
 """
 
 from __future__ import annotations
@@ -110,7 +117,8 @@ class PositionFilter:
     rows are computed at once (:meth:`rows`) to clip, brake and label the intervention.
     """
 
-    def __init__(self, lim: ShieldLimits, K: np.ndarray, D: np.ndarray, track_lead: np.ndarray | None = None) -> None:
+    def __init__(self, lim: ShieldLimits, K: np.ndarray, D: np.ndarray, track_lead: np.ndarray | None = None,
+                 arm_limits: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
         self.lim, self.K, self.D = lim, np.asarray(K, dtype=float), np.asarray(D, dtype=float)
         n = lim.v.shape[0]
         self.track_lead = np.full(n, np.inf) if track_lead is None else np.asarray(track_lead, dtype=float)
@@ -121,6 +129,17 @@ class PositionFilter:
         self.tau_span = np.where(ok, lim.tau * self.Kinv0, np.inf)
         self.dtau_span = np.where(ok, lim.dtau * self.Kinv0, np.inf)
         self.DK = self.D * self.Kinv0
+        # (lo, hi, v_max) of the measured arm: it must be able to stop inside [lo, hi] (the
+        # robot's own limits) from its measured velocity; None: not checked
+        self.arm = arm_limits
+        if arm_limits is not None:
+            lo_a, hi_a, v_a = (np.asarray(x, dtype=float) for x in arm_limits)
+            self.arm = (lo_a, hi_a)
+            # no arm check needed farther than this from a limit (stopping distance at v_a)
+            inner_arm = (hi_a - lo_a) / 2 - stopping_distance(lim, v_a, np.zeros(n)) - self.DK * v_a - 1e-9
+            mid_arm = (lo_a + hi_a) / 2
+        else:
+            inner_arm, mid_arm = np.full(n, np.inf), np.zeros(n)
         self.two_over_j = 2.0 / lim.j
         # no braking check needed farther than this from a limit (stopping distance at
         # full velocity and acceleration)
@@ -140,7 +159,8 @@ class PositionFilter:
         # per-joint Python floats for the scalar fast path (7 joints: cheaper than numpy calls)
         self._consts = list(zip(*(x.tolist() for x in (
             lim.v, lim.a, lim.j, self.two_over_j, lim.q_lo, lim.q_hi, self.mid, self.inner,
-            self.DK, self.Kinv0, self.tau_span, self.dtau_span, self.K, self.D, self.track_lead))))
+            self.DK, self.Kinv0, self.tau_span, self.dtau_span, self.K, self.D, self.track_lead, mid_arm,
+            inner_arm))))
 
     def rows(self, q, v, a, tau, dtp: float, meas, dt: float | None = None) -> np.ndarray:
         """Every limit as a bound on the next target, both sides at once in signed form:
@@ -178,7 +198,7 @@ class PositionFilter:
             qm_l, dqm_l = meas[0].tolist(), meas[1].tolist()
             tau_l = st.tau.tolist() if st.tau is not None else None
         vn, an, taun = [], [], []
-        for i, (V, A, J, tj, qlo, qhi, mid, inner, DK, Ki, tsp, dsp, K, D, TL) in enumerate(self._consts):
+        for i, (V, A, J, tj, qlo, qhi, mid, inner, DK, Ki, tsp, dsp, K, D, TL, mida, innera) in enumerate(self._consts):
             q, v, a, r = q_l[i], v_l[i], a_l[i], r_l[i]
             # (conditional expressions instead of min(): same values, a third of the cost)
             up = V - v
@@ -201,6 +221,8 @@ class PositionFilter:
             nlo = nlo if nlo < -qlo else -qlo
             if has_meas:
                 qmi = qm_l[i]
+                if not abs(qmi - mida) < innera:  # the arm is near a limit: the vectorized path checks it
+                    return None
                 x = qmi + TL
                 hi = hi if hi < x else x
                 x = -qmi + TL
@@ -226,6 +248,21 @@ class PositionFilter:
             if has_meas:
                 taun.append(K * (r - qm_l[i]) - D * dqm_l[i])
         return vn, an, (taun if has_meas else None)
+
+    def _arm_overruns(self, meas) -> bool:
+        """Could the measured arm, moving towards a limit, not stop before it (braking at the
+        planned deceleration from its measured velocity)? The arm can be faster than the
+        command (it lags and then catches up, an underdamped heavy joint overshoots): the
+        command alone being able to stop does not keep the arm inside."""
+        if meas is None or self.arm is None:
+            return False
+        qm, dqm = meas
+        lo, hi = self.arm
+        z = self.zeros
+        lag = self.DK * dqm  # the arm follows the braking target with the controller's lag D/K
+        up = (dqm > 0) & (qm + lag + stopping_distance(self.lim, dqm, z) > hi)
+        dn = (dqm < 0) & (qm + lag - stopping_distance(self.lim, -dqm, z) < lo)
+        return bool((up | dn).any())
 
     def step(self, st: MotionState, request: np.ndarray, now: float, meas=None, extra_check=None) -> StepResult:
         """Filter one target request at ``now`` (caller guarantees ``now - st.t >= min_step``).
@@ -263,7 +300,7 @@ class PositionFilter:
         kind = None
         near = not (np.abs(cmd - self.mid) < self.inner).all()
         veto = extra_check is not None and not extra_check(cmd, v_new, a_new)
-        if veto or (near and not viable(lim, cmd, v_new, a_new).all()):
+        if veto or (near and not viable(lim, cmd, v_new, a_new).all()) or self._arm_overruns(meas):
             braking = True
             kind = "cartesian" if veto else "position"
             for n_rows in (len(R), N_HARD):  # "stop here", giving up the torque rows if needed

@@ -1,0 +1,108 @@
+"""The shield keeps the simulated arm's TRUE state inside the limits, not only its commands.
+
+Real MuJoCo arm (:class:`~simreal_ros.sim.arm.ArmSim`, impedance controller + gravity
+compensation at 1 kHz, target held between control steps) driven through a real
+:class:`~simreal_ros.shield.Shield` by a hostile policy: every 0.4 s each joint is sent to a
+random one of its position limits (bang-bang). The arm's ground-truth joint position and
+velocity are sampled at every physics step and must stay within the robot's position and
+velocity limits; every sent command must pass :func:`check_limits` (its motion limits are hard).
+
+Contacts are disabled in the simulated scene: bang-bang requests drive the arm into the
+table and the floor, and a collision's impact is outside what a joint-space shield can
+prevent (that is the Cartesian box's job). With contacts on, such impacts reached 2.4 x the
+velocity limit on the wrist.
+
+The case set (profiles x control periods x seeds) was fixed before any result was seen;
+cases that do not hold yet are listed in :data:`KNOWN_FAILING` (strict xfail) with the
+measured excess, so the list has to shrink when the shield improves.
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+import pytest
+
+from simreal_ros.robot import load_robot
+from simreal_ros.shield import Shield, ShieldConfig, check_limits
+from simreal_ros.sim.arm import ArmSim, ArmSimConfig
+from simreal_ros.sim.randomize import load_ranges
+
+ROBOT = load_robot()
+PROFILES = ("nominal", "default")
+PERIODS = (0.01, 0.02, 0.05)
+SEEDS = tuple(range(6))
+DURATION = 6.0  # s of simulated time per case (15 bang-bang switches)
+SWITCH = 0.4  # s between new bang-bang requests
+#: (profile, period, seed) -> what was measured (these cases are expected to fail).
+#: The wrist (panda_joint6) at a 20 Hz control period: every held target step of joints 1-4
+#: (up to K x 0.1 rad = 60 N m) accelerates them far beyond their acceleration limit, and the
+#: inertial coupling drags the light wrist along (no coupling-aware row in the shield yet).
+KNOWN_FAILING: dict[tuple[str, float, int], str] = {
+    ("nominal", 0.05, 1): "measured: panda_joint6 1.007 x velocity limit",
+    ("nominal", 0.05, 2): "measured: panda_joint6 1.062 x velocity limit",
+    ("nominal", 0.05, 3): "measured: panda_joint6 1.154 x velocity limit",
+    ("nominal", 0.05, 4): "measured: panda_joint6 1.004 x velocity limit",
+}
+
+
+def run_case(profile: str, period: float, seed: int):
+    """Drive the sim through the shield; return (worst |dq|/v_max per joint, worst position
+    excess beyond the robot's limits per joint (rad), check_limits violations of the sent
+    commands, shield counters)."""
+    sim = ArmSim(ArmSimConfig(ranges=load_ranges(profile=profile)), seed=seed)
+    sim.model.opt.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_CONTACT)
+    cfg = ShieldConfig(control_period=period, max_step_gap=2 * period, command_timeout=2.5 * period,
+                       revert_fraction=1.0)
+    shield = Shield(ROBOT, cfg)
+    lim = ROBOT.limits
+    rng = np.random.default_rng(seed)
+    worst_v = np.zeros(ROBOT.n_joints)
+    worst_p = np.full(ROBOT.n_joints, -np.inf)
+    times, commands = [], []
+    substeps = round(period / sim.config.physics_dt)
+    request = ROBOT.ready_pose.copy()
+    for k in range(round(DURATION / period)):
+        meas = sim.pop_measurements()
+        if meas:
+            shield.update_state(meas[-1].position, meas[-1].velocity, stamp=meas[-1].stamp, now=sim.time)
+        if k % round(SWITCH / period) == 0:
+            request = np.where(rng.random(ROBOT.n_joints) < 0.5, lim.position_min, lim.position_max)
+        shield.propose("policy", request, kind="position", now=sim.time)
+        out = shield.step(sim.time)
+        if out.command is not None:
+            sim.set_command(out.command)
+            if not times or out.time > times[-1]:
+                times.append(out.time)
+                commands.append(out.command.copy())
+        for _ in range(substeps):  # every physics step: the arm's ground truth
+            sim.advance(sim.config.physics_dt)
+            true = sim.true_state()
+            worst_v = np.maximum(worst_v, np.abs(true.velocity) / lim.velocity)
+            worst_p = np.maximum(worst_p, np.maximum(true.position - lim.position_max,
+                                                     lim.position_min - true.position))
+    viol = check_limits(ROBOT, times, commands, position_margin=cfg.position_margin,
+                        max_step_gap=cfg.max_step_gap, min_step=cfg.min_step, starts_at_rest=True)
+    return worst_v, worst_p, viol, shield.counts
+
+
+def _cases():
+    for profile in PROFILES:
+        for period in PERIODS:
+            for seed in SEEDS:
+                why = KNOWN_FAILING.get((profile, period, seed))
+                marks = [pytest.mark.xfail(strict=True, reason=why)] if why else []
+                yield pytest.param(profile, period, seed, id=f"{profile}-{period:g}s-seed{seed}", marks=marks)
+
+
+@pytest.mark.parametrize(("profile", "period", "seed"), list(_cases()))
+def test_true_arm_state_stays_within_limits(profile, period, seed):
+    worst_v, worst_p, viol, counts = run_case(profile, period, seed)
+    assert not viol, f"sent commands violate their limits: {viol[:3]}"
+    assert counts["faults"] == 0, dict(counts)
+    assert counts["braking"] > 0  # the scenario does reach the limits (the check has teeth)
+    names = ROBOT.joint_names
+    over_v = {names[i]: round(float(worst_v[i]), 3) for i in np.flatnonzero(worst_v > 1.0)}
+    assert not over_v, f"true joint speed / velocity limit: {over_v}"
+    over_p = {names[i]: round(float(worst_p[i]), 4) for i in np.flatnonzero(worst_p > 0.0)}
+    assert not over_p, f"true joint position beyond its limit (rad): {over_p}"
