@@ -14,6 +14,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
+from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
@@ -99,6 +100,23 @@ def subscribe_goal(node: Node, msg_type, topic: str, callback) -> None:
     node.create_subscription(msg_type, topic, callback, QoSProfile(depth=1))
 
 
+def help_requested(args: Sequence[str] | None = None) -> bool:
+    """True when the non-ROS arguments (``sys.argv`` when ``args`` is None) ask for ``-h``/``--help``."""
+    argv = list(sys.argv[1:] if args is None else args)
+    return any(a in ("-h", "--help") for a in remove_ros_args(args=argv))
+
+
+def print_help(factory: Callable[[], Node], name: str) -> None:
+    """What ``<node> --help`` prints: usage, the node's one-line purpose, where its parameters are."""
+    module = sys.modules.get(getattr(factory, "__module__", ""), None)
+    doc = ((module.__doc__ if module else None) or "").strip().splitlines()
+    print(f"usage: {name} [--ros-args [--params-file FILE] [-p NAME:=VALUE] [-r FROM:=TO] ...]")
+    if doc:
+        print(doc[0].replace("``", ""))
+    print(f"Parameters, their defaults and bounds: config/*.yaml in the simreal_ros share directory "
+          f"(section '{name}'); `ros2 param describe /{name} <name>` on a running node.")
+
+
 def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, name: str = "node") -> int:
     """``main()`` body of every node process: init, spin, stop cleanly on SIGINT/SIGTERM at any moment.
 
@@ -109,10 +127,15 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, nam
     current callback, the node is destroyed (its cleanup runs, e.g. the recorder closes its
     bag), and only then rclpy shuts down.
 
+    ``-h``/``--help`` (outside ``--ros-args``) prints the usage and returns 0 without starting rclpy.
+
     A node that cannot start (bad parameter, robot description or policy bundle: a
     ``ValueError``, or rclpy's own range check) exits 1 with the reason on stderr; so does a
     node that sets ``exit_code`` (e.g. a lifecycle node whose autostart configure failed).
     """
+    if help_requested(args):  # before rclpy.init: --help starts no node and sends nothing
+        print_help(factory, name)
+        return 0
     stop: list[int] = []
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     previous = {sig: signal.signal(sig, lambda s, _f: stop.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
