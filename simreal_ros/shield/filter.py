@@ -138,6 +138,7 @@ class PositionFilter:
             # no arm check needed farther than this from a limit (stopping distance at v_a)
             inner_arm = (hi_a - lo_a) / 2 - stopping_distance(lim, v_a, np.zeros(n)) - self.DK * v_a - 1e-9
             mid_arm = (lo_a + hi_a) / 2
+            self.arm_screen = (mid_arm, inner_arm)
         else:
             inner_arm, mid_arm = np.full(n, np.inf), np.zeros(n)
         self.two_over_j = 2.0 / lim.j
@@ -257,6 +258,9 @@ class PositionFilter:
         if meas is None or self.arm is None:
             return False
         qm, dqm = meas
+        mid, inner = self.arm_screen
+        if (np.abs(qm - mid) < inner).all():  # far from every limit: nothing to check
+            return False
         lo, hi = self.arm
         z = self.zeros
         lag = self.DK * dqm  # the arm follows the braking target with the controller's lag D/K
