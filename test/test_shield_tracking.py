@@ -35,15 +35,7 @@ SEEDS = tuple(range(6))
 DURATION = 6.0  # s of simulated time per case (15 bang-bang switches)
 SWITCH = 0.4  # s between new bang-bang requests
 #: (profile, period, seed) -> what was measured (these cases are expected to fail).
-#: The wrist (panda_joint6) at a 20 Hz control period: every held target step of joints 1-4
-#: (up to K x 0.1 rad = 60 N m) accelerates them far beyond their acceleration limit, and the
-#: inertial coupling drags the light wrist along (no coupling-aware row in the shield yet).
-KNOWN_FAILING: dict[tuple[str, float, int], str] = {
-    ("nominal", 0.05, 1): "measured: panda_joint6 1.007 x velocity limit",
-    ("nominal", 0.05, 2): "measured: panda_joint6 1.062 x velocity limit",
-    ("nominal", 0.05, 3): "measured: panda_joint6 1.154 x velocity limit",
-    ("nominal", 0.05, 4): "measured: panda_joint6 1.004 x velocity limit",
-}
+KNOWN_FAILING: dict[tuple[str, float, int], str] = {}
 
 
 def run_case(profile: str, period: float, seed: int):

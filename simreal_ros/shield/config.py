@@ -42,6 +42,11 @@ class ShieldConfig:
                                      "overshoot the sent target (position mode): targets move at most "
                                      "(1 - margin) x the limit, and a measured speed above the limit makes the "
                                      "target pull the joint back", low=0.0, high=0.5)
+    coupling_min_step: float = setting(0.03, "steps at least this long check the arm's inertial coupling (position "
+                                       "mode): the net torques of the targets are scaled down until no joint's "
+                                       "predicted speed exceeds its limit (a held 20 Hz target step of the heavy "
+                                       "joints drove the wrist to 1.15 x its limit); 0: every step",
+                                       unit="s", low=0.0, high=10.0)
     command_timeout: float = setting(0.1, "no fresh command for this long -> controlled stop and hold", unit="s",
                                      low=0.0, low_open=True, high=10.0)
     state_timeout: float = setting(0.25, "no fresh joint state (one whose stamp advanced) for this long -> stop and "

@@ -22,7 +22,7 @@ import numpy as np
 from simreal_ros.robot import RobotModel
 from simreal_ros.shield.box import BoxGuard
 from simreal_ros.shield.config import ShieldConfig
-from simreal_ros.shield.filter import MotionState, PositionFilter, StepResult, effort_step
+from simreal_ros.shield.filter import JointCoupling, MotionState, PositionFilter, StepResult, effort_step
 from simreal_ros.shield.inputs import checked_time, joint_vector
 from simreal_ros.shield.limits import ShieldLimits
 from simreal_ros.shield.modes import ModeManager
@@ -122,7 +122,10 @@ class Shield:
         # (tracking-scaled) velocity limit, no more (see shield.filter)
         self._pos_filter = PositionFilter(self.limits, self.K, self.D, track_lead=self.D * self.limits.v / self.K,
                                           arm_limits=(robot.limits.position_min, robot.limits.position_max,
-                                                      robot.limits.velocity))
+                                                      robot.limits.velocity),
+                                          coupling=JointCoupling(robot, robot.limits.velocity, self.D)
+                                          if cfg.command_mode == "position" else None,
+                                          coupling_min_dt=cfg.coupling_min_step)
         self._v_plausible = cfg.max_state_speed * robot.limits.velocity
         self._q_plausible = (robot.limits.position_min - cfg.implausible_position,
                              robot.limits.position_max + cfg.implausible_position)
