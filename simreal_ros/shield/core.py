@@ -22,8 +22,9 @@ import numpy as np
 from simreal_ros.robot import RobotModel
 from simreal_ros.shield.box import BoxGuard
 from simreal_ros.shield.config import ShieldConfig
-from simreal_ros.shield.filter import JointCoupling, MotionState, PositionFilter, StepResult, effort_step
-from simreal_ros.shield.inputs import checked_time, joint_vector
+from simreal_ros.shield.coupling import JointCoupling
+from simreal_ros.shield.filter import MotionState, PositionFilter, StepResult, effort_step
+from simreal_ros.shield.inputs import checked_time, implausible_state, joint_vector
 from simreal_ros.shield.limits import ShieldLimits
 from simreal_ros.shield.modes import ModeManager
 from simreal_ros.shield.watchdog import Freshness
@@ -144,14 +145,6 @@ class Shield:
             self.counts[f"rejected_{what}"] += 1
         return arr
 
-    def _implausible(self, q: np.ndarray, dq: np.ndarray) -> str | None:
-        lo, hi = self._q_plausible
-        for i in np.flatnonzero((q < lo) | (q > hi) | (np.abs(dq) > self._v_plausible)):
-            return (f"implausible joint state: {self.names[i]} at {q[i]:.4g} rad, {dq[i]:.4g} rad/s "
-                    f"(limits [{self.robot.limits.position_min[i]:.4g}, {self.robot.limits.position_max[i]:.4g}] rad "
-                    f"± {self.config.implausible_position:g}, {self._v_plausible[i]:.4g} rad/s)")
-        return None
-
     def update_state(self, q, dq, stamp: float, now: float) -> bool:
         """Accept a measured/estimated joint state (robot order). Returns False (and counts it)
         for a wrong length or type, non-finite values, or a ``stamp`` that does not advance past
@@ -173,7 +166,7 @@ class Shield:
         if stamp <= self.state_stamp:
             self.counts["repeated_state" if stamp == self.state_stamp else "reordered_state"] += 1
             return False
-        why = self._implausible(qa, dqa)
+        why = implausible_state(qa, dqa, self.names, self._q_plausible, self._v_plausible)
         if why is not None:
             self.counts["rejected_state"] += 1
             if self.fault is None:

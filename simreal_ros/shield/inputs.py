@@ -45,3 +45,14 @@ def checked_time(t, what: str = "now") -> float:
     if not _real(t) or not math.isfinite(t) or abs(t) > MAX_TIME:
         raise ValueError(f"{what} must be a finite time within ±{MAX_TIME:g} s on a monotonic clock, got {t!r}")
     return float(t)
+
+
+def implausible_state(q: np.ndarray, dq: np.ndarray, names, q_range: tuple[np.ndarray, np.ndarray],
+                      v_max: np.ndarray) -> str | None:
+    """Why ``(q, dq)`` cannot be the arm's state (outside ``q_range`` or faster than ``v_max``,
+    per joint), or None."""
+    lo, hi = q_range
+    for i in np.flatnonzero((q < lo) | (q > hi) | (np.abs(dq) > v_max)):
+        return (f"implausible joint state: {names[i]} at {q[i]:.4g} rad, {dq[i]:.4g} rad/s "
+                f"(plausible: [{lo[i]:.4g}, {hi[i]:.4g}] rad, |dq| <= {v_max[i]:.4g} rad/s)")
+    return None
