@@ -11,24 +11,10 @@ enforced). Lifecycle:
 * ``autostart: true`` runs configure + activate from a one-shot timer at start (no lifecycle
   manager is needed); a failed configure then ends the process with exit status 1.
 
-Topics (defaults, see :mod:`simreal_ros.nodes`): subscribes ``/simreal/policy/command`` and
-``/simreal/baseline/command`` (``Float64MultiArray``, robot joint order), the joint state
-(``/simreal/state_estimate``, or ``/joint_states``), ``/simreal/shield/revert``
-(``std_msgs/String`` reason); publishes the sent command on
-``/forward_position_controller/commands`` (and, as ``JointState`` stamped with the shield's
-clock, on ``/simreal/shield/sent``: exact times for :func:`~simreal_ros.shield.check_limits`
-on a recording), interventions on ``/simreal/shield/interventions``
-(``DiagnosticArray``, one status per intervention: joint, kind, requested, applied), in shadow
-mode the policy's would-be command on ``/simreal/shield/shadow_command`` and its
-interventions on ``/simreal/shield/shadow_interventions``, and ``/diagnostics``.
-
-Services (``std_srvs/Trigger``): ``~/estop``, ``~/reset``, ``~/mode_active``,
-``~/mode_shadow``, ``~/mode_blend``, ``~/mode_hold``. The mode is also the parameter
-``mode`` (validated; refused while a revert is latched, until ``~/reset``).
-
-The shield steps when the driving source's command arrives, and on its own timer (period
-``control_period``) whenever no step happened for 1.5 periods or the driving command is
-stale, so a silent proposer is stopped within ``command_timeout`` plus one period.
+Topics: the parameters below (defaults and types in :mod:`simreal_ros.nodes`). Services
+(``std_srvs/Trigger``): ``~/estop``, ``~/reset``, ``~/mode_active|shadow|blend|hold``; the
+mode is also the validated parameter ``mode``. When it steps and what it publishes:
+:class:`simreal_ros.shield.runtime.ShieldRuntime`.
 """
 
 from __future__ import annotations
