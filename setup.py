@@ -1,4 +1,4 @@
-"""ament_python package; also a plain pip package (``pip install -e .[ros,train,test]``)."""
+"""ament_python package; also a plain pip package (``pip install -e .[ros,train,test,scale,view]``)."""
 
 import os
 from glob import glob
@@ -75,7 +75,12 @@ setup(
             "hypothesis>=6.100",
             "mcap-ros2-support>=0.5",
             "ruff>=0.5",
+            "websockets==17.4",  # the Foxglove WebSocket client of the live-view test
         ],
+        # Scale-out: evaluation episodes and training rollouts as Ray tasks/actors (--ray)
+        "scale": ["ray==2.60.0"],
+        # Live view: a Foxglove WebSocket server (simreal sim --view, view:=true)
+        "view": ["foxglove-sdk==0.30.3"],
     },
     zip_safe=True,
     maintainer="simreal_ros developers",
