@@ -76,11 +76,15 @@ setup(
             "mcap-ros2-support>=0.5",
             "ruff>=0.5",
             "websockets==17.4",  # the Foxglove WebSocket client of the live-view test
+            "mujoco[sysid]==4.0.0",  # the calibration tests fit with mujoco.sysid
         ],
         # Scale-out: evaluation episodes and training rollouts as Ray tasks/actors (--ray)
         "scale": ["ray==2.60.0"],
         # Live view: a Foxglove WebSocket server (simreal sim --view, view:=true)
         "view": ["foxglove-sdk==0.30.3"],
+        # Calibration (simreal calibrate fit): MuJoCo's system-identification toolbox and its
+        # optional dependencies (scipy, absl-py, plotly, tabulate, ...)
+        "calibrate": ["mujoco[sysid]==4.0.0"],
     },
     zip_safe=True,
     maintainer="simreal_ros developers",
