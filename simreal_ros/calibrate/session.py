@@ -41,6 +41,9 @@ class Session:
         cmd: (M, n) sent position targets (rad); each holds until the next one.
         command_mode: the shield's command mode (only ``position`` is identifiable today).
         source: provenance.
+        state_recv_t: (N,) when each state arrived (the recorder's log time, same clock as
+            ``state_t``), or ``None`` when unknown. Only this tells the observation latency:
+            a replay of the sent commands sees the action latency alone.
     """
 
     joint_names: tuple[str, ...]
@@ -52,6 +55,7 @@ class Session:
     cmd: np.ndarray
     command_mode: str = "position"
     source: SourceInfo = field(default_factory=lambda: SourceInfo("unnamed", 0.0, ""))
+    state_recv_t: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.joint_names)
@@ -68,6 +72,11 @@ class Session:
             if a.shape != (rows, n) or not np.all(np.isfinite(a)):
                 raise SessionError(f"{self.source.name}: {name} must be finite with shape {(rows, n)}, "
                                    f"got {a.shape}")
+
+        if self.state_recv_t is not None:
+            r = np.asarray(self.state_recv_t)
+            if r.shape != np.shape(self.state_t) or not np.all(np.isfinite(r)):
+                raise SessionError(f"{self.source.name}: state_recv_t must be finite with one stamp per state")
 
     @property
     def duration(self) -> float:
