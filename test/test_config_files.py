@@ -25,7 +25,8 @@ from simreal_ros.settings import Setting, SettingError  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config"
 #: data files that are not a node's ROS parameters (each has its own loader and tests)
-DATA_FILES = {"panda_joint_limits.yaml", "panda_impedance.yaml", "randomization.yaml", "real_driver.yaml"}
+DATA_FILES = {"panda_joint_limits.yaml", "panda_impedance.yaml", "randomization.yaml", "real_driver.yaml",
+              "push_task.yaml"}
 #: node -> module, from the graph (the one place that says which file feeds which node)
 NODES = {n.name: (n.module, Path(n.param_files[0])) for n in build_graph(GraphOptions())}
 #: files whose owner has not converted them yet: {file name: reason}; each case is xfail(strict)

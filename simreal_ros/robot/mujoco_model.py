@@ -15,18 +15,37 @@ keyframe at the SRDF's ready pose.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import mujoco
 import numpy as np
 
 from simreal_ros.robot.loader import load_robot
 from simreal_ros.robot.model import RobotModel
+from simreal_ros.robot.tool import ToolSpec
+
+if TYPE_CHECKING:  # the task's config lives with the simulator; only its numbers are read here
+    from simreal_ros.sim.push_task import PushTaskConfig
 
 TARGET_BODY = "target"
 PAYLOAD_BODY = "payload"
 FLANGE_SITE = "flange"
 #: Minimal payload mass (MuJoCo needs a positive mass on the body); "no payload".
 PAYLOAD_MIN_MASS = 1e-4
+#: the table in front of the arm (base frame, m): centre and half extents of the box
+TABLE_POS = (0.55, 0.0, 0.05)
+TABLE_HALF = (0.25, 0.45, 0.05)
+TABLE_TOP = TABLE_POS[2] + TABLE_HALF[2]
+PUCK_BODY = "puck"
+GOAL_BODY = "goal"
+
+
+@dataclass(frozen=True)
+class PushScene:
+    """What the push task adds to the arm's scene: the tool on the flange, the puck, the goal."""
+
+    tool: ToolSpec
+    task: PushTaskConfig
 
 
 @dataclass(frozen=True)
@@ -42,10 +61,21 @@ class SimModel:
     target_mocap: int
     payload_body: int
     link_bodies: np.ndarray  # bodies of the moving links (for mass/CoM randomization)
+    # push scene only (-1 / None otherwise)
+    push: PushScene | None = None
+    puck_body: int = -1
+    puck_qpos_adr: int = -1  # free joint: 3 position + 4 quaternion
+    puck_dof_adr: int = -1
+    puck_geom: int = -1
+    table_geom: int = -1
+    tool_geom: int = -1
+    goal_mocap: int = -1
+    table_pair: int = -1  # the puck-table contact pair (its friction is the task's table friction)
 
 
-def build_spec(robot: RobotModel, physics_dt: float = 0.001) -> mujoco.MjSpec:
-    """Return an editable MjSpec of the arm in its scene."""
+def build_spec(robot: RobotModel, physics_dt: float = 0.001, push: PushScene | None = None) -> mujoco.MjSpec:
+    """Return an editable MjSpec of the arm in its scene (with the push task's tool, puck and
+    goal when ``push`` is given)."""
     spec = mujoco.MjSpec.from_file(robot.source["urdf"])
     spec.compiler.fusestatic = False  # keep the flange frame (fixed joint) as its own body
     spec.option.timestep = physics_dt
@@ -60,7 +90,7 @@ def build_spec(robot: RobotModel, physics_dt: float = 0.001) -> mujoco.MjSpec:
     world.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[2, 2, 0.05], material="grid",
                    contype=2, conaffinity=1)
     # A table in front of the arm; its top is below the reach workspace used by the task.
-    world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_BOX, pos=[0.55, 0, 0.05], size=[0.25, 0.45, 0.05],
+    world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_BOX, pos=list(TABLE_POS), size=list(TABLE_HALF),
                    rgba=[0.55, 0.4, 0.3, 1], contype=2, conaffinity=1)
     target = world.add_body(name=TARGET_BODY, mocap=True, pos=[0.5, 0, 0.5])
     target.add_geom(type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[0.02, 0, 0], rgba=[0.1, 0.9, 0.2, 0.6],
@@ -101,15 +131,49 @@ def build_spec(robot: RobotModel, physics_dt: float = 0.001) -> mujoco.MjSpec:
                         objtype=mujoco.mjtObj.mjOBJ_JOINT)
     spec.add_sensor(name="flange_pos", type=mujoco.mjtSensor.mjSENS_FRAMEPOS, objname=FLANGE_SITE,
                     objtype=mujoco.mjtObj.mjOBJ_SITE)
-    spec.add_key(name="home", qpos=list(robot.ready_pose), ctrl=list(robot.ready_pose),
-                 mpos=[0.5, 0, 0.5])
+    if push is not None:
+        _add_push(spec, robot, push)
+    qpos = list(robot.ready_pose)
+    mpos = [0.5, 0, 0.5]
+    if push is not None:
+        t = push.task
+        x0, y0 = (t.puck_start_box[0] + t.puck_start_box[2]) / 2, (t.puck_start_box[1] + t.puck_start_box[3]) / 2
+        qpos += [x0, y0, TABLE_TOP + t.puck_height / 2, 1, 0, 0, 0]
+        mpos += [t.goal_box[2], 0, TABLE_TOP + 0.0005]
+    spec.add_key(name="home", qpos=qpos, ctrl=list(robot.ready_pose), mpos=mpos)
     return spec
 
 
-def build_model(robot: RobotModel | None = None, physics_dt: float = 0.001) -> SimModel:
+def _add_push(spec: mujoco.MjSpec, robot: RobotModel, push: PushScene) -> None:
+    """The tool on the flange, a free puck on the table with its own friction pair, a goal disc."""
+    tool, task = push.tool, push.task
+    if tool.parent_link != robot.flange_link:
+        raise ValueError(f"tool {tool.name!r} is mounted on {tool.parent_link!r}, not the flange {robot.flange_link!r}")
+    flange = spec.body(robot.flange_link)
+    body = flange.add_body(name=tool.name)
+    body.gravcomp = 1.0  # a configured end-effector load
+    half = (tool.length - 2 * tool.radius) / 2
+    body.add_geom(name=tool.name, type=mujoco.mjtGeom.mjGEOM_CAPSULE, size=[tool.radius, half, 0],
+                  pos=[0, 0, tool.radius + half], mass=tool.mass, rgba=[0.2, 0.2, 0.25, 1],
+                  contype=1, conaffinity=2, friction=[task.tool_friction, 0.005, 0.0001])
+    puck = spec.worldbody.add_body(name=PUCK_BODY)
+    puck.add_freejoint(name=PUCK_BODY)
+    puck.add_geom(name=PUCK_BODY, type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[task.puck_radius, task.puck_height / 2, 0],
+                  mass=task.puck_mass, rgba=[0.85, 0.1, 0.1, 1], contype=2, conaffinity=3,
+                  friction=[task.tool_friction, 0.005, 0.0001], condim=4)
+    # puck-table friction is a pair of its own: exactly the task's (randomized, calibrated) value
+    spec.add_pair(name="puck_table", geomname1=PUCK_BODY, geomname2="table", condim=4,
+                  friction=[task.table_friction, task.table_friction, 0.005, 0.0001, 0.0001])
+    spec.add_exclude(bodyname1=PUCK_BODY, bodyname2="world")  # no second, default puck-table contact
+    goal = spec.worldbody.add_body(name=GOAL_BODY, mocap=True)
+    goal.add_geom(type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[task.success_radius, 0.0005, 0],
+                  rgba=[0.1, 0.8, 0.2, 0.8], contype=0, conaffinity=0)
+
+
+def build_model(robot: RobotModel | None = None, physics_dt: float = 0.001, push: PushScene | None = None) -> SimModel:
     """Compile the arm's scene; ``robot`` defaults to the package's Panda."""
     robot = robot or load_robot()
-    model = build_spec(robot, physics_dt).compile()
+    model = build_spec(robot, physics_dt, push).compile()
     jids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, n) for n in robot.joint_names]
     aids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, n) for n in robot.joint_names]
     target_body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, TARGET_BODY)
@@ -124,4 +188,18 @@ def build_model(robot: RobotModel | None = None, physics_dt: float = 0.001) -> S
         target_mocap=int(model.body_mocapid[target_body]),
         payload_body=mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, PAYLOAD_BODY),
         link_bodies=np.array(links),
+        **(_push_index(model, push) if push is not None else {}),
     )
+
+
+def _push_index(model: mujoco.MjModel, push: PushScene) -> dict:
+    def idx(kind, name):
+        return mujoco.mj_name2id(model, kind, name)
+
+    puck_joint = idx(mujoco.mjtObj.mjOBJ_JOINT, PUCK_BODY)
+    return {"push": push, "puck_body": idx(mujoco.mjtObj.mjOBJ_BODY, PUCK_BODY),
+            "puck_qpos_adr": int(model.jnt_qposadr[puck_joint]), "puck_dof_adr": int(model.jnt_dofadr[puck_joint]),
+            "puck_geom": idx(mujoco.mjtObj.mjOBJ_GEOM, PUCK_BODY), "table_geom": idx(mujoco.mjtObj.mjOBJ_GEOM, "table"),
+            "tool_geom": idx(mujoco.mjtObj.mjOBJ_GEOM, push.tool.name),
+            "goal_mocap": int(model.body_mocapid[idx(mujoco.mjtObj.mjOBJ_BODY, GOAL_BODY)]),
+            "table_pair": idx(mujoco.mjtObj.mjOBJ_PAIR, "puck_table")}

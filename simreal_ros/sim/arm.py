@@ -21,7 +21,7 @@ import mujoco
 import numpy as np
 
 from simreal_ros.robot import RobotModel
-from simreal_ros.robot.mujoco_model import SimModel, build_model
+from simreal_ros.robot.mujoco_model import PushScene, SimModel, build_model
 from simreal_ros.settings import setting, validate_fields
 from simreal_ros.sim.randomize import Draw, RandomizationRanges, randomize
 
@@ -80,6 +80,8 @@ class ArmSimConfig:
             overrides them for gain experiments only (the shield would not know about it).
         command_mode: ``position`` (impedance targets) or ``effort`` (torques).
         ranges: domain randomization ranges, drawn at every :meth:`ArmSim.reset`.
+        push: the push task's scene (tool, puck, goal; :class:`~simreal_ros.robot.mujoco_model.PushScene`),
+            or ``None`` for the bare arm.
     """
 
     physics_dt: float = physics_dt_setting()
@@ -88,6 +90,7 @@ class ArmSimConfig:
     damping: tuple[float, ...] | None = None
     command_mode: str = command_mode_setting()
     ranges: RandomizationRanges = field(default_factory=RandomizationRanges)
+    push: PushScene | None = None
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -121,7 +124,7 @@ class ArmSim:
     def __init__(self, config: ArmSimConfig | None = None, robot: RobotModel | None = None,
                  seed: int | None = None) -> None:
         config = config or ArmSimConfig()
-        self.sim: SimModel = build_model(robot, config.physics_dt)
+        self.sim: SimModel = build_model(robot, config.physics_dt, config.push)
         self.robot = self.sim.robot
         gains = self.robot.gains
         self.config = replace(config, stiffness=tuple(float(x) for x in (

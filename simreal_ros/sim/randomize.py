@@ -57,25 +57,45 @@ class SensorRanges:
 
 
 @dataclass(frozen=True)
+class ContactRanges:
+    """The push task's contact and object tracking (drawn by :mod:`simreal_ros.sim.push_env`)."""
+
+    table_friction_scale: tuple[float, float] = (1.0, 1.0)  # x the task's puck-table friction
+    puck_mass_scale: tuple[float, float] = (1.0, 1.0)  # x the task's puck mass
+    puck_size_scale: tuple[float, float] = (1.0, 1.0)  # x the puck's radius and height
+    table_height_offset: tuple[float, float] = (0.0, 0.0)  # m, signed: the table top's height error
+    tracker_noise_std: tuple[float, float] = (0.0, 0.0)  # m, per axis of the tracked position
+    tracker_latency: tuple[float, float] = (0.0, 0.0)  # s
+    tracker_drop_probability: tuple[float, float] = (0.0, 0.0)  # per tracker sample
+
+
+#: keys whose interval may be negative (signed quantities)
+_SIGNED = {"table_height_offset"}
+_SECTIONS = {"dynamics": DynamicsRanges, "sensor": SensorRanges, "contact": ContactRanges}
+
+
+@dataclass(frozen=True)
 class RandomizationRanges:
     dynamics: DynamicsRanges = field(default_factory=DynamicsRanges)
     sensor: SensorRanges = field(default_factory=SensorRanges)
+    contact: ContactRanges = field(default_factory=ContactRanges)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "randomization") -> RandomizationRanges:
         if not isinstance(data, Mapping):
-            raise ValueError(f"{where}: expected a mapping with 'dynamics' and/or 'sensor'")
-        unknown = set(data) - {"dynamics", "sensor"}
+            raise ValueError(f"{where}: expected a mapping with sections {sorted(_SECTIONS)}")
+        unknown = set(data) - set(_SECTIONS)
         if unknown:
-            raise ValueError(f"{where}: unknown section(s) {sorted(unknown)} (allowed: dynamics, sensor)")
+            raise ValueError(f"{where}: unknown section(s) {sorted(unknown)} (allowed: {', '.join(_SECTIONS)})")
         parts = {}
-        for section, klass in (("dynamics", DynamicsRanges), ("sensor", SensorRanges)):
+        for section, klass in _SECTIONS.items():
             entries = data.get(section) or {}
             allowed = {f.name for f in fields(klass)}
             bad = set(entries) - allowed
             if bad:
                 raise ValueError(f"{where}.{section}: unknown key(s) {sorted(bad)} (allowed: {sorted(allowed)})")
-            parts[section] = klass(**{k: _interval(f"{where}.{section}.{k}", v) for k, v in entries.items()})
+            parts[section] = klass(**{k: _interval(f"{where}.{section}.{k}", v, -np.inf if k in _SIGNED else 0.0)
+                                      for k, v in entries.items()})
         return cls(**parts)
 
 
