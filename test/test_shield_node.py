@@ -291,3 +291,20 @@ def test_bad_parameter_fails_configure_naming_the_key(processes):
     assert proc.wait(30) == 1
     out = processes.output(proc)
     assert "position_margin" in out and "allowed" in out, out
+
+
+def test_sent_commands_are_stamped_on_the_drivers_ros_clock(processes, ros_node):
+    """The stamped sent commands and the driver's joint states must share one clock (calibration
+    replays the sent commands against the measured states); the shield steps on the steady
+    clock, whose epoch is the boot, and stamped that: 1.7e9 s away from ROS time."""
+    import time
+
+    arm = Arm(ros_node)
+    start_shield(processes, "autostart:=true")
+    start_proposer(processes, target_near_ready())
+    assert ros_node.spin_until(lambda: len(arm.stamped) > 20, 30)
+    t_sent, _ = stamped_commands(arm.stamped[-20:], ROBOT)
+    now = time.time()  # ROS time without use_sim_time is the system clock, the arm probe's stamps
+    # each was sent at most a few DDS deliveries before this probe received it (a loaded machine)
+    assert np.all(t_sent <= now + 0.01) and np.all(t_sent > now - 2.0), (t_sent - now).tolist()
+    assert np.all(np.diff(t_sent) > 0)

@@ -79,6 +79,10 @@ def stamped_commands(messages: Iterable[Any], robot: Any, command_mode: str = "p
     Positions (``command_mode`` ``position``) or efforts (``effort``) are mapped by
     ``msg.name`` onto ``robot.joint_names``. Duck-typed (no ROS imports).
 
+    The times are ``np.longdouble``: a float64 of seconds since 1970 (ROS time) resolves only
+    0.24 us, which :func:`~simreal_ros.shield.check_limits` would see in the acceleration and
+    jerk it derives at a saturated limit; it takes the differences in the times' own precision.
+
     Raises:
         ValueError: a message's names are not exactly the robot's joints (foreign robot,
             missing, extra or duplicate joints), or its values do not match its names; the
@@ -94,8 +98,8 @@ def stamped_commands(messages: Iterable[Any], robot: Any, command_mode: str = "p
     for k, item in enumerate(messages):
         msg = item[1] if isinstance(item, tuple) else item
         names = tuple(str(n) for n in msg.name)
-        stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
-        where = f"message #{k} (stamp {stamp:.6f} s)"
+        stamp_ns = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+        where = f"message #{k} (stamp {stamp_ns * 1e-9:.6f} s)"
         if names != order:
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup or set(names) != wanted:
@@ -107,9 +111,10 @@ def stamped_commands(messages: Iterable[Any], robot: Any, command_mode: str = "p
         values = list(msg.effort if command_mode == "effort" else msg.position)
         if len(values) != len(names):
             raise ValueError(f"{where}: {len(values)} {command_mode} value(s) for {len(names)} joint names")
-        times.append(stamp)
+        times.append(stamp_ns)
         rows.append([float(values[i]) for i in index])
-    return np.asarray(times, dtype=float), np.asarray(rows, dtype=float).reshape(len(rows), len(joints))
+    return (np.asarray(times, dtype=np.int64).astype(np.longdouble) / np.longdouble(1e9),
+            np.asarray(rows, dtype=float).reshape(len(rows), len(joints)))
 
 
 def sent_commands(bag: str | Path, topic: str = STAMPED_SENT_TOPIC, command_mode: str = "position",

@@ -27,11 +27,12 @@ from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
+from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from simreal_ros.nodes.common import JointOrder, array_msg, joint_state_msg, run_node, sec_to_stamp, stamp_to_sec
+from simreal_ros.nodes.common import JointOrder, array_msg, joint_state_msg, run_node, stamp_to_sec
 from simreal_ros.nodes.params import Param, ParameterError, declare_and_read, descriptor, ros_default, validate_update
 from simreal_ros.robot import RobotDescriptionError, load_robot
 from simreal_ros.settings import from_settings
@@ -48,8 +49,8 @@ SPEC = [
     Param("state_topic", "/simreal/state_estimate", "sensor_msgs/JointState (estimate, or /joint_states)"),
     Param("revert_topic", "/simreal/shield/revert", "std_msgs/String revert requests from monitors"),
     Param("command_topic", "/forward_position_controller/commands", "sent command (Float64MultiArray)"),
-    Param("sent_state_topic", "/simreal/shield/sent", "sent command as JointState stamped with the shield's clock "
-          "(exact times for check_limits on a bag); empty: off"),
+    Param("sent_state_topic", "/simreal/shield/sent", "sent command as JointState stamped with the shield's step "
+          "time on the ROS clock (the driver's; exact times for check_limits and calibration); empty: off"),
     Param("interventions_topic", "/simreal/shield/interventions", "DiagnosticArray, one status per intervention"),
     Param("shadow_topic", "/simreal/shield/shadow_command", "shadow mode: what the policy would have sent"),
     Param("shadow_interventions_topic", "/simreal/shield/shadow_interventions", "shadow mode: its interventions"),
@@ -78,7 +79,10 @@ class ShieldNode(LifecycleNode):
         self._syncing = False
         self._warned_no_velocity = False
         sim_time = self.get_parameter("use_sim_time").value
-        self._clock = self.get_clock() if sim_time else Clock(clock_type=ClockType.STEADY_TIME)
+        # the clock the shield steps on (not ``self._clock``: that is rclpy's ROS clock of the node,
+        # which get_clock() returns and the published stamps use)
+        self._step_clock = self.get_clock() if sim_time else Clock(clock_type=ClockType.STEADY_TIME)
+        self._ros_minus_step = 0  # ROS time - the step clock in ns (0 under sim time), see _ros_stamp
         if self.get_parameter("autostart").value:
             self._autostart_timer = self.create_timer(0.0, self._autostart)
 
@@ -127,8 +131,8 @@ class ShieldNode(LifecycleNode):
         e.append(self.create_service(Trigger, "~/reset", self._srv_reset))
         for m in MODE_SERVICES:
             e.append(self.create_service(Trigger, f"~/mode_{m}", lambda req, res, m=m: self._srv_mode(m, res)))
-        e.append(self.create_timer(p["control_period"], self._on_timer, clock=self._clock))
-        e.append(self.create_timer(p["diagnostics_period"], self._publish_diagnostics, clock=self._clock))
+        e.append(self.create_timer(p["control_period"], self._on_timer, clock=self._step_clock))
+        e.append(self.create_timer(p["diagnostics_period"], self._publish_diagnostics, clock=self._step_clock))
         self.get_logger().info(
             f"configured: {p['command_mode']} mode, {p['mode']}; {p['policy_topic']} + {p['baseline_topic']} + "
             f"{p['state_topic']} -> {p['command_topic']}")
@@ -170,7 +174,7 @@ class ShieldNode(LifecycleNode):
 
     # ------------------------------------------------------------------ inputs
     def _now(self) -> float:
-        return self._clock.now().nanoseconds * 1e-9
+        return self._step_clock.now().nanoseconds * 1e-9
 
     def _on_state(self, msg: JointState) -> None:
         now = self._now()
@@ -227,7 +231,7 @@ class ShieldNode(LifecycleNode):
         self.cmd_pub.publish(array_msg(out.command))
         if self.sent_pub is not None:  # the same command, stamped with the time the shield used
             effort = self.shield.config.command_mode == "effort"
-            self.sent_pub.publish(joint_state_msg(self.order.names, sec_to_stamp(out.time),
+            self.sent_pub.publish(joint_state_msg(self.order.names, self._ros_stamp(out.time),
                                                   position=None if effort else out.command,
                                                   effort=out.command if effort else None))
         stamp = self.get_clock().now().to_msg()
@@ -240,6 +244,21 @@ class ShieldNode(LifecycleNode):
         if cycle.status_changed:
             self._sync_mode_parameter()
             self._publish_diagnostics()
+
+    def _ros_stamp(self, t: float):
+        """The stamp of shield time ``t`` on the ROS clock, the clock the driver stamps its joint
+        states with, so a bag's sent commands and measured states line up (calibration replays
+        one against the other). The shield steps on the steady clock (immune to system clock
+        steps); the offset is kept constant unless the system clock moved by more than 1 ms, and
+        added in integer nanoseconds (float seconds since 1970 resolve only 0.24 us, which shows
+        in the acceleration and jerk a bag check derives from the stamps)."""
+        ns = int(round(t * 1e9))
+        if self._step_clock is not self.get_clock():
+            off = self.get_clock().now().nanoseconds - self._step_clock.now().nanoseconds
+            if abs(off - self._ros_minus_step) > 1_000_000:
+                self._ros_minus_step = off
+            ns += self._ros_minus_step
+        return Time(nanoseconds=ns).to_msg()
 
     def _interventions_msg(self, interventions, stamp, source: str) -> DiagnosticArray:
         msg = DiagnosticArray()

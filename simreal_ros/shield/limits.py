@@ -174,7 +174,8 @@ def check_limits(
     names = robot.joint_names
     n = robot.n_joints
     lim = robot.limits
-    t = np.asarray(times, dtype=float)
+    t_in = np.asarray(times)  # differences in the times' own precision (longdouble ROS stamps, see
+    t = np.asarray(t_in - t_in[0], dtype=float) if len(t_in) else np.zeros(0)  # bag.check.stamped_commands)
     q = np.asarray(commands, dtype=float).reshape(len(t), -1) if len(t) else np.zeros((0, n))
     if q.shape[1] != n:
         raise ValueError(f"commands must have {n} columns, got {q.shape[1]}")
@@ -183,7 +184,7 @@ def check_limits(
     def flag(k: int, kind: str, values: np.ndarray, bound: np.ndarray, slack: np.ndarray | float = 0.0) -> None:
         bad = ~(np.abs(values) <= bound * (1 + rtol) + slack)
         for i in np.flatnonzero(bad):
-            out.append(Violation(k, float(t[k]), names[i], kind, float(values[i]), float(bound[i])))
+            out.append(Violation(k, float(t_in[k]), names[i], kind, float(values[i]), float(bound[i])))
 
     if command_mode == "position" and states is not None:
         K = np.asarray(robot.gains.stiffness if stiffness is None else stiffness, dtype=float)
@@ -193,14 +194,14 @@ def check_limits(
         x = q[k]
         if not np.all(np.isfinite(x)):
             for i in np.flatnonzero(~np.isfinite(x)):
-                out.append(Violation(k, float(t[k]), names[i], "invalid", float(x[i]), math.nan))
+                out.append(Violation(k, float(t_in[k]), names[i], "invalid", float(x[i]), math.nan))
             continue
         tau = None
         if command_mode == "position":
             lo, hi = lim.position_min + position_margin, lim.position_max - position_margin
             tol = rtol * np.maximum(np.abs(lo), np.abs(hi))
             for i in np.flatnonzero((x < lo - tol) | (x > hi + tol)):
-                out.append(Violation(k, float(t[k]), names[i], "position", float(x[i]),
+                out.append(Violation(k, float(t_in[k]), names[i], "position", float(x[i]),
                                      float(lo[i] if x[i] < lo[i] else hi[i])))
             if states is not None and states[k] is not None:
                 qm, dqm = (np.asarray(s, dtype=float) for s in states[k])
@@ -217,7 +218,7 @@ def check_limits(
         if not dt >= min_step:
             if not np.array_equal(x, prev[1]):
                 for i in np.flatnonzero(x != prev[1]):
-                    out.append(Violation(k, float(t[k]), names[i], "invalid", float(x[i]), float(prev[1][i])))
+                    out.append(Violation(k, float(t_in[k]), names[i], "invalid", float(x[i]), float(prev[1][i])))
             continue
         _, xp, vp, ap, taup = prev
         if dt > max_step_gap:  # the shield restarts from rest after a gap
