@@ -129,7 +129,8 @@ class SimBridgeNode(Node):
         self.get_logger().info(
             f"{p['timing']} sim at {p['publish_rate_hz']:g} Hz ({p['command_mode']} commands on "
             f"{p['command_topic'] if p['command_mode'] == 'position' else p['effort_command_topic']}), "
-            f"randomization '{p['randomization_profile']}', seed {p['seed']}")
+            f"randomization '{p['randomization_profile']}', seed {p['seed']}"
+            + (f", hidden real arm {p['real_arm']}" if p["real_arm"] else ""))
 
     # ------------------------------------------------------------------ stepping
     def _stamp(self, t: float):

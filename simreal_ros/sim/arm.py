@@ -24,6 +24,7 @@ from simreal_ros.robot import RobotModel
 from simreal_ros.robot.mujoco_model import PushScene, SimModel, build_model
 from simreal_ros.settings import setting, validate_fields
 from simreal_ros.sim.randomize import Draw, RandomizationRanges, randomize
+from simreal_ros.sim.real_arm import RealArm
 
 COMMAND_MODES = ("position", "effort")
 #: The sim's timing defaults, declared once for :class:`ArmSimConfig`, the sim bridge's
@@ -80,6 +81,8 @@ class ArmSimConfig:
             overrides them for gain experiments only (the shield would not know about it).
         command_mode: ``position`` (impedance targets) or ``effort`` (torques).
         ranges: domain randomization ranges, drawn at every :meth:`ArmSim.reset`.
+        real_arm: a hidden "real" arm (:mod:`simreal_ros.sim.real_arm`) whose exact values every
+            reset applies instead of a draw from ``ranges`` (which must then be nominal).
         push: the push task's scene (tool, puck, goal; :class:`~simreal_ros.robot.mujoco_model.PushScene`),
             or ``None`` for the bare arm.
     """
@@ -90,11 +93,15 @@ class ArmSimConfig:
     damping: tuple[float, ...] | None = None
     command_mode: str = command_mode_setting()
     ranges: RandomizationRanges = field(default_factory=RandomizationRanges)
+    real_arm: RealArm | None = None
     push: PushScene | None = None
 
     def __post_init__(self) -> None:
         validate_fields(self)
         ticks(self.measurement_period, self.physics_dt, "measurement_period")
+        if self.real_arm is not None and self.ranges != RandomizationRanges():
+            raise ValueError(f"a hidden real arm ({self.real_arm.source or 'given'}) has exact values: "
+                             "it cannot be combined with randomization ranges (use the nominal profile)")
         for name in ("stiffness", "damping"):
             if getattr(self, name) is None:
                 continue
@@ -132,7 +139,7 @@ class ArmSim:
             gains.damping if config.damping is None else config.damping)))
         if len(self.config.stiffness) != self.robot.n_joints or len(self.config.damping) != self.robot.n_joints:
             raise ValueError(f"stiffness/damping need {self.robot.n_joints} values (one per joint)")
-        self.nominal = self.sim.model
+        self.nominal = self.sim.model if config.real_arm is None else config.real_arm.nominal_model(self.sim.model)
         self.model = copy.copy(self.nominal)
         self.data = mujoco.MjData(self.model)
         self.rng = np.random.default_rng(seed)
@@ -152,7 +159,9 @@ class ArmSim:
         """Reset to the ``home`` keyframe (or ``q0``) with a fresh randomization draw."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        self.draw = randomize(self.model, self.nominal, self.sim, self.rng, self.config.ranges)
+        real = self.config.real_arm
+        self.draw = (randomize(self.model, self.nominal, self.sim, self.rng, self.config.ranges) if real is None
+                     else real.apply(self.model, self.nominal, self.sim))
         mujoco.mj_resetDataKeyframe(self.model, self.data, 0)
         if q0 is not None:
             self.data.qpos[self.sim.qpos_adr] = self._checked(q0, "q0")

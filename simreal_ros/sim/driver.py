@@ -47,6 +47,7 @@ from simreal_ros.sim.arm import (
 )
 from simreal_ros.sim.env import sample_goal
 from simreal_ros.sim.randomize import RandomizationRanges, load_ranges
+from simreal_ros.sim.real_arm import load_real_arm
 
 TIMING_MODES = ("paced", "unpaced")
 
@@ -120,6 +121,9 @@ class DriverConfig:
     max_catchup: int = setting(20, "paced: most publish periods run at once after a stall before the backlog is "
                                "skipped (counted as overruns)", low=1, high=100000)
     ranges: RandomizationRanges = field(default_factory=RandomizationRanges)
+    real_arm: str = setting("", "YAML file of a hidden 'real' arm with exact values applied at every reset instead "
+                            "of a randomization draw (simreal_ros/sim/real_arm.py; '' = none; the randomization "
+                            "must then be nominal)")
     seed: int = setting(0, "seed of randomization draws, noise and drops", low=0, high=2**31 - 1)
     goals_seed: int = setting(0, "seed of goal sampling", low=0, high=2**31 - 1)
     goal: tuple[float, float, float] | None = None
@@ -153,8 +157,15 @@ class SimDriver:
 
     def __init__(self, config: DriverConfig | None = None, robot: RobotModel | None = None) -> None:
         self.config = cfg = config or DriverConfig()
+        real_arm = None
+        if cfg.real_arm:
+            from simreal_ros.robot import load_robot
+
+            robot = robot or load_robot()
+            real_arm = load_real_arm(cfg.real_arm, robot)  # RealArmError (a ValueError) names file and key
         self.arm = ArmSim(ArmSimConfig(physics_dt=cfg.physics_dt, measurement_period=cfg.measurement_period,
-                                       command_mode=cfg.command_mode, ranges=cfg.ranges), robot=robot, seed=cfg.seed)
+                                       command_mode=cfg.command_mode, ranges=cfg.ranges, real_arm=real_arm),
+                          robot=robot, seed=cfg.seed)
         self.robot = self.arm.robot
         self.period = cfg.period
         ticks(self.period, cfg.measurement_period, "publish period (1/publish_rate_hz)")
