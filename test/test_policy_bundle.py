@@ -128,8 +128,8 @@ def test_model_with_wrong_output_size_is_refused_naming_both_sides(tmp_path, rob
     path = write_linear_bundle(tmp_path / "b", robot, n_out=6)
     with pytest.raises(BundleError) as exc:
         load_bundle(path, robot)
-    assert ("output 'action' has shape ['batch' (dynamic), 6] but the manifest's number of robot.joint_names is 7"
-            in str(exc.value))
+    assert ("output 'action' has shape ['batch' (dynamic), 6] but the manifest's action size (number of "
+            "robot.joint_names; 2 for tool_planar_delta) is 7" in str(exc.value))
 
 
 def test_missing_model_file_and_missing_bundle_are_clear(tmp_path, robot):
@@ -153,7 +153,8 @@ def test_policy_check_command_passes_a_good_bundle_and_fails_a_bad_one(tmp_path,
     out = capsys.readouterr().out
     fail = [ln for ln in out.splitlines() if ln.startswith("  FAIL")]
     assert len(fail) == 1 and fail[0].startswith("  FAIL  model: ONNX model ")
-    assert "output 'action' has shape ['batch' (dynamic), 6] but the manifest's number of robot.joint_names is 7" \
+    assert "output 'action' has shape ['batch' (dynamic), 6] but the manifest's action size (number of " \
+        "robot.joint_names; 2 for tool_planar_delta) is 7" \
         in fail[0]
     assert "ok    model" not in out and out.strip().endswith("FAILED (1 check(s))")
 

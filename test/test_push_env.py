@@ -228,3 +228,89 @@ def test_push_scene_has_the_tool_puck_and_goal_and_reach_scene_is_unchanged():
     from simreal_ros.sim.env import ReachEnv
     r = ReachEnv().arm.model
     assert (r.nq, r.nv, r.nu, r.npair) == (7, 7, 7, 0)
+
+
+def _push_bundle(tmp_path, env, seed=0):
+    from simreal_ros.policy.onnx_linear import write_linear_bundle
+    from simreal_ros.sim.push_env import PUSH_TERMS
+
+    return write_linear_bundle(tmp_path / f"push{seed}", env.robot, terms=PUSH_TERMS, seed=seed, gain=0.3,
+                               action_type="tool_planar_delta", action_scale=env.task.action_scale,
+                               control_rate_hz=env.task.control_rate_hz, action_planar=env.action_planar)
+
+
+def test_executor_runs_a_planar_bundle_exactly_as_the_push_env_does(tmp_path):
+    """Same observation and same joint targets in training (the env) and deployment (the
+    executor), cycle after cycle, on real ONNX Runtime with the bundle's declared inputs."""
+    from simreal_ros.policy.bundle import load_bundle
+    from simreal_ros.policy.executor import PolicyExecutor
+
+    env = PushEnv(randomization="default")
+    bundle = load_bundle(_push_bundle(tmp_path, env), env.robot)
+    assert bundle.manifest.action_dim == 2
+    ex = PolicyExecutor(bundle, env.robot)
+    assert ex.inputs == ("joint_state", "goal", "object_pose")
+    obs, _ = env.reset(seed=4)
+    ex.set_goal(env.goal_point)
+    t = env.measurement.stamp
+    ex.update_state(env.measurement.position, env.measurement.velocity, t)
+    assert ex.step(t).skipped == "no_object"
+    moved = 0.0
+    for _ in range(30):
+        m, tr = env.measurement, env.tracked
+        ex.update_state(m.position, m.velocity, m.stamp)
+        ex.update_object(tr.position, tr.stamp)
+        res = ex.step(m.stamp)
+        assert res.skipped is None
+        np.testing.assert_allclose(res.observation, obs, rtol=0, atol=1e-6)
+        action = np.asarray(bundle.backend(bundle.manifest.normalize(obs)), dtype=float)
+        np.testing.assert_allclose(res.action, np.clip(action, -1, 1), atol=1e-6)
+        obs, _, term, trunc, info = env.step(res.action)
+        np.testing.assert_allclose(info["target"], res.command, atol=1e-9)
+        moved = max(moved, float(np.linalg.norm(res.action)))
+        if term or trunc:
+            break
+    assert moved > 0.05  # the policy did act
+    # a tracked pose older than max_object_age skips the cycle; nothing is extrapolated
+    m = env.measurement
+    ex.update_state(m.position, m.velocity, m.stamp)
+    ex.update_object(env.tracked.position, m.stamp - 0.5)
+    assert ex.step(m.stamp).skipped == "stale_object"
+
+
+def test_policy_check_bounds_a_planar_bundles_joint_speeds(tmp_path, capsys):
+    from simreal_ros.cli import main
+
+    env = PushEnv()
+    path = _push_bundle(tmp_path, env)
+    assert main(["policy", "check", str(path), "--samples", "50"]) == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "output [batch, 2]" in out
+    import yaml as _yaml
+
+    d = _yaml.safe_load((path / "manifest.yaml").read_text())
+    d["action"]["planar"]["max_lead"] = 0.15  # a target up to 15 cm ahead each 0.1 s cycle: beyond the joints' speed
+    (path / "manifest.yaml").write_text(_yaml.safe_dump(d))
+    assert main(["policy", "check", str(path), "--samples", "50"]) == 1
+    assert "velocity" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"planar": None}, "action.planar"),
+    ({"planar": {"height": 0.1}}, "missing keys"),
+    ({"planar": {"height": 0.1, "tip": [0, 0, 0.1], "workspace": [0.7, 0, 0.3, 0.1], "start": [0.4, 0],
+                 "max_lead": 0.03}}, "workspace"),
+])
+def test_a_planar_bundle_without_a_sound_plane_is_refused(tmp_path, edit, message):
+    from simreal_ros.policy.bundle import load_bundle
+    from simreal_ros.policy.manifest import BundleError
+
+    env = PushEnv()
+    path = _push_bundle(tmp_path, env)
+    d = yaml.safe_load((path / "manifest.yaml").read_text())
+    d["action"].update(edit)
+    if d["action"]["planar"] is None:
+        del d["action"]["planar"]
+    (path / "manifest.yaml").write_text(yaml.safe_dump(d))
+    with pytest.raises(BundleError, match=message):
+        load_bundle(path, env.robot)

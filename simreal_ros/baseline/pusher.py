@@ -8,7 +8,8 @@ like any controller and can stand in for a policy in shadow/fallback.
 
 Strategy: go to the approach point behind the puck on the puck->goal line (around the puck
 when the tool is on the wrong side), push along the line until the puck's centre is at the
-goal, re-approach when the puck drifts off the line.
+goal, re-approach when the puck drifts off the line. Which of these it does follows from the
+geometry of each call alone.
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ class ScriptedPusher:
         self.phase = "approach"
 
     def act(self, tool: np.ndarray, puck: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        """Action in [-1, 1]^2 from the tool tip, puck and goal positions (x, y; m)."""
+        """Action in [-1, 1]^2 from the tool tip, puck and goal positions (x, y; m).
+
+        Stateless: the phase follows from the geometry alone (so the same inputs always give the
+        same action, and the pusher can label states for imitation); :attr:`phase` reports it.
+        """
         c = self.config
         tool, puck, goal = (np.asarray(v, dtype=float)[:2] for v in (tool, puck, goal))
         to_goal = goal - puck
@@ -67,14 +72,12 @@ class ScriptedPusher:
         rel = tool - puck
         along = float(rel @ u)
         off_line = abs(float(rel @ np.array([-u[1], u[0]])))
-        if self.phase == "push" and (off_line > c.drift_tolerance or along > -self.contact * 0.5):
+        aligned = (off_line < c.drift_tolerance and along < -0.5 * self.contact
+                   and along > -(self.contact + c.approach_gap + c.align_tolerance))
+        if not aligned:
             self.phase = "approach"
-        if self.phase != "push":
-            if float(np.linalg.norm(tool - behind)) < c.align_tolerance:
-                self.phase = "push"
-            else:
-                return self._toward(tool, self._waypoint(tool, puck, u, behind), 1.0)
-        # push: move the tool so that the puck's centre ends at the goal
+            return self._toward(tool, self._waypoint(tool, puck, u, behind), 1.0)
+        self.phase = "push"  # move the tool so that the puck's centre ends at the goal
         speed = c.push_speed * min(1.0, max(0.2, dist / c.slow_radius)) if c.slow_radius > 0 else c.push_speed
         return self._toward(tool, goal - u * self.contact, speed, along_line=u)
 

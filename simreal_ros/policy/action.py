@@ -13,11 +13,21 @@ import numpy as np
 from simreal_ros.robot import RobotModel
 
 #: action types a manifest may declare
-ACTION_TYPES = ("joint_position_delta", "joint_position", "joint_torque")
+ACTION_TYPES = ("joint_position_delta", "joint_position", "joint_torque", "tool_planar_delta")
 
 #: the safety shield's ``command_mode`` (:data:`simreal_ros.shield.COMMAND_MODES`) each action type needs:
 #: position targets go to a position-mode shield, torques (N m) only to an effort-mode one
-COMMAND_MODE = {"joint_position_delta": "position", "joint_position": "position", "joint_torque": "effort"}
+COMMAND_MODE = {"joint_position_delta": "position", "joint_position": "position", "joint_torque": "effort",
+                "tool_planar_delta": "position"}
+
+#: ``tool_planar_delta``: the tool tip moves by ``scale * a`` (m, x and y) in the manifest's plane
+#: (``action.planar``), turned into joint targets by :class:`simreal_ros.robot.planar.PlanarReference`
+PLANAR_DIM = 2
+
+
+def action_dim(action_type: str, n_joints: int) -> int:
+    """Size of a policy's action for ``action_type``."""
+    return PLANAR_DIM if action_type == "tool_planar_delta" else n_joints
 
 
 def action_to_target(robot: RobotModel, q: np.ndarray, action: np.ndarray, scale: float,
@@ -34,6 +44,9 @@ def action_to_command(robot: RobotModel, action_type: str, action: np.ndarray, s
     - ``joint_position_delta``: :func:`action_to_target` around the measured ``q``;
     - ``joint_position``: ``clip(default_pose + scale*clip(a), position limits)``;
     - ``joint_torque``: ``clip(scale*clip(a), ±effort limit)`` (N m).
+
+    ``tool_planar_delta`` keeps a reference point between cycles: use a
+    :class:`~simreal_ros.robot.planar.PlanarReference` (the executor and the push env do).
     """
     a = np.clip(np.asarray(action, dtype=float), -clip, clip)
     lim = robot.limits
@@ -43,7 +56,30 @@ def action_to_command(robot: RobotModel, action_type: str, action: np.ndarray, s
         return np.clip(default_pose + scale * a, lim.position_min, lim.position_max)
     if action_type == "joint_torque":
         return np.clip(scale * a, -lim.effort, lim.effort)
+    if action_type == "tool_planar_delta":
+        raise ValueError("action type 'tool_planar_delta' needs a PlanarReference (simreal_ros.robot.planar)")
     raise ValueError(f"action type '{action_type}' is not one of {list(ACTION_TYPES)}")
+
+
+def _planar_reach(robot: RobotModel, frame, max_lead: float, period: float) -> np.ndarray:
+    """Most joint motion per period a planar target can ask for: the reference leads the measured
+    tip by at most ``max_lead`` (inside the workspace), so at each point of a grid over the
+    workspace and for 16 directions, run the executor's own IK step from the arm there and take
+    the joint displacement per period."""
+    from simreal_ros.robot.planar import PlanarReference, solve_pose_ik
+
+    x0, y0, x1, y1 = frame.workspace
+    worst = np.zeros(robot.n_joints)
+    q = frame.rest
+    for x in np.linspace(x0, x1, 5):
+        for y in np.linspace(y0, y1, 5):
+            q, _, _ = solve_pose_ik(robot, frame.flange_position((x, y)), frame.rotation, q, rest=frame.rest,
+                                    max_iterations=100)
+            for a in np.linspace(0, 2 * np.pi, 16, endpoint=False):
+                ref = PlanarReference(robot, frame, max_lead)
+                target = ref.step(q, 2 * max_lead * np.array([np.cos(a), np.sin(a)]))
+                worst = np.maximum(worst, np.abs(target - q))
+    return worst / period
 
 
 @dataclass(frozen=True)
@@ -71,7 +107,7 @@ class CommandReach:
 
 
 def command_reach(robot: RobotModel, action_type: str, scale: float, clip: float, rate_hz: float,
-                  default_pose: np.ndarray) -> list[CommandReach]:
+                  default_pose: np.ndarray, planar=None) -> list[CommandReach]:
     """What actions of ``action_type`` (clipped to ``clip``, times ``scale``) can command at ``rate_hz``.
 
     - ``joint_position_delta``: a target up to ``scale*clip`` from the measured position every
@@ -107,4 +143,12 @@ def command_reach(robot: RobotModel, action_type: str, scale: float, clip: float
                 CommandReach("effort_rate", "N m/s", 2.0 * np.minimum(step, lim.effort) / period, lim.effort_rate,
                              f"a torque jump of up to 2*min(scale*clip, effort limit) from one {period:g} s period "
                              "to the next")]
+    if action_type == "tool_planar_delta":
+        if planar is None:
+            raise ValueError("action type 'tool_planar_delta' needs the manifest's action.planar frame")
+        frame, max_lead = planar
+        per = _planar_reach(robot, frame, max_lead, period)
+        return [CommandReach("velocity", "rad/s", per, lim.velocity,
+                             f"a tool target up to max_lead = {max_lead:g} m from the measured tip every "
+                             f"{period:g} s period, through the executor's IK over a grid of the workspace")]
     raise ValueError(f"action type '{action_type}' is not one of {list(ACTION_TYPES)}")

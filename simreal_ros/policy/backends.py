@@ -46,7 +46,8 @@ class OnnxBackend:
     """ONNX Runtime session on the CPU, one thread, warmed up.
 
     Args:
-        path: ``.onnx`` file. obs_dim, n_joints: what the manifest says the model takes/gives.
+        path: ``.onnx`` file. obs_dim, n_joints: what the manifest says the model takes/gives
+            (``n_joints`` is the action size: the joints, or 2 for planar tool actions).
         warmup: number of inference calls made at construction.
     """
 
@@ -72,7 +73,8 @@ class OnnxBackend:
                               f"({[i.name for i in ins]} -> {[o.name for o in outs]}); the policy contract is "
                               "one input [batch, obs_dim] and one output [batch, n_joints]")
         self._check(path, "input", ins[0], self.obs_dim, "observation size (sum of observation.terms sizes)")
-        self._check(path, "output", outs[0], self.n_joints, "number of robot.joint_names")
+        self._check(path, "output", outs[0], self.n_joints, "action size (number of robot.joint_names; 2 for "
+                    "tool_planar_delta)")
         if ins[0].type != "tensor(float)":
             raise BundleError(f"ONNX model {path} input '{ins[0].name}' is {ins[0].type}; the policy contract is "
                               "float32 (tensor(float))")
@@ -145,8 +147,8 @@ def _probe(backend, path, warmup: int) -> None:
         out = np.asarray(out)
         if out.shape != (batch, backend.n_joints):
             raise BundleError(f"{backend.name} model {path} gives output shape {list(out.shape)} for input "
-                              f"[{batch}, {backend.obs_dim}] but the manifest's robot.joint_names has "
-                              f"{backend.n_joints} joints (expected [{batch}, {backend.n_joints}])")
+                              f"[{batch}, {backend.obs_dim}] but the manifest's action size (robot.joint_names, "
+                              f"or 2 for planar) is {backend.n_joints} (expected [{batch}, {backend.n_joints}])")
         if out.dtype != np.float32:
             raise BundleError(f"{backend.name} model {path} gives {out.dtype} output; the contract is float32")
     x = np.zeros(backend.obs_dim, dtype=np.float32)
@@ -160,4 +162,4 @@ def make_backend(bundle: PolicyBundle, warmup: int = 20) -> Backend:
     cls = {"onnx": OnnxBackend, "torchscript": TorchScriptBackend}.get(m.backend)
     if cls is None:
         raise BundleError(f"manifest key 'model.backend': '{m.backend}' is not one of ['onnx', 'torchscript']")
-    return cls(bundle.model_path, m.obs_dim, m.n_joints, warmup=warmup)
+    return cls(bundle.model_path, m.obs_dim, m.action_dim, warmup=warmup)

@@ -95,7 +95,7 @@ def check(bundle_path: str, robot_name: str = "panda", samples: int = 1000, seed
         if not bundle.model_path.is_file():
             raise BundleError(f"model.file '{m.model_file}' does not exist ({bundle.model_path})")
         bundle.backend = make_backend(bundle)
-        rep.ok("model", f"input [batch, {m.obs_dim}] -> output [batch, {m.n_joints}] ({bundle.backend.name})")
+        rep.ok("model", f"input [batch, {m.obs_dim}] -> output [batch, {m.action_dim}] ({bundle.backend.name})")
     except BundleError as exc:
         rep.fail("model", str(exc))
         return _done(rep)
@@ -127,7 +127,9 @@ def _check_reach(rep: _Report, m, robot) -> None:
     """The most the bundle's actions can command at its rate against the robot's limits."""
     from simreal_ros.policy.action import command_reach
 
-    for r in command_reach(robot, m.action_type, m.action_scale, m.action_clip, m.control_rate_hz, m.default_pose):
+    planar = (m.planar_frame(robot), m.action_planar["max_lead"]) if m.action_planar is not None else None
+    for r in command_reach(robot, m.action_type, m.action_scale, m.action_clip, m.control_rate_hz, m.default_pose,
+                           planar):
         what = f"{r.quantity} limits"
         head = (f"{m.action_type} scale {m.action_scale:g} x clip {m.action_clip:g} at {m.control_rate_hz:g} Hz: "
                 f"{r.basis}, i.e. up to {_span(r.allowed, r.unit)}")
@@ -181,11 +183,13 @@ def _check_outputs(rep: _Report, bundle, robot, samples: int, seed: int) -> None
     for _ in range(max(1, samples // 10)):
         x = ObsInputs(q=rng.uniform(lim.position_min, lim.position_max), dq=rng.uniform(-lim.velocity, lim.velocity),
                       goal=rng.uniform([-0.8, -0.8, 0.0], [0.8, 0.8, 1.2]),
-                      last_action=rng.uniform(-m.action_clip, m.action_clip, m.n_joints))
+                      last_action=rng.uniform(-m.action_clip, m.action_clip, m.action_dim),
+                      tool=rng.uniform([-0.8, -0.8, 0.0], [0.8, 0.8, 1.2]),
+                      object=rng.uniform([-0.8, -0.8, 0.0], [0.8, 0.8, 1.2]))
         raw.append(m.normalize(build_observation(robot, m.term_names, x)))
     obs = np.concatenate([z, np.asarray(raw)])
     out = np.stack([bundle.backend(o) for o in obs])
-    if out.shape != (len(obs), m.n_joints) or not np.all(np.isfinite(out)):
+    if out.shape != (len(obs), m.action_dim) or not np.all(np.isfinite(out)):
         bad = int(np.sum(~np.all(np.isfinite(out), axis=-1))) if out.ndim == 2 else len(obs)
         rep.fail("outputs", f"{bad} of {len(obs)} random observations give non-finite or misshaped actions")
         return
@@ -199,11 +203,14 @@ def _check_timing(rep: _Report, bundle, robot) -> None:
 
     m = bundle.manifest
     ex = PolicyExecutor(bundle, robot, ExecutorConfig(compute_deadline=1e9, ood_revert=False))
-    fk = robot.fk(robot.ready_pose)[:3, 3]
+    q = ex.planar.frame.rest if ex.planar is not None else robot.ready_pose
+    fk = robot.fk(q)[:3, 3]
     ex.set_goal(fk + np.array([0.05, 0.0, -0.05]))
     times = []
     for k in range(500):
-        ex.update_state(robot.ready_pose, np.zeros(m.n_joints), k * ex.period)
+        ex.update_state(q, np.zeros(m.n_joints), k * ex.period)
+        if "object_pose" in ex.inputs:
+            ex.update_object(fk + np.array([0.1, 0.0, 0.0]), k * ex.period)
         t0 = time.perf_counter()
         ex.step(k * ex.period)
         times.append(time.perf_counter() - t0)

@@ -1,4 +1,4 @@
-"""Policy executor core (ROS-free): state + goal -> observation -> model -> joint command.
+"""Policy executor core (ROS-free): state + goal (+ object pose) -> observation -> model -> joint command.
 
 One :meth:`PolicyExecutor.step` per control period, called by the ROS node's timer or by an
 offline evaluation loop. Every cycle measures the age of the state it uses and its own
@@ -13,8 +13,14 @@ Usage (offline)::
     ex.set_goal(goal)
     for t in ...:
         ex.update_state(q_measured, dq_measured, stamp)
+        ex.update_object(p_tracked, stamp_tracked)     # bundles whose terms need the object pose
         res = ex.step(t)
         if res.command is not None: ...
+
+:attr:`PolicyExecutor.inputs` names what the bundle's observation terms need
+(:data:`~simreal_ros.policy.observation.TERM_INPUTS`); the node subscribes to exactly those.
+A ``tool_planar_delta`` bundle keeps its tool reference point between cycles
+(:class:`~simreal_ros.robot.planar.PlanarReference`), exactly as the push env does in training.
 """
 
 from __future__ import annotations
@@ -27,13 +33,14 @@ import numpy as np
 
 from simreal_ros.policy.action import action_to_command
 from simreal_ros.policy.bundle import PolicyBundle, check_robot
-from simreal_ros.policy.observation import ObsInputs, build_observation
+from simreal_ros.policy.observation import ObsInputs, build_observation, required_inputs
 from simreal_ros.policy.ood import OodMonitor, OodReport
 from simreal_ros.robot import RobotModel
 from simreal_ros.settings import SettingError, setting, validate_fields
 
 #: reasons a cycle is skipped (keys of :attr:`PolicyExecutor.skipped`)
-SKIP_REASONS = ("no_state", "no_goal", "stale_state", "non_finite_action", "deadline_missed")
+SKIP_REASONS = ("no_state", "no_goal", "stale_state", "no_object", "stale_object", "non_finite_action",
+                "deadline_missed")
 
 
 @dataclass
@@ -48,6 +55,8 @@ class ExecutorConfig:
 
     max_state_age: float = setting(0.05, "an older state skips the cycle (never extrapolated)", unit="s",
                                    low=0.001, high=1.0)
+    max_object_age: float = setting(0.1, "an older tracked object pose skips the cycle (bundles that observe an "
+                                    "object)", unit="s", low=0.001, high=1.0)
     deadline_fraction: float = setting(0.5, "compute deadline as a fraction of the control period (manifest rate); "
                                        "slower skips the cycle", low=0.01, high=1.0)
     ood_threshold: float = setting(8.0, "z-score against the manifest's normalization statistics above which an "
@@ -103,6 +112,12 @@ class PolicyExecutor:
         if not (self.max_state_age > 0 and self.deadline > 0):
             raise ValueError(f"max_state_age ({self.max_state_age}) and compute_deadline ({self.deadline}) must be > 0")
         self.command_type = "torque" if m.action_type == "joint_torque" else "position"
+        self.inputs = required_inputs(m.term_names)
+        self.planar = None
+        if m.action_type == "tool_planar_delta":
+            from simreal_ros.robot.planar import PlanarReference
+
+            self.planar = PlanarReference(robot, m.planar_frame(robot), m.action_planar["max_lead"])
         self.ood = OodMonitor(m.term_slices(), m.obs_mean, m.obs_std, self.config.ood_threshold,
                               self.config.ood_window, self.config.ood_min_count)
         self.cycles = 0
@@ -123,7 +138,10 @@ class PolicyExecutor:
         """Forget state, goal, last action and the OOD window (counters are kept)."""
         self._q = self._dq = self._goal = None
         self._stamp = None
-        self._last_action = np.zeros(self.manifest.n_joints)
+        self._object = self._object_stamp = None
+        self._last_action = np.zeros(self.manifest.action_dim)
+        if self.planar is not None:
+            self.planar.reset()
         self.ood.reset()
 
     def update_state(self, q, dq, stamp: float) -> bool:
@@ -146,6 +164,18 @@ class PolicyExecutor:
             raise ValueError(f"goal must be 3 finite values (x, y, z in m), got {p!r}")
         self._goal = p
 
+    def update_object(self, position, stamp: float) -> bool:
+        """Latest tracked object position (m, base frame) stamped at acquisition. Non-finite input is
+        rejected (counted with the states)."""
+        p = np.asarray(position, dtype=float)
+        if p.shape != (3,):
+            raise ValueError(f"object position must be 3 values (x, y, z in m), got shape {p.shape}")
+        if not (np.all(np.isfinite(p)) and np.isfinite(stamp)):
+            self.rejected_states += 1
+            return False
+        self._object, self._object_stamp = p, float(stamp)
+        return True
+
     @property
     def goal(self) -> np.ndarray | None:
         return None if self._goal is None else self._goal.copy()
@@ -165,17 +195,27 @@ class PolicyExecutor:
             return self._skip(now, "no_goal", age, t0)
         if abs(age) > self.max_state_age:
             return self._skip(now, "stale_state", age, t0)
+        if "object_pose" in self.inputs:
+            if self._object is None:
+                return self._skip(now, "no_object", age, t0)
+            if abs(float(now) - self._object_stamp) > self.config.max_object_age:
+                return self._skip(now, "stale_object", age, t0)
         m = self.manifest
+        tool = None if self.planar is None else self.planar.frame.tip_position(self.robot, self._q)
         obs = build_observation(self.robot, m.term_names,
-                                ObsInputs(q=self._q, dq=self._dq, goal=self._goal, last_action=self._last_action))
+                                ObsInputs(q=self._q, dq=self._dq, goal=self._goal, last_action=self._last_action,
+                                          tool=tool, object=self._object))
         report = self.ood.update(obs)
         self._last_ood = report
         raw = np.asarray(self.bundle.backend(m.normalize(obs)), dtype=float)
         if not np.all(np.isfinite(raw)):
             return self._skip(now, "non_finite_action", age, t0, report, obs)
         action = np.clip(raw, -m.action_clip, m.action_clip)
-        command = action_to_command(self.robot, m.action_type, action, m.action_scale, m.action_clip, self._q,
-                                    m.default_pose)
+        if self.planar is not None:
+            command = self.planar.step(self._q, m.action_scale * action)
+        else:
+            command = action_to_command(self.robot, m.action_type, action, m.action_scale, m.action_clip, self._q,
+                                        m.default_pose)
         compute = time.perf_counter() - t0
         revert = None
         if report.raised and self.config.ood_revert:

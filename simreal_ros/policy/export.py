@@ -78,7 +78,7 @@ def write_random_bundle(directory: str | Path, robot, backend: str = "onnx", ter
                             provenance=manifest_kw.pop("provenance", {"tool": "write_random_bundle", "seed": seed}),
                             **manifest_kw)
     obs_dim = model_obs_dim or manifest.obs_dim
-    net = mlp(obs_dim, n_out or robot.n_joints, hidden=hidden, seed=seed)
+    net = mlp(obs_dim, n_out or manifest.action_dim, hidden=hidden, seed=seed)
     (export_onnx if backend == "onnx" else export_torchscript)(net, obs_dim, directory / model_file)
     (directory / MANIFEST_FILE).write_text(yaml.safe_dump(manifest.to_dict(), sort_keys=False, width=120))
     return directory

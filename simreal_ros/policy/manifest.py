@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from simreal_ros.policy.action import ACTION_TYPES
+from simreal_ros.policy.action import ACTION_TYPES, action_dim
 from simreal_ros.policy.manifest_yaml import short_repr
 from simreal_ros.policy.observation import TERMS
 from simreal_ros.robot import RobotModel
@@ -115,6 +115,8 @@ class PolicyManifest:
     default_pose: np.ndarray
     provenance: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
+    #: ``tool_planar_delta`` only: the plane (see :data:`PLANAR_KEYS`)
+    action_planar: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.format != FORMAT:
@@ -143,6 +145,7 @@ class PolicyManifest:
         self.action_scale = _number("action.scale", self.action_scale)
         self.action_clip = _number("action.clip", self.action_clip)
         self.default_pose = _floats("default_pose", self.default_pose, len(names))
+        self.action_planar = _planar(self.action_type, self.action_planar)
         if not isinstance(self.provenance, Mapping):
             raise _err("provenance", f"must be a mapping, got {type(self.provenance).__name__}")
         self.provenance = dict(self.provenance)
@@ -175,6 +178,24 @@ class PolicyManifest:
     @property
     def n_joints(self) -> int:
         return len(self.joint_names)
+
+    @property
+    def action_dim(self) -> int:
+        """Size of the model's output (joints, or 2 for planar tool actions)."""
+        return action_dim(self.action_type, self.n_joints)
+
+    def planar_frame(self, robot: RobotModel):
+        """The :class:`~simreal_ros.robot.planar.PlanarFrame` of a ``tool_planar_delta`` bundle on ``robot``."""
+        from simreal_ros.robot.planar import PlanarFrame
+
+        p = self.action_planar
+        if p is None:
+            raise BundleError(f"policy '{self.name}' has action type '{self.action_type}', not tool_planar_delta")
+        try:
+            return PlanarFrame.for_robot(robot, p["height"], np.asarray(p["tip"]), tuple(p["workspace"]),
+                                         tuple(p["start"]))
+        except ValueError as exc:
+            raise _err("action.planar", str(exc)) from None
 
     @property
     def obs_dim(self) -> int:
@@ -253,6 +274,7 @@ class PolicyManifest:
             action_type=get(action, "type", "action."),
             action_scale=get(action, "scale", "action."),
             action_clip=get(action, "clip", "action.", 1.0),
+            action_planar=action.get("planar"),
             default_pose=get(d, "default_pose"),
             provenance=provenance,
         )
@@ -270,10 +292,45 @@ class PolicyManifest:
                 "normalization": {"mean": self.obs_mean.tolist(), "std": self.obs_std.tolist(),
                                   "clip": float(self.obs_clip)},
             },
-            "action": {"type": self.action_type, "scale": float(self.action_scale), "clip": float(self.action_clip)},
+            "action": {"type": self.action_type, "scale": float(self.action_scale), "clip": float(self.action_clip),
+                       **({"planar": _plain(self.action_planar)} if self.action_planar is not None else {})},
             "default_pose": self.default_pose.tolist(),
             "provenance": _plain(self.provenance),
         }
+
+
+#: ``action.planar`` of a ``tool_planar_delta`` bundle: key -> (number of values, meaning)
+PLANAR_KEYS: dict[str, tuple[int, str]] = {
+    "height": (1, "tool tip height in the base frame (m)"),
+    "tip": (3, "tool tip in the flange frame (m)"),
+    "workspace": (4, "[xmin, ymin, xmax, ymax] the tip is kept in (m)"),
+    "start": (2, "tool position (x, y) the redundancy's rest posture is solved at (m)"),
+    "max_lead": (1, "most the tip's reference may lead the measured tip (m)"),
+}
+
+
+def _planar(action_type: Any, value: Any) -> dict[str, Any] | None:
+    if action_type != "tool_planar_delta":
+        if value is not None:
+            raise _err("action.planar", f"is only for action type tool_planar_delta, not {short_repr(action_type)}")
+        return None
+    if not isinstance(value, Mapping):
+        raise _err("action.planar", f"is required for tool_planar_delta: a mapping with {sorted(PLANAR_KEYS)}, got "
+                                    f"{short_repr(value)}")
+    unknown = sorted(str(k) for k in value if k not in PLANAR_KEYS)
+    missing = [k for k in PLANAR_KEYS if k not in value]
+    if unknown or missing:
+        raise _err("action.planar", f"unknown keys {unknown}, missing keys {missing}")
+    out: dict[str, Any] = {}
+    for key, (size, _) in PLANAR_KEYS.items():
+        if size == 1:
+            out[key] = _number(f"action.planar.{key}", value[key], high=10.0)
+        else:
+            out[key] = [float(v) for v in _floats(f"action.planar.{key}", value[key], size)]
+    w = out["workspace"]
+    if not (w[0] < w[2] and w[1] < w[3]):
+        raise _err("action.planar.workspace", f"must be [xmin, ymin, xmax, ymax] with min < max, got {w}")
+    return out
 
 
 def _plain(x: Any) -> Any:
@@ -293,7 +350,8 @@ def manifest_for(robot: RobotModel, name: str, model_file: str, terms: Sequence[
                  control_rate_hz: float = 20.0, action_type: str = "joint_position_delta",
                  action_scale: float = 0.05, action_clip: float = 1.0, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, obs_clip: float = 10.0,
-                 provenance: Mapping[str, Any] | None = None) -> PolicyManifest:
+                 provenance: Mapping[str, Any] | None = None,
+                 action_planar: Mapping[str, Any] | None = None) -> PolicyManifest:
     """Convenience: a manifest for ``robot`` with term sizes filled in (identity normalisation by default)."""
     n = robot.n_joints
     sizes = [TERMS[t][0](n) if isinstance(t, str) and t in TERMS else 0 for t in terms]
@@ -302,5 +360,5 @@ def manifest_for(robot: RobotModel, name: str, model_file: str, terms: Sequence[
         joint_names=list(robot.joint_names), control_rate_hz=control_rate_hz,
         obs_terms=list(zip(terms, sizes)), obs_mean=mean, obs_std=std, obs_clip=obs_clip, action_type=action_type,
         action_scale=action_scale, action_clip=action_clip, default_pose=robot.ready_pose.copy(),
-        provenance=dict(provenance or {}),
+        provenance=dict(provenance or {}), action_planar=None if action_planar is None else dict(action_planar),
     )

@@ -1,9 +1,11 @@
 """Observation terms shared by training (the Gymnasium env) and deployment (the executor).
 
 Both sides build observations with :func:`build_observation` from the same inputs a real
-robot has: *measured* joint positions/velocities, the goal, and the flange position from
-forward kinematics of the measured positions (never simulator ground truth). A policy's
-manifest lists the terms in order; this module is the only place that knows what they mean.
+robot has: *measured* joint positions/velocities, the goal, the tracked object pose, and the
+flange/tool positions from forward kinematics of the measured positions (never simulator
+ground truth). A policy's manifest lists the terms in order; this module is the only place
+that knows what they mean, and which input each needs (:data:`TERM_INPUTS`): the policy node
+subscribes to exactly those, and a bundle whose inputs are not available refuses to start.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class ObsInputs:
     last_action: np.ndarray
     flange: np.ndarray | None = None  # filled from FK(q) when None
     belief: np.ndarray | None = None  # optional hidden-parameter estimate (estimator)
+    tool: np.ndarray | None = None  # tool tip (m, base frame) from FK(q) and the tool offset
+    object: np.ndarray | None = None  # tracked object position (m, base frame)
 
 
 def _flange(robot: RobotModel, x: ObsInputs) -> np.ndarray:
@@ -43,6 +47,13 @@ def _belief(robot: RobotModel, x: ObsInputs) -> np.ndarray:
     return x.belief
 
 
+def _need(x: ObsInputs, key: str, term: str) -> np.ndarray:
+    v = getattr(x, key)
+    if v is None:
+        raise ValueError(f"observation term '{term}' needs the {key} position, which was not given")
+    return np.asarray(v, dtype=float)
+
+
 #: term name -> (size for a 7-joint arm as a function of n_joints, builder)
 TERMS: dict[str, tuple[Callable[[int], int], Callable[[RobotModel, ObsInputs], np.ndarray]]] = {
     "joint_pos": (lambda n: n, lambda r, x: x.q - r.ready_pose),  # relative to the ready pose
@@ -52,7 +63,32 @@ TERMS: dict[str, tuple[Callable[[int], int], Callable[[RobotModel, ObsInputs], n
     "goal_delta": (lambda n: 3, lambda r, x: x.goal - _flange(r, x)),
     "last_action": (lambda n: n, lambda r, x: x.last_action),
     "belief": (lambda n: 2 * (3 * n + 1), _belief),  # optional; from the state estimator's /simreal/belief
+    # the push task: everything in the table plane (x, y)
+    "tool_xy": (lambda n: 2, lambda r, x: _need(x, "tool", "tool_xy")[:2]),
+    "object_xy": (lambda n: 2, lambda r, x: _need(x, "object", "object_xy")[:2]),
+    "goal_xy": (lambda n: 2, lambda r, x: x.goal[:2]),
+    "tool_to_object": (lambda n: 2, lambda r, x: _need(x, "object", "tool_to_object")[:2]
+                       - _need(x, "tool", "tool_to_object")[:2]),
+    "object_to_goal": (lambda n: 2, lambda r, x: x.goal[:2] - _need(x, "object", "object_to_goal")[:2]),
+    "last_action_xy": (lambda n: 2, lambda r, x: x.last_action),  # for 2-D (planar) actions
 }
+
+#: the inputs each term needs: ``joint_state`` (the estimator's state), ``goal`` (the goal
+#: topic), ``object_pose`` (the object tracker's pose), ``belief`` (the estimator's belief)
+TERM_INPUTS: dict[str, tuple[str, ...]] = {
+    "joint_pos": ("joint_state",), "joint_vel": ("joint_state",), "flange_pos": ("joint_state",),
+    "goal_pos": ("goal",), "goal_delta": ("goal", "joint_state"), "last_action": (), "belief": ("belief",),
+    "tool_xy": ("joint_state",), "object_xy": ("object_pose",), "goal_xy": ("goal",),
+    "tool_to_object": ("joint_state", "object_pose"), "object_to_goal": ("goal", "object_pose"),
+    "last_action_xy": (),
+}
+INPUTS = ("joint_state", "goal", "object_pose", "belief")
+
+
+def required_inputs(terms: Sequence[str]) -> tuple[str, ...]:
+    """The inputs a list of terms needs, in :data:`INPUTS` order."""
+    need = {i for t in terms for i in TERM_INPUTS[t]}
+    return tuple(i for i in INPUTS if i in need)
 
 DEFAULT_TERMS: tuple[str, ...] = ("joint_pos", "joint_vel", "flange_pos", "goal_pos", "goal_delta", "last_action")
 

@@ -108,7 +108,7 @@ def write_linear_bundle(directory: str | Path, robot, model_obs_dim: int | None 
     manifest = manifest_for(robot, manifest_kw.pop("name", "linear_policy"), "policy.onnx", terms,
                             provenance=manifest_kw.pop("provenance", {"tool": "write_linear_bundle", "seed": seed}),
                             **manifest_kw)
-    write_linear_onnx(directory / "policy.onnx", model_obs_dim or manifest.obs_dim, n_out or robot.n_joints, seed,
+    write_linear_onnx(directory / "policy.onnx", model_obs_dim or manifest.obs_dim, n_out or manifest.action_dim, seed,
                       gain)
     (directory / MANIFEST_FILE).write_text(yaml.safe_dump(manifest.to_dict(), sort_keys=False, width=120))
     return directory

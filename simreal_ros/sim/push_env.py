@@ -26,6 +26,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from simreal_ros.policy.observation import ObsInputs, build_observation
 from simreal_ros.robot import RobotModel
 from simreal_ros.robot.mujoco_model import TABLE_TOP, PushScene
 from simreal_ros.robot.planar import PlanarFrame, PlanarReference
@@ -35,8 +36,9 @@ from simreal_ros.sim.push_task import PushTaskConfig, load_push_task
 from simreal_ros.sim.randomize import ContactRanges, RandomizationRanges, load_ranges
 from simreal_ros.sim.tracker import ObjectTracker, TrackedPose
 
-#: observation terms of the push task, in order (sizes: 7, 7, 2, 2, 2, 2, 2, 2)
-PUSH_TERMS = ("joint_pos", "joint_vel", "tool_xy", "puck_xy", "goal_xy", "tool_to_puck", "puck_to_goal",
+#: observation terms of the push task, in order (sizes: 7, 7, 2, 2, 2, 2, 2, 2); built by
+#: :func:`simreal_ros.policy.observation.build_observation`, as the executor does on the robot
+PUSH_TERMS = ("joint_pos", "joint_vel", "tool_xy", "object_xy", "goal_xy", "tool_to_object", "object_to_goal",
               "last_action_xy")
 FALL_DEPTH = 0.05  # m below the table top: the puck has left the table
 
@@ -199,12 +201,25 @@ class PushEnv(gym.Env):
         return {"distance": dist, "speed": speed, "fell": fell,
                 "is_success": (not fell) and dist < self.task.success_radius and speed < self.task.success_speed}
 
+    @property
+    def action_planar(self) -> dict[str, Any]:
+        """The plane of this env's actions as a bundle manifest's ``action.planar`` (so the executor
+        rebuilds exactly this frame on the robot)."""
+        t = self.task
+        return {"height": float(self.frame.height), "tip": [float(v) for v in self.frame.tip],
+                "workspace": [float(v) for v in t.workspace], "start": [float(v) for v in t.tool_start],
+                "max_lead": float(t.max_lead)}
+
+    @property
+    def goal_point(self) -> np.ndarray:
+        """The goal as a 3-D point on the table (what the goal topic carries)."""
+        return np.array([self.goal[0], self.goal[1], TABLE_TOP])
+
     def _obs(self) -> np.ndarray:
         m = self._last_meas
-        tool = self.frame.tip_position(self.robot, m.position)[:2]
-        puck = self._tracked.position[:2]
-        return np.concatenate([m.position - self.robot.ready_pose, m.velocity, tool, puck, self.goal,
-                               puck - tool, self.goal - puck, self._last_action]).astype(np.float32)
+        inputs = ObsInputs(q=m.position, dq=m.velocity, goal=self.goal_point, last_action=self._last_action,
+                           tool=self.frame.tip_position(self.robot, m.position), object=self._tracked.position)
+        return build_observation(self.robot, PUSH_TERMS, inputs).astype(np.float32)
 
     def _sample_start(self) -> tuple[np.ndarray, np.ndarray]:
         t, rng = self.task, self.np_random

@@ -45,7 +45,7 @@ class PushTaskConfig:
                                           unit="m", length=4, low=-1.0, high=1.0, check=_box)
     min_goal_distance: float = setting(0.08, "least distance between the puck's start and the goal", unit="m",
                                        low=0.0, high=0.5)
-    workspace: tuple[float, ...] = setting([0.32, -0.30, 0.74, 0.30], "region the tool may move in [xmin, ymin, "
+    workspace: tuple[float, ...] = setting([0.32, -0.28, 0.70, 0.28], "region the tool may move in [xmin, ymin, "
                                            "xmax, ymax]", unit="m", length=4, low=-1.0, high=1.0, check=_box)
     success_radius: float = setting(0.03, "puck centre within this distance of the goal is success", unit="m",
                                     low=0.0, low_open=True, high=0.2)
