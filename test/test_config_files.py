@@ -19,7 +19,7 @@ import yaml
 
 pytest.importorskip("rclpy")
 
-from simreal_ros.bringup.graph import GraphOptions, build_graph, load_real_driver  # noqa: E402
+from simreal_ros.bringup.graph import GraphOptions, build_calibrate_graph, build_graph, load_real_driver  # noqa: E402
 from simreal_ros.settings import Setting, SettingError  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,7 +28,8 @@ CONFIG = REPO / "config"
 DATA_FILES = {"panda_joint_limits.yaml", "panda_impedance.yaml", "randomization.yaml", "real_driver.yaml",
               "push_task.yaml"}
 #: node -> module, from the graph (the one place that says which file feeds which node)
-NODES = {n.name: (n.module, Path(n.param_files[0])) for n in build_graph(GraphOptions())}
+NODES = {n.name: (n.module, Path(n.param_files[0]))
+         for n in [*build_graph(GraphOptions()), *build_calibrate_graph(GraphOptions())]}
 #: files whose owner has not converted them yet: {file name: reason}; each case is xfail(strict)
 PENDING: dict[str, str] = {}  # name -> reason, for a file whose node is being converted
 

@@ -83,7 +83,7 @@ class _Recorder:
         self.args, self.kwargs = args, kwargs
 
 
-def _load_launch_file(monkeypatch):
+def _load_launch_file(monkeypatch, file_name: str = "bringup.launch.py"):
     """Import launch/bringup.launch.py with launch/launch_ros replaced by recording stand-ins.
 
     ``launch`` and ``launch_ros`` exist only in a full ROS 2 install; this checks the file's
@@ -113,8 +113,8 @@ def _load_launch_file(monkeypatch):
     for name, mod in {"launch": launch, "launch.actions": actions, "launch.substitutions": subst,
                       "launch_ros": ros, "launch_ros.actions": ros_actions}.items():
         monkeypatch.setitem(sys.modules, name, mod)
-    path = REPO / "launch" / "bringup.launch.py"
-    module = types.ModuleType("bringup_launch")
+    path = REPO / "launch" / file_name
+    module = types.ModuleType(file_name.replace(".", "_"))
     exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
     made["module"] = module
     return made

@@ -49,9 +49,20 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
     LaunchArg("record", "true", "record the run to a rosbag2 (MCAP) bag", ("true", "false")),
     LaunchArg("output_dir", "runs", "directory for recorded bags"),
     LaunchArg("timing", "paced", "sim only: paced to wall clock, or unpaced with /clock (use_sim_time)", TIMINGS),
-    LaunchArg("randomization", "nominal", "sim only: randomization profile from config/randomization.yaml"),
+    LaunchArg("randomization", "nominal", "sim only: randomization profile from config/randomization.yaml, or a "
+              "file (e.g. a calibration.yaml of simreal calibrate fit)"),
     LaunchArg("seed", "0", "sim only: seed of the sim's random draws"),
     LaunchArg("real_driver_config", "", "real only: driver topic file (empty: config/real_driver.yaml)"),
+)
+
+
+#: Launch arguments of the calibrate graph (``calibrate.launch.py``, ``simreal calibrate record``):
+#: the excitation controller drives instead of the policy/baseline, and the run is always recorded.
+CALIBRATE_ARGS: tuple[LaunchArg, ...] = (
+    *(a for a in LAUNCH_ARGS if a.name in ("mode", "output_dir", "timing", "randomization", "seed",
+                                           "real_driver_config")),
+    LaunchArg("duration", "30", "s of excitation (excitation_controller's duration; then it holds the centre)"),
+    LaunchArg("real_arm", "", "sim only: hidden 'real' arm file of exact values (simreal_ros/sim/real_arm.py)"),
 )
 
 
@@ -94,6 +105,9 @@ class GraphOptions:
     real_driver_config: str = ""
     bag_name: str = ""
 
+    duration: float = 30.0  # calibrate graph: s of excitation
+    real_arm: str = ""  # sim only: hidden real arm file (sim bridge's real_arm)
+
     def __post_init__(self) -> None:
         for name, allowed in (("mode", MODES), ("shield_mode", SHIELD_MODES), ("timing", TIMINGS)):
             if getattr(self, name) not in allowed:
@@ -104,7 +118,7 @@ class GraphOptions:
     @classmethod
     def from_strings(cls, values: dict[str, str]) -> GraphOptions:
         """From launch-argument strings (what the launch file and the CLI both have)."""
-        known = {a.name for a in LAUNCH_ARGS} | {"bag_name"}
+        known = {a.name for a in (*LAUNCH_ARGS, *CALIBRATE_ARGS)} | {"bag_name"}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown launch argument(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -113,6 +127,11 @@ class GraphOptions:
             if str(v["record"]).lower() not in ("true", "false", "1", "0"):
                 raise ValueError(f"launch argument 'record' = {v['record']!r}; allowed: true, false")
             v["record"] = str(v["record"]).lower() in ("true", "1")
+        if "duration" in v:
+            try:
+                v["duration"] = float(v["duration"])
+            except ValueError:
+                raise ValueError(f"launch argument 'duration' = {v['duration']!r}; allowed: a number (s)") from None
         if "seed" in v:
             try:
                 v["seed"] = int(v["seed"])
@@ -192,10 +211,7 @@ def build_graph(opts: GraphOptions) -> list[NodeSpec]:
     # Remappings that point the graph at the real driver's topics; none in sim.
     driver_remaps: tuple[tuple[str, str], ...] = ()
     if opts.mode == "sim":
-        nodes.append(NodeSpec(
-            "sim_bridge", "sim_bridge", "simreal_ros.nodes.sim_bridge_node", (_config("sim_bridge.yaml"),),
-            {**common, "timing": opts.timing, "randomization_profile": opts.randomization, "seed": opts.seed},
-        ))
+        nodes.append(_sim_bridge(opts, common))
     else:
         topics = load_real_driver(opts.real_driver_config)
         driver_remaps = (("/joint_states", topics["joint_states"]),
@@ -237,3 +253,107 @@ def overrides_yaml(nodes: list[NodeSpec]) -> str:
     """The per-node overrides as one ``ros__parameters`` file (what ``--params-file`` takes)."""
     return yaml.safe_dump({n.name: {"ros__parameters": n.parameters} for n in nodes if n.parameters},
                           sort_keys=True)
+
+
+def _file_argument(name: str, value: str, what: str) -> str:
+    """A launch argument naming a file, as an absolute path (node processes may run elsewhere)."""
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ValueError(f"launch argument '{name}' = {value!r}: no such {what} file")
+    return str(path.resolve())
+
+
+def _randomization(value: str) -> str:
+    """The sim bridge's ``randomization_profile``: a profile name, or a file (a calibration.yaml)
+    as an absolute path; either is checked with the loader the bridge uses."""
+    from simreal_ros.sim.randomize import load_ranges
+
+    try:
+        load_ranges(profile=value)  # a profile name of config/randomization.yaml
+        return value
+    except ValueError as exc:
+        if not any(c in value for c in "/\\") and not value.endswith((".yaml", ".yml")):
+            raise ValueError(f"launch argument 'randomization' = {value!r}: {exc}") from None
+    path = _file_argument("randomization", value, "randomization profile")
+    try:
+        load_ranges(profile=path)
+    except ValueError as exc:
+        raise ValueError(f"launch argument 'randomization' = {value!r}: {exc}") from None
+    return path
+
+
+def _sim_bridge(opts: GraphOptions, common: dict[str, Any]) -> NodeSpec:
+    """The sim bridge of a sim graph: timing, randomization (profile or file), seed, hidden arm."""
+    params = {**common, "timing": opts.timing, "randomization_profile": _randomization(opts.randomization),
+              "seed": opts.seed}
+    if opts.real_arm:
+        from simreal_ros.robot import load_robot
+        from simreal_ros.sim.real_arm import load_real_arm
+
+        params["real_arm"] = _file_argument("real_arm", opts.real_arm, "hidden real arm")
+        if params["randomization_profile"] != "nominal":
+            raise ValueError(f"launch argument 'real_arm' = {opts.real_arm!r} has exact values: it cannot be combined "
+                             f"with randomization {opts.randomization!r} (leave it nominal)")
+        load_real_arm(params["real_arm"], load_robot())  # refused here, before anything starts
+    return NodeSpec("sim_bridge", "sim_bridge", "simreal_ros.nodes.sim_bridge_node", (_config("sim_bridge.yaml"),),
+                    params)
+
+
+EXCITATION_NODE = "excitation_controller"
+
+
+def build_calibrate_graph(opts: GraphOptions) -> list[NodeSpec]:
+    """The identification graph: the bringup graph with the excitation controller proposing
+    through the shield in place of the policy and the baseline (shield active, every limit, the
+    e-stop and watchdogs as in bringup; a revert holds, as no baseline runs), always recorded
+    (the excitation's proposals too). The excitation's ``rate_hz`` (config/excitation.yaml) is
+    the shield's control rate.
+
+    Raises:
+        ValueError: a bad option, parameter file or override (the message names it).
+    """
+    from simreal_ros.estimator.excitation import ExcitationConfig, ExcitationRunConfig
+    from simreal_ros.settings import from_settings
+
+    if opts.mode == "real" and opts.real_arm:
+        raise ValueError("launch argument 'real_arm' is for mode:=sim (the robot is the real arm)")
+    sim_time = opts.mode == "sim" and opts.timing == "unpaced"
+    common = {"use_sim_time": sim_time}
+    nodes: list[NodeSpec] = []
+    driver_remaps: tuple[tuple[str, str], ...] = ()
+    if opts.mode == "sim":
+        nodes.append(_sim_bridge(opts, common))
+    else:
+        topics = load_real_driver(opts.real_driver_config)
+        driver_remaps = (("/joint_states", topics["joint_states"]),
+                         ("/forward_position_controller/commands", topics["position_command"]))
+    nodes.append(NodeSpec("state_estimator", "state_estimator", "simreal_ros.nodes.estimator_node",
+                          (_config("estimator.yaml"),), dict(common)))
+    exc_file = _config("excitation.yaml")
+    exc = read_node_parameters(exc_file, EXCITATION_NODE)
+    try:
+        run = from_settings(ExcitationRunConfig, exc, str(exc_file))
+        from_settings(ExcitationConfig, {**exc, "duration": opts.duration}, f"{exc_file} with duration")
+    except ValueError as exc_error:
+        raise ValueError(f"calibrate graph: {exc_error}") from None
+    topic = exc.get("command_topic", "/simreal/excitation/command")
+    nodes.append(NodeSpec(EXCITATION_NODE, EXCITATION_NODE, "simreal_ros.nodes.excitation_node", (exc_file,),
+                          {**common, "duration": float(opts.duration)}))
+    shield_file = _config("shield.yaml")
+    shield = {**common, "mode": "active", "autostart": True, "policy_topic": topic, "revert_target": "hold",
+              **shield_timing(run.rate_hz, load_shield_config(shield_file))}
+    if opts.mode == "sim":
+        shield["state_timeout"] = SIM_STATE_TIMEOUT_S
+    nodes.append(NodeSpec("safety_shield", "safety_shield", "simreal_ros.nodes.shield_node", (shield_file,), shield,
+                          lifecycle=True))
+    try:
+        shield_config(nodes[-1])
+    except SettingError as exc_error:
+        raise SettingError(f"excitation rate_hz {run.rate_hz:g} ({exc_file}) with {shield_file}: {exc_error}") from None
+    rec_file = _config("recorder.yaml")
+    recorded = list(read_node_parameters(rec_file, "recorder").get("topics", []))
+    rec = {**common, "output_dir": str(Path(opts.output_dir).resolve()), "topics": [*recorded, topic]}
+    if opts.bag_name:
+        rec["bag_name"] = opts.bag_name
+    nodes.append(NodeSpec("recorder", "recorder", "simreal_ros.nodes.recorder_node", (rec_file,), rec))
+    return [_remapped(n, driver_remaps) for n in nodes] if driver_remaps else nodes

@@ -11,6 +11,7 @@ topic                                       type                               p
 /simreal/goal                               geometry_msgs/PointStamped         sim_bridge / user
 /simreal/policy/command                     std_msgs/Float64MultiArray         policy_executor (labelled kind)
 /simreal/baseline/command                   std_msgs/Float64MultiArray         baseline_controller (labelled)
+/simreal/excitation/command                 std_msgs/Float64MultiArray         excitation_controller (labelled)
 /forward_position_controller/commands       std_msgs/Float64MultiArray         safety_shield (sent, position mode)
 /forward_effort_controller/commands         std_msgs/Float64MultiArray         safety_shield (sent, effort mode)
 /simreal/shield/sent                        sensor_msgs/JointState             safety_shield (sent, its own stamps)

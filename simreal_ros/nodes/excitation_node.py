@@ -1,0 +1,138 @@
+"""``excitation_controller`` node: the identification excitation, proposed through the shield.
+
+A thin adapter around :class:`~simreal_ros.estimator.excitation.ExcitationRun`. From the first
+joint state (``state_topic``) it approaches the excitation's centre smoothly from where the arm
+is, runs the excitation for ``duration`` s and then holds the centre, proposing joint position
+targets (``std_msgs/Float64MultiArray``, robot joint order, ``layout.dim[0].label`` =
+``position``) on ``command_topic`` every ``1/rate_hz`` s, like any other controller: the
+calibrate graph points the shield's policy input at it, so every limit, the e-stop and the
+watchdogs apply. When the excitation has ended it logs so and says ``finished`` on
+``/diagnostics`` (status ``excitation_controller``, key ``phase``), and keeps holding.
+
+A bad parameter stops the process at start with exit status 1, naming the key and range.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+
+from simreal_ros.estimator.excitation import ExcitationConfig, ExcitationRun, ExcitationRunConfig
+from simreal_ros.nodes.common import JointOrder, array_msg, run_node
+from simreal_ros.nodes.params import Param, declare_and_read
+from simreal_ros.robot import load_robot
+from simreal_ros.settings import from_settings, settings_of
+
+NODE_NAME = "excitation_controller"
+COMMAND_TOPIC = "/simreal/excitation/command"
+
+#: The node's parameters: its wiring, then every setting of the run and of the trajectory
+#: (declared once in ExcitationRunConfig and ExcitationConfig). All are read once at start.
+SPEC = [replace(s, read_only=True) for s in (
+    Param("robot", "panda", "robot description name (urdf/<robot>.urdf)"),
+    Param("state_topic", "/simreal/state_estimate", "sensor_msgs/JointState input: where the arm is at the start"),
+    Param("command_topic", COMMAND_TOPIC, "proposed joint targets (Float64MultiArray, labelled position)"),
+    Param("diagnostics_period", 1.0, "s between /diagnostics messages", low=0.05, high=60.0),
+    *settings_of(ExcitationRunConfig),
+    *settings_of(ExcitationConfig),
+)]
+
+
+class ExcitationNode(Node):
+    """Thin adapter around :class:`ExcitationRun`; see the module docstring."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        p = self.params = declare_and_read(self, SPEC)
+        self.robot = load_robot(p["robot"])
+        self.config = from_settings(ExcitationConfig, p, NODE_NAME)
+        self.run_config = from_settings(ExcitationRunConfig, p, NODE_NAME)
+        self.order = JointOrder(self.robot.joint_names)
+        self.run: ExcitationRun | None = None
+        self._t0 = 0.0
+        self._q: np.ndarray | None = None
+        self._announced = False
+        self.counts = {"commands": 0, "bad_states": 0, "no_state": 0}
+        self.cmd_pub = self.create_publisher(Float64MultiArray, p["command_topic"], 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(JointState, p["state_topic"], self._on_state, qos_profile_sensor_data)
+        sim_time = self.get_parameter("use_sim_time").value
+        clock = None if sim_time else Clock(clock_type=ClockType.STEADY_TIME)
+        self._run_clock = self.get_clock() if sim_time else clock  # (not _clock: rclpy's)
+        self.create_timer(1.0 / self.run_config.rate_hz, self._on_timer, clock=clock)
+        self.create_timer(p["diagnostics_period"], self._on_diagnostics, clock=clock)
+        self.get_logger().info(
+            f"{p['state_topic']} -> {p['command_topic']} at {self.run_config.rate_hz:g} Hz: excitation of "
+            f"{self.config.duration:g} s (0: endless), amplitude {self.config.amplitude:g} rad, "
+            f"{self.config.limit_fraction:g} of the limits, seed {self.run_config.seed}")
+
+    def _now(self) -> float:
+        return self._run_clock.now().nanoseconds * 1e-9
+
+    def _on_state(self, msg: JointState) -> None:
+        try:
+            q, _, _ = self.order.arrays(msg)
+            if not np.all(np.isfinite(q)):
+                raise ValueError("non-finite joint positions")
+        except ValueError as exc:
+            self.counts["bad_states"] += 1
+            self.get_logger().error(f"ignoring state on {self.params['state_topic']}: {exc}",
+                                    throttle_duration_sec=2.0)
+            return
+        self._q = q
+
+    def _on_timer(self) -> None:
+        if self.run is None:
+            if self._q is None:
+                self.counts["no_state"] += 1
+                return
+            try:
+                self.run = ExcitationRun(self.robot, self._q, self.config, self.run_config)
+            except ValueError as exc:  # a start pose the excitation cannot centre around
+                self.get_logger().error(f"cannot start the excitation: {exc}", throttle_duration_sec=5.0)
+                return
+            self._t0 = self._now()
+            self.get_logger().info(f"starting from the measured pose: {self.run.approach_time:.2f} s approach, "
+                                   "then the excitation")
+        t = self._now() - self._t0
+        q, _, _ = self.run(t)
+        self.cmd_pub.publish(array_msg(q, label="position"))
+        self.counts["commands"] += 1
+        if self.run.finished(t) and not self._announced:
+            self._announced = True
+            self.get_logger().info(f"excitation finished after {t:.2f} s: holding the centre")
+            self._on_diagnostics()
+
+    def _on_diagnostics(self) -> None:
+        status = DiagnosticStatus(name=NODE_NAME, hardware_id=self.robot.name, level=DiagnosticStatus.OK)
+        values = {k: str(v) for k, v in self.counts.items()}
+        if self.run is None:
+            status.level, status.message = DiagnosticStatus.WARN, "waiting for the joint state"
+            values["phase"] = "waiting"
+        else:
+            t = self._now() - self._t0
+            phase = self.run.phase(t)
+            status.message = "finished: holding the centre" if phase == "finished" else phase
+            values.update(phase=phase, elapsed_s=f"{t:.3f}", approach_s=f"{self.run.approach_time:.3f}",
+                          end_s=f"{self.run.end_time:.3f}")
+        values["duration_s"] = f"{self.config.duration:g}"
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(msg)
+
+
+def main(args=None) -> int:
+    return run_node(ExcitationNode, args, NODE_NAME)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
