@@ -55,6 +55,9 @@ class _BaselineRunner:
         self.ctl = BaselineController(robot, BaselineConfig(rate_hz=rate_hz))
 
     def reset(self, q: np.ndarray, goal: np.ndarray) -> None:
+        # The previous episode's goal goes first: reset() would otherwise solve it and seed the
+        # new goal's IK from that solution, so an episode depended on the one run before it.
+        self.ctl.clear_goal()
         self.ctl.reset(q)
         self.ctl.set_goal(goal)
 
@@ -72,9 +75,12 @@ class _PolicyRunner:
     mode = "active"
 
     def __init__(self, bundle, robot, rate_hz: float) -> None:
-        from simreal_ros.policy.executor import PolicyExecutor
+        from simreal_ros.policy.executor import ExecutorConfig, PolicyExecutor
 
-        self.ex = PolicyExecutor(bundle, robot)
+        # The sim waits for the policy, so the executor's wall-clock compute deadline has nothing
+        # to guard here: with it, a cycle slowed by machine load was skipped and the same seed
+        # gave other numbers on a busy machine (or another worker). `simreal policy check` times it.
+        self.ex = PolicyExecutor(bundle, robot, ExecutorConfig(compute_deadline=1e9))
         self.fallback = _BaselineRunner(robot, rate_hz)
         self._last_sent: tuple[float, np.ndarray] | None = None
 
