@@ -3,8 +3,9 @@
 Each episode runs sim -> measured state -> executor core (policy) or baseline core ->
 shield core -> sim (see :mod:`simreal_ros.training.episodes`). The policy and the baseline
 see the same seeds, so the same goals and the same randomization draws. Episodes are spread
-over worker processes (``--workers``). Writes ``evaluation.json``, ``evaluation.png`` and,
-where offscreen rendering works (``MUJOCO_GL=egl``), ``episode.gif`` of one policy episode.
+over worker processes (``--workers``), or over Ray actors with ``--ray`` (:mod:`simreal_ros.scale`;
+the same numbers). Writes ``evaluation.json``, ``evaluation.png`` and, where offscreen
+rendering works (``MUJOCO_GL=egl``), ``episode.gif`` of one policy episode.
 
 Exit status: 0 when no episode of either controller violated a limit (sent commands re-checked
 against every limit, and the simulated arm's true positions/velocities); 1 when any did (each
@@ -36,10 +37,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--randomization", default="default",
                    help="profile for the randomized condition (config/randomization.yaml; %(default)s)")
     p.add_argument("--seed", type=int, default=10_000, help="first episode seed (%(default)s)")
-    p.add_argument("--workers", type=int, default=2, help="worker processes (%(default)s)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default 2), or Ray actors with --ray (default: the cluster's CPUs)")
     p.add_argument("--out", default="evaluation", help="output directory (%(default)s)")
     p.add_argument("--no-shield", action="store_true", help="send proposals unfiltered (diagnostics only)")
     p.add_argument("--no-render", action="store_true", help="skip the rendered animation")
+    from simreal_ros.scale import add_ray_argument
+
+    add_ray_argument(p, "the episodes")
 
 
 def default_bundle() -> Path:
@@ -49,26 +54,38 @@ def default_bundle() -> Path:
 
 
 # ---------------------------------------------------------------------- workers
-def _run_chunk(job: dict[str, Any]) -> list[dict[str, Any]]:
+def make_episode_setup(bundle: str | Path, profile: str, controller: str, render: bool = False):
+    """(env, runner) for episodes of ``controller`` under randomization ``profile``."""
     from simreal_ros.policy.bundle import load_bundle
     from simreal_ros.sim.env import ReachEnv
-    from simreal_ros.training.episodes import make_runner, run_episode
+    from simreal_ros.training.episodes import make_runner
 
-    env = ReachEnv(randomization=job["profile"], render_mode="rgb_array" if job.get("render") else None)
+    env = ReachEnv(randomization=profile, render_mode="rgb_array" if render else None)
     robot = env.robot
-    bundle = load_bundle(job["bundle"], robot) if job["controller"] == "policy" else None
+    loaded = load_bundle(bundle, robot) if controller == "policy" else None
     rate = 1.0 / env.control_period
-    if bundle is not None and abs(bundle.manifest.control_rate_hz - rate) > 1e-9:
-        raise ValueError(f"bundle control_rate_hz {bundle.manifest.control_rate_hz} differs from the env's {rate}")
-    runner = make_runner(job["controller"], robot, rate, bundle)
-    out = []
-    for seed in job["seeds"]:
-        res = run_episode(env, runner, seed, not job["no_shield"], job["controller"], render=bool(job.get("render")))
-        d = res.summary()
-        d["distances"] = res.distances
-        if res.frames is not None:
-            d["frames"] = res.frames
-        out.append(d)
+    if loaded is not None and abs(loaded.manifest.control_rate_hz - rate) > 1e-9:
+        raise ValueError(f"bundle control_rate_hz {loaded.manifest.control_rate_hz} differs from the env's {rate}")
+    return env, make_runner(controller, robot, rate, loaded)
+
+
+def episode_summary(env, runner, seed: int, controller: str, use_shield: bool, render: bool = False) -> dict:
+    """One seeded episode's summary with its distance trace (and frames when rendered)."""
+    from simreal_ros.training.episodes import run_episode
+
+    res = run_episode(env, runner, seed, use_shield, controller, render=render)
+    d = res.summary()
+    d["distances"] = res.distances
+    if res.frames is not None:
+        d["frames"] = res.frames
+    return d
+
+
+def _run_chunk(job: dict[str, Any]) -> list[dict[str, Any]]:
+    render = bool(job.get("render"))
+    env, runner = make_episode_setup(job["bundle"], job["profile"], job["controller"], render)
+    out = [episode_summary(env, runner, seed, job["controller"], not job["no_shield"], render)
+           for seed in job["seeds"]]
     env.close()
     return out
 
@@ -127,9 +144,15 @@ def aggregate(episodes: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate(bundle: str | Path | None = None, episodes: int = 100, randomization: str = "default",
-             seed: int = 10_000, workers: int = 2, out: str | Path | None = "evaluation", no_shield: bool = False,
-             render: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Run the comparison; returns the report (also written to ``out`` when given)."""
+             seed: int = 10_000, workers: int | None = 2, out: str | Path | None = "evaluation",
+             no_shield: bool = False, render: bool = True, progress: bool = True,
+             ray: str | None = None) -> dict[str, Any]:
+    """Run the comparison; returns the report (also written to ``out`` when given).
+
+    ``ray``: a Ray address (see :mod:`simreal_ros.scale`); every episode of every condition and
+    controller then runs as a task on ``workers`` actors (default: the cluster's CPUs), with the
+    same seeds and so the same numbers as the local worker processes.
+    """
     from tqdm import tqdm
 
     if episodes < 1:
@@ -144,12 +167,27 @@ def evaluate(bundle: str | Path | None = None, episodes: int = 100, randomizatio
                               "seeds": [seeds[0], seeds[-1]], "shield": not no_shield, "conditions": {}}
     traces: dict[str, dict[str, list[list[float]]]] = {}
     t0 = time.monotonic()
-    bar = tqdm(total=2 * len(conditions), desc="simreal evaluate", unit="run", disable=not progress)
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    on_ray: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    if ray is not None:
+        from simreal_ros.scale import connect
+        from simreal_ros.scale.episodes import run_on_ray
+
+        connect(ray, num_cpus=workers)  # before the progress bar: an unreachable cluster is one line
+        bar = tqdm(total=2 * len(conditions) * episodes, desc="simreal evaluate (ray)", unit="episode",
+                   disable=not progress)
+        requests = [(profile, ctl, s) for _, profile in conditions for ctl in CONTROLLERS for s in seeds]
+        for req, res in zip(requests, run_on_ray(ray, bundle, requests, no_shield, workers, bar.update)):
+            on_ray.setdefault(req[:2], []).append(res)
+        bar.close()
+    bar = tqdm(total=2 * len(conditions), desc="simreal evaluate", unit="run", disable=not progress or on_ray)
     for cname, profile in conditions:
         report["conditions"][cname] = {"randomization": profile}
         traces[cname] = {}
         for ctl in CONTROLLERS:
-            eps = run_episodes(bundle, profile, ctl, seeds, workers, no_shield)
+            eps = on_ray[(profile, ctl)] if on_ray else run_episodes(bundle, profile, ctl, seeds, workers or 2,
+                                                                     no_shield)
             traces[cname][ctl] = [e.pop("distances") for e in eps]
             report["conditions"][cname][ctl] = aggregate(eps)
             report["conditions"][cname][f"{ctl}_failed_seeds"] = [e["seed"] for e in eps if not e["success"]]
@@ -172,13 +210,14 @@ def evaluate(bundle: str | Path | None = None, episodes: int = 100, randomizatio
     return report
 
 
-def record_in_manifest(bundle: str | Path, episodes: int = 100, seed: int = 10_000, workers: int = 2) -> dict:
+def record_in_manifest(bundle: str | Path, episodes: int = 100, seed: int = 10_000, workers: int | None = 2,
+                       ray: str | None = None) -> dict:
     """Evaluate ``bundle`` and store the summary in its manifest's ``provenance.evaluation``."""
     import yaml
 
     from simreal_ros.policy.bundle import MANIFEST_FILE, PolicyManifest, read_manifest
 
-    report = evaluate(bundle, episodes=episodes, seed=seed, workers=workers, out=None, render=False)
+    report = evaluate(bundle, episodes=episodes, seed=seed, workers=workers, out=None, render=False, ray=ray)
     manifest, directory = read_manifest(bundle)
     summary = {"command": f"simreal evaluate {bundle} --episodes {episodes} --seed {seed}",
                "episodes": episodes, "seeds": report["seeds"], "shield": True}
@@ -235,13 +274,15 @@ def exit_status(report: dict[str, Any]) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from simreal_ros.policy.bundle import BundleError
+    from simreal_ros.scale import RayUnavailableError
 
     if "mujoco" not in sys.modules:
         os.environ.setdefault("MUJOCO_GL", "egl")
     try:
         report = evaluate(args.bundle, episodes=args.episodes, randomization=args.randomization, seed=args.seed,
-                          workers=args.workers, out=args.out, no_shield=args.no_shield, render=not args.no_render)
-    except (BundleError, ValueError) as exc:  # a bad bundle, profile or argument: one line, no traceback
+                          workers=args.workers, out=args.out, no_shield=args.no_shield, render=not args.no_render,
+                          ray=args.ray)
+    except (BundleError, ValueError, RayUnavailableError) as exc:  # a bad bundle, profile or argument: one line, no traceback
         print(f"simreal evaluate: error: {exc}", file=sys.stderr)
         return 2
     _print_table(report)

@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="after training, evaluate this many episodes per condition and record them")
     p.add_argument("--workdir", default=None, help="keep the SB3 model and VecNormalize stats here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from simreal_ros.scale import add_ray_argument
+
+    add_ray_argument(p, "the environments (one actor per CPU) and the --eval-episodes evaluation")
 
 
 def _make_env(randomization: str, seed: int, rank: int):
@@ -200,8 +203,18 @@ def train(args: argparse.Namespace) -> Path:
     action_scale, rate = probe.action_scale, 1.0 / probe.control_period
     probe.close()
 
+    ray_address = getattr(args, "ray", None)
+    if ray_address is not None and args.subproc:
+        raise ValueError("--ray and --subproc both choose where the environments run; give one")
     fns = [_make_env(args.randomization, args.seed, i) for i in range(args.n_envs)]
-    venv = SubprocVecEnv(fns) if args.subproc and args.n_envs > 1 else DummyVecEnv(fns)
+    if ray_address is not None:  # the same envs, seeds and order as locally, stepped in Ray actors
+        from simreal_ros.scale import connect
+        from simreal_ros.scale.vec_env import RayVecEnv
+
+        connect(ray_address)
+        venv = RayVecEnv(fns)
+    else:
+        venv = SubprocVecEnv(fns) if args.subproc and args.n_envs > 1 else DummyVecEnv(fns)
     hp = dict(PPO_DEFAULTS if args.algo == "ppo" else SAC_DEFAULTS)
     if args.learning_rate is not None:
         if not args.learning_rate > 0:
@@ -254,12 +267,20 @@ def train(args: argparse.Namespace) -> Path:
     if args.eval_episodes > 0:
         from simreal_ros.training.evaluate import record_in_manifest
 
-        record_in_manifest(out, episodes=args.eval_episodes, seed=args.seed + 10_000)
+        record_in_manifest(out, episodes=args.eval_episodes, seed=args.seed + 10_000,
+                           workers=None if ray_address is not None else 2, ray=ray_address)
     return out
 
 
 def run(args: argparse.Namespace) -> int:
-    train(args)
+    from simreal_ros.scale import RayUnavailableError
+
+    try:
+        train(args)
+    except (ValueError, KeyError, RayUnavailableError) as exc:  # a bad argument or profile: one line
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"simreal train: error: {msg}", file=sys.stderr)
+        return 2
     return 0
 
 
