@@ -71,3 +71,35 @@ def test_bad_arguments_are_refused_with_a_clear_message(tmp_path, capsys, argv, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("simreal train: error: ") and match in err[0], err
     assert not (tmp_path / "x").exists()
+
+
+def test_push_training_with_the_pusher_warm_start_exports_a_planar_bundle_the_executor_runs(tmp_path):
+    """`simreal train --task push`: a short DAgger (scripted pusher) + PPO run gives a
+    tool_planar_delta bundle whose plane, terms and inputs are the push env's, and whose
+    warm-started policy pushes the puck toward the goal on a seed it never saw."""
+    from simreal_ros.policy.executor import ExecutorConfig, PolicyExecutor
+    from simreal_ros.sim.push_env import PUSH_TERMS, PushEnv
+
+    out = tmp_path / "push"
+    assert main(["--task", "push", "--timesteps", "256", "--n-envs", "2", "--net", "64,64", "--seed", "1",
+                 "--pretrain-steps", "6000", "--dagger-iterations", "2", "--out", str(out), "--no-progress"]) == 0
+    env = PushEnv()
+    bundle = load_bundle(out, env.robot)
+    m = bundle.manifest
+    assert m.action_type == "tool_planar_delta" and m.action_dim == 2 and m.term_names == list(PUSH_TERMS)
+    assert m.action_planar == env.action_planar and m.control_rate_hz == env.task.control_rate_hz
+    assert m.provenance["training"]["env"]["id"] == "SimReal/Push-v0"
+    assert "scripted pusher" in m.provenance["training"]["pretraining"]["method"]
+    ex = PolicyExecutor(bundle, env.robot, ExecutorConfig(compute_deadline=1e9, ood_revert=False))
+    assert ex.inputs == ("joint_state", "goal", "object_pose")
+    _, info = env.reset(seed=12345)
+    ex.set_goal(env.goal_point)
+    start = info["distance"]
+    for _ in range(env.max_steps):
+        meas, tr = env.measurement, env.tracked
+        ex.update_state(meas.position, meas.velocity, meas.stamp)
+        ex.update_object(tr.position, tr.stamp)
+        status = env.advance(ex.step(meas.stamp).command)
+        if status["is_success"]:
+            break
+    assert status["distance"] < 0.7 * start, (start, status["distance"])

@@ -1,4 +1,7 @@
-"""Warm start for RL: DAgger from an analytic reaching expert, before PPO fine-tuning.
+"""Warm start for RL: DAgger from an analytic expert, before PPO fine-tuning.
+
+The reach task's expert is below; the push task's is the scripted pusher
+(:mod:`simreal_ros.baseline.pusher`, see :mod:`simreal_ros.training.tasks`).
 
 The expert is a *stateless* resolved-rate controller written only in terms of what the
 policy observes (measured joints, goal, last action), so a network can represent it exactly:
@@ -50,18 +53,24 @@ def expert_action(robot: RobotModel, q: np.ndarray, goal: np.ndarray, last_actio
     return np.clip(a, last_action - cfg.max_action_change, last_action + cfg.max_action_change)
 
 
+def reach_expert(env, last_action: np.ndarray, cfg: ExpertConfig = ExpertConfig()) -> np.ndarray:
+    """:func:`expert_action` on a ReachEnv's measured joints and goal."""
+    return expert_action(env.robot, env.measurement.position, env.goal, last_action, env.action_scale, cfg)
+
+
 def collect(env, policy_fn, steps: int, beta: float, rng: np.random.Generator, noise: float,
-            cfg: ExpertConfig = ExpertConfig()) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+            expert=reach_expert) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Roll out for ``steps``: each episode is driven by the expert with probability ``beta``
     (else by ``policy_fn(obs)``), plus Gaussian action noise; returns (observations, expert
-    labels, stats)."""
+    labels, stats). ``expert(env, last_action)`` labels the env's current state from what a
+    controller observes."""
     obs_list, act_list, successes = [], [], []
     obs, info = env.reset(seed=int(rng.integers(2**31)))
     use_expert = rng.random() < beta
-    last = np.zeros(env.robot.n_joints)
+    dim = env.action_space.shape[0]
+    last = np.zeros(dim)
     for _ in range(steps):
-        q = env.measurement.position
-        label = expert_action(env.robot, q, env.goal, last, env.action_scale, cfg)
+        label = expert(env, last)
         act = label if use_expert else np.asarray(policy_fn(obs), dtype=float)
         if noise > 0:
             act = act + noise * rng.standard_normal(act.shape)
@@ -74,7 +83,7 @@ def collect(env, policy_fn, steps: int, beta: float, rng: np.random.Generator, n
             successes.append(float(info["is_success"]))
             obs, info = env.reset(seed=int(rng.integers(2**31)))
             use_expert = rng.random() < beta
-            last = np.zeros(env.robot.n_joints)
+            last = np.zeros(dim)
     stats = {"episodes": len(successes), "success": float(np.mean(successes)) if successes else float("nan")}
     return np.asarray(obs_list, dtype=np.float32), np.asarray(act_list, dtype=np.float32), stats
 
@@ -110,11 +119,13 @@ def fit(policy, obs_n: np.ndarray, actions: np.ndarray, epochs: int, lr: float, 
 
 
 def dagger(model, make_env, total_steps: int, iterations: int, seed: int, epochs: int = 15, lr: float = 1e-3,
-           noise: float = 0.1, progress=None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+           noise: float = 0.1, progress=None, expert=reach_expert,
+           expert_info: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Pre-train ``model.policy`` (SB3 PPO) by DAgger; returns (obs mean, obs var, report).
 
-    ``make_env()`` gives a fresh (randomized) ReachEnv. Iteration 0 is pure expert; later ones
-    use the learner with probability ``1 - 0.5**i``.
+    ``make_env()`` gives a fresh (randomized) env; ``expert`` labels its states (see
+    :func:`collect`). Iteration 0 is pure expert; later ones use the learner with probability
+    ``1 - 0.5**i``.
     """
     import torch
 
@@ -123,7 +134,8 @@ def dagger(model, make_env, total_steps: int, iterations: int, seed: int, epochs
     per_iter = max(1, total_steps // max(1, iterations))
     X, Y = [], []
     mean = var = None
-    report: dict[str, Any] = {"iterations": [], "expert": ExpertConfig().__dict__}
+    report: dict[str, Any] = {"iterations": [], "expert": expert_info if expert_info is not None
+                              else ExpertConfig().__dict__}
     policy = model.policy
 
     def learner(obs: np.ndarray) -> np.ndarray:
@@ -134,7 +146,7 @@ def dagger(model, make_env, total_steps: int, iterations: int, seed: int, epochs
 
     for it in range(max(1, iterations)):
         beta = 1.0 if it == 0 else 0.5**it
-        x, y, stats = collect(env, learner, per_iter, beta, rng, noise if it == 0 else noise / 2)
+        x, y, stats = collect(env, learner, per_iter, beta, rng, noise if it == 0 else noise / 2, expert)
         X.append(x)
         Y.append(y)
         xs, ys = np.concatenate(X), np.concatenate(Y)

@@ -1,6 +1,7 @@
-"""``simreal train``: train a reaching policy in the randomized sim and export a bundle.
+"""``simreal train``: train a policy in the randomized sim and export a bundle.
 
-Stable-Baselines3 (PPO by default) on ``SimReal/Reach-v0`` with domain randomization,
+Stable-Baselines3 (PPO by default) on the task's env (``--task reach``: ``SimReal/Reach-v0``;
+``--task push``: ``SimReal/Push-v0``, see :mod:`simreal_ros.training.tasks`) with domain randomization,
 observation normalisation by ``VecNormalize`` and a tqdm progress bar. The result is a
 policy bundle (ONNX model + ``manifest.yaml``) whose provenance records the exact command
 line, seed, hyper-parameters, randomization, wall time and, with ``--eval-episodes``, the
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from simreal_ros.policy.observation import DEFAULT_TERMS
+from simreal_ros.training.tasks import TASK_NAMES, task
 
 ALGORITHMS = ("ppo", "sac")
 
@@ -35,8 +36,9 @@ SAC_DEFAULTS: dict[str, Any] = {"learning_rate": 3e-4, "buffer_size": 300_000, "
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="reach_policy", help="bundle directory to write (default: %(default)s)")
-    p.add_argument("--name", default="reach_default", help="policy name in the manifest")
+    p.add_argument("--task", choices=TASK_NAMES, default="reach", help="task to train (default: %(default)s)")
+    p.add_argument("--out", default=None, help="bundle directory to write (default: <task>_policy)")
+    p.add_argument("--name", default=None, help="policy name in the manifest (default: <task>_default)")
     p.add_argument("--algo", choices=ALGORITHMS, default="ppo", help="SB3 algorithm (default: %(default)s)")
     p.add_argument("--timesteps", type=int, default=1_000_000, help="environment steps (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
@@ -59,13 +61,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_ray_argument(p, "the environments (one actor per CPU) and the --eval-episodes evaluation")
 
 
-def _make_env(randomization: str, seed: int, rank: int):
+def _make_env(task_name: str, randomization: str, seed: int, rank: int):
     def thunk():
         from gymnasium.wrappers import RecordEpisodeStatistics
 
-        from simreal_ros.sim.env import ReachEnv
-
-        env = RecordEpisodeStatistics(ReachEnv(randomization=randomization))
+        env = RecordEpisodeStatistics(task(task_name).make_env(randomization=randomization))
         env.reset(seed=seed + 1000 * rank)
         return env
     return thunk
@@ -131,17 +131,18 @@ class DeterministicPolicy:
 
 
 def export_bundle(model, vecnorm, out: Path, name: str, provenance: dict[str, Any], action_scale: float,
-                  control_rate_hz: float):
+                  control_rate_hz: float, terms: tuple[str, ...] | None = None, **manifest_kw):
     """Write the bundle (ONNX + manifest with VecNormalize's statistics) and return its path."""
     from simreal_ros.policy.bundle import manifest_for, save_bundle
     from simreal_ros.policy.export import export_onnx
+    from simreal_ros.policy.observation import DEFAULT_TERMS
     from simreal_ros.robot import load_robot
 
     rms = vecnorm.obs_rms
     std = np.sqrt(rms.var + vecnorm.epsilon)
-    manifest = manifest_for(load_robot(), name, "policy.onnx", DEFAULT_TERMS, control_rate_hz=control_rate_hz,
-                            action_scale=action_scale, mean=rms.mean.tolist(), std=std.tolist(),
-                            obs_clip=float(vecnorm.clip_obs), provenance=provenance)
+    manifest = manifest_for(load_robot(), name, "policy.onnx", tuple(terms or DEFAULT_TERMS),
+                            control_rate_hz=control_rate_hz, action_scale=action_scale, mean=rms.mean.tolist(),
+                            std=std.tolist(), obs_clip=float(vecnorm.clip_obs), provenance=provenance, **manifest_kw)
     module = DeterministicPolicy.make(model.policy.to("cpu"))
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(module, manifest.obs_dim, Path(tmp) / "policy.onnx")
@@ -162,9 +163,9 @@ def _pretrain(model, venv, args: argparse.Namespace) -> dict[str, Any]:
     """DAgger warm start (see :mod:`simreal_ros.training.imitation`); seeds VecNormalize's obs statistics."""
     from tqdm import tqdm
 
-    from simreal_ros.sim.env import ReachEnv
     from simreal_ros.training.imitation import dagger
 
+    spec = task(args.task)
     bar = tqdm(total=args.pretrain_steps, unit="step", desc="dagger warm start", disable=args.no_progress,
                dynamic_ncols=True)
 
@@ -173,12 +174,13 @@ def _pretrain(model, venv, args: argparse.Namespace) -> dict[str, Any]:
         bar.set_postfix_str(text)
 
     t0 = time.monotonic()
-    mean, var, report = dagger(model, lambda: ReachEnv(randomization=args.randomization), args.pretrain_steps,
-                               args.dagger_iterations, args.seed, progress=progress)
+    mean, var, report = dagger(model, lambda: spec.make_env(randomization=args.randomization), args.pretrain_steps,
+                               args.dagger_iterations, args.seed, progress=progress, expert=spec.expert,
+                               expert_info=spec.expert_info)
     bar.close()
     rms = venv.obs_rms
     rms.mean, rms.var, rms.count = mean.copy(), var.copy(), float(args.pretrain_steps)
-    report.update(method="DAgger from an analytic resolved-rate expert (simreal_ros.training.imitation)",
+    report.update(method=f"DAgger from the {args.task} task's expert: {spec.expert_info['kind']}",
                   steps=args.pretrain_steps, wall_time_s=round(time.monotonic() - t0, 1))
     return report
 
@@ -189,24 +191,27 @@ def train(args: argparse.Namespace) -> Path:
     from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
-    from simreal_ros.sim.env import ReachEnv
     from simreal_ros.sim.randomize import load_ranges
 
     torch.set_num_threads(1)
+    spec = task(args.task)
+    args.out = args.out or f"{args.task}_policy"
+    args.name = args.name or f"{args.task}_default"
     if args.timesteps < 1:
         raise ValueError(f"--timesteps must be >= 1, got {args.timesteps}")
     if args.n_envs < 1:
         raise ValueError(f"--n-envs must be >= 1, got {args.n_envs}")
     net = [int(x) for x in str(args.net).split(",") if x.strip()]
     ranges = load_ranges(profile=args.randomization)  # fails early, naming the profile
-    probe = ReachEnv(randomization=ranges)
-    action_scale, rate = probe.action_scale, 1.0 / probe.control_period
+    probe = spec.make_env(randomization=ranges)
+    fields = spec.manifest_fields(probe)
+    action_scale, rate = fields.pop("action_scale"), fields.pop("control_rate_hz")
     probe.close()
 
     ray_address = getattr(args, "ray", None)
     if ray_address is not None and args.subproc:
         raise ValueError("--ray and --subproc both choose where the environments run; give one")
-    fns = [_make_env(args.randomization, args.seed, i) for i in range(args.n_envs)]
+    fns = [_make_env(args.task, args.randomization, args.seed, i) for i in range(args.n_envs)]
     if ray_address is not None:  # the same envs, seeds and order as locally, stepped in Ray actors
         from simreal_ros.scale import connect
         from simreal_ros.scale.vec_env import RayVecEnv
@@ -257,14 +262,15 @@ def train(args: argparse.Namespace) -> Path:
                      "n_envs": args.n_envs, "net_arch": net, "hyperparameters": hp,
                      "policy_kwargs": {k: v for k, v in policy_kwargs.items() if k != "net_arch"},
                      "wall_time_s": round(wall, 1), "torch_threads": 1,
-                     "env": {"id": "SimReal/Reach-v0", "action_scale": action_scale, "control_rate_hz": rate}},
+                     "env": {"id": spec.env_id, "action_scale": action_scale, "control_rate_hz": rate}},
         "randomization": {"profile": args.randomization, "ranges": asdict(ranges)},
     }
     if pretrain is not None:
         provenance["training"]["pretraining"] = pretrain
-    out = export_bundle(model, venv, Path(args.out), args.name, provenance, action_scale, rate)
+    out = export_bundle(model, venv, Path(args.out), args.name, provenance, action_scale, rate, spec.obs_terms,
+                        **fields)
     print(f"trained {args.timesteps} steps in {wall:.0f} s; bundle written to {out}")
-    if args.eval_episodes > 0:
+    if args.eval_episodes > 0 and args.task == "reach":
         from simreal_ros.training.evaluate import record_in_manifest
 
         record_in_manifest(out, episodes=args.eval_episodes, seed=args.seed + 10_000,
