@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "policy": ("simreal_ros.policy.cli", "check a policy bundle against the robot (offline checks)"),
     "bag": ("simreal_ros.bag.cli", "inspect and recover recorded bags"),
     "estimate": ("simreal_ros.estimator.cli", "score the state estimator and friction/payload belief in the sim"),
+    "calibrate": ("simreal_ros.calibrate.cli", "record an excitation session, fit the simulator to recorded bags"),
 }
 
 

@@ -28,7 +28,7 @@ def test_the_excitation_replaces_policy_and_baseline_and_the_shield_keeps_every_
     exc, shield, rec = nodes["excitation_controller"], nodes["safety_shield"], nodes["recorder"]
     exc_file = yaml.safe_load(Path(exc.param_files[0]).read_text())["excitation_controller"]["ros__parameters"]
     assert shield.parameters["policy_topic"] == exc_file["command_topic"] == "/simreal/excitation/command"
-    assert shield.parameters["mode"] == "active" and shield.parameters["revert_target"] == "hold"
+    assert shield.parameters["mode"] == "active" and shield.parameters["revert_fraction"] == 1.0
     cfg = shield_config(shield)  # the shield runs at the excitation's rate with the bringup watchdogs
     assert cfg.control_period == pytest.approx(1.0 / exc_file["rate_hz"])
     bringup = shield_config(next(n for n in build_graph(GraphOptions()) if n.name == "safety_shield"))
@@ -36,6 +36,10 @@ def test_the_excitation_replaces_policy_and_baseline_and_the_shield_keeps_every_
                 "implausible_position", "cartesian_box_enabled", "command_mode"):
         assert getattr(cfg, key) == getattr(bringup, key), key
     assert exc.parameters["duration"] == 30.0
+    assert "sync_period" not in nodes["sim_bridge"].parameters  # paced: the wall clock, as a robot
+    unpaced = {n.name: n for n in build_calibrate_graph(GraphOptions(timing="unpaced"))}
+    assert unpaced["sim_bridge"].parameters["sync_period"] == pytest.approx(1.0 / exc_file["rate_hz"])
+    assert all(n.parameters["use_sim_time"] for n in unpaced.values())
     assert "/simreal/excitation/command" in rec.parameters["topics"]
     assert {"/joint_states", "/simreal/shield/sent", "/diagnostics"} <= set(rec.parameters["topics"])
     params = yaml.safe_load(overrides_yaml(list(nodes.values())))
@@ -50,7 +54,8 @@ def test_real_mode_remaps_the_driver_and_starts_no_bridge(tmp_path):
     assert set(nodes["state_estimator"].remappings) == {("/joint_states", "/franka/joint_states")}
     assert set(nodes["safety_shield"].remappings) == {("/forward_position_controller/commands", "/franka/cmd")}
     assert ("/joint_states", "/franka/joint_states") in nodes["recorder"].remappings
-    assert nodes["excitation_controller"].remappings == ()
+    # it starts from the command the shield holds: it hears the driver's command topic
+    assert set(nodes["excitation_controller"].remappings) == {("/forward_position_controller/commands", "/franka/cmd")}
 
 
 def test_a_hidden_arm_and_a_randomization_file_reach_the_bridge_as_absolute_paths(tmp_path, monkeypatch):

@@ -73,11 +73,17 @@ def test_the_node_proposes_from_the_measured_pose_then_finishes_and_holds(proces
     proc = processes.start("-m", "simreal_ros.nodes.excitation_node", "--ros-args", "--params-file",
                            "config/excitation.yaml", "-p", "duration:=2.0", "-p", "ramp:=0.5", "-p",
                            "min_approach:=0.5", "-p", "rate_hz:=50.0", "-p", "diagnostics_period:=0.2", name="exc")
+    # nothing is proposed until the shield sends; then it starts from what the shield holds
+    assert ros_node.spin_until(lambda: "waiting" in phases and len(phases) >= 3, 60), processes.output(proc)[-2000:]
+    assert cmds == []
+    held = START + 0.01  # the shield holds where it measured the arm, not quite the estimate now
+    sent = ros_node.create_publisher(Float64MultiArray, "/forward_position_controller/commands", 10)
+    ros_node.create_timer(0.05, lambda: sent.publish(Float64MultiArray(data=[float(x) for x in held])))
     assert ros_node.spin_until(lambda: "finished" in phases, 60), processes.output(proc)[-2000:]
     n = len(cmds)
     assert ros_node.spin_until(lambda: len(cmds) >= n + 10, 10)  # it keeps proposing: the hold
     assert set(labels) == {"position"}
-    np.testing.assert_allclose(cmds[0], START, atol=1e-3)  # the first proposal is where the arm is
+    np.testing.assert_allclose(cmds[0], held, atol=1e-3)  # the first proposal is what the arm holds
     steps = np.abs(np.diff(np.array(cmds), axis=0))
     assert np.all(steps <= ROBOT.limits.velocity * 0.5 * 0.1)  # <= 0.4 of the limits, a loaded 100 ms gap at most
     held = np.array(cmds[n:])

@@ -235,3 +235,40 @@ def test_check_limits_refuses_settings_that_would_weaken_it(key, value):
     """A library caller passing a NaN margin silently turned the position check off."""
     with pytest.raises(ValueError, match=key):
         check_limits(ROBOT, [0.0, 0.01], [LIM.position_max + 0.3] * 2, **{key: value})
+
+
+def test_ros_stamp_rounding_at_sub_millisecond_steps_is_not_a_violation_but_a_real_excess_is():
+    """The shield's sent commands carry integer-ns ROS stamps. A command arriving 0.6 ms after the
+    timer's step, at a saturated acceleration/jerk, read 10000.0000x rad/s^3 against 10000 from the
+    rounded stamps (seen in a calibrate recording); the stamps' resolution is allowed as rounding,
+    a 1 % excess is still found."""
+    shield = Shield(ROBOT, ShieldConfig(control_period=0.02, max_step_gap=0.1, min_step=1e-4,
+                                        revert_fraction=1.0, command_timeout=1.0))
+    t, times, sent = 5000.0, [], []
+    shield.update_state(READY, np.zeros(N), t, t)
+    target = READY + np.where(np.arange(N) % 2 == 0, 0.8, -0.8)
+    rng = np.random.default_rng(0)
+    for k in range(200):
+        t += 0.02 if k % 3 else 0.0006 + 1e-4 * rng.random()  # timer step, then a command just after it
+        shield.update_state(shield.last_output.command if shield.last_output is not None
+                            and shield.last_output.command is not None else READY, np.zeros(N), t, t)
+        shield.propose("policy", target, kind="position", now=t)
+        out = shield.step(t)
+        times.append(t)
+        sent.append(out.command)
+    stamps = np.round(np.array(times) * 1e9).astype(np.int64)  # as the node stamps them
+    t_ns = stamps.astype(np.longdouble) / np.longdouble(1e9)
+    exact = check_limits(ROBOT, np.array(times), sent, min_step=1e-4)
+    assert exact == []
+    rounded = check_limits(ROBOT, t_ns, sent, min_step=1e-4)
+    allowed = check_limits(ROBOT, t_ns, sent, min_step=1e-4, time_resolution=1e-9)
+    assert allowed == [], allowed[:3]
+    q, tt = np.array(sent), np.array(times)
+    v = np.diff(q, axis=0) / np.diff(tt)[:, None]
+    a = np.diff(v, axis=0) / np.diff(tt)[1:, None]
+    k = int(np.argmax(np.max(np.abs(a) / LIM.acceleration, axis=1))) + 2  # the most saturated step
+    assert np.max(np.abs(a[k - 2]) / LIM.acceleration) > 0.999
+    worse = [np.asarray(c) for c in sent]
+    worse[k] = worse[k - 1] + 1.01 * (worse[k] - worse[k - 1])  # 1 % further at that step
+    assert check_limits(ROBOT, t_ns, worse, min_step=1e-4, time_resolution=1e-9)
+    print(f"rounding alone flagged {len(rounded)} sample(s)")

@@ -22,6 +22,8 @@ from simreal_ros.bag.recover import needs_recovery
 from simreal_ros.bag.types import typestore
 
 STAMPED_SENT_TOPIC = "/simreal/shield/sent"
+#: resolution of ROS stamps (integer ns), what check_limits allows the stamps as rounding
+STAMP_RESOLUTION = 1e-9
 
 
 class BagReadError(ValueError):

@@ -18,7 +18,7 @@ import math
 import sys
 from pathlib import Path
 
-from simreal_ros.bag.check import STAMPED_SENT_TOPIC, BagReadError, check_bag, sent_commands
+from simreal_ros.bag.check import STAMP_RESOLUTION, STAMPED_SENT_TOPIC, BagReadError, check_bag, sent_commands
 from simreal_ros.bag.recover import BagInputError, RecoveryError, needs_recovery, recover
 
 
@@ -126,7 +126,8 @@ def check_limits_cmd(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _error(str(exc))
     violations = check_limits(robot, times, commands, command_mode=args.mode, position_margin=args.position_margin,
-                              max_step_gap=shield.max_step_gap, min_step=shield.min_step)
+                              max_step_gap=shield.max_step_gap, min_step=shield.min_step,
+                              time_resolution=0.0 if args.rate > 0 else STAMP_RESOLUTION)  # stamps: integer ns
     print(f"{len(commands)} commands on {args.topic} (times: {clock}; {args.mode} mode, position margin "
           f"{args.position_margin:g} rad, step gap {shield.max_step_gap:g} s): {len(violations)} violation(s)")
     for v in violations[:args.max_report]:

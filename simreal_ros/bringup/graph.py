@@ -305,9 +305,10 @@ EXCITATION_NODE = "excitation_controller"
 def build_calibrate_graph(opts: GraphOptions) -> list[NodeSpec]:
     """The identification graph: the bringup graph with the excitation controller proposing
     through the shield in place of the policy and the baseline (shield active, every limit, the
-    e-stop and watchdogs as in bringup; a revert holds, as no baseline runs), always recorded
-    (the excitation's proposals too). The excitation's ``rate_hz`` (config/excitation.yaml) is
-    the shield's control rate.
+    e-stop and watchdogs as in bringup; no revert, see below), always recorded (the excitation's
+    proposals too). The excitation's ``rate_hz`` (config/excitation.yaml) is the shield's
+    control rate; unpaced, the sim bridge runs in lockstep with it (``sync_period``), so each
+    sent command acts exactly at its stamp (paced, as on the robot, transport delays add to it).
 
     Raises:
         ValueError: a bad option, parameter file or override (the message names it).
@@ -321,14 +322,6 @@ def build_calibrate_graph(opts: GraphOptions) -> list[NodeSpec]:
     common = {"use_sim_time": sim_time}
     nodes: list[NodeSpec] = []
     driver_remaps: tuple[tuple[str, str], ...] = ()
-    if opts.mode == "sim":
-        nodes.append(_sim_bridge(opts, common))
-    else:
-        topics = load_real_driver(opts.real_driver_config)
-        driver_remaps = (("/joint_states", topics["joint_states"]),
-                         ("/forward_position_controller/commands", topics["position_command"]))
-    nodes.append(NodeSpec("state_estimator", "state_estimator", "simreal_ros.nodes.estimator_node",
-                          (_config("estimator.yaml"),), dict(common)))
     exc_file = _config("excitation.yaml")
     exc = read_node_parameters(exc_file, EXCITATION_NODE)
     try:
@@ -336,12 +329,27 @@ def build_calibrate_graph(opts: GraphOptions) -> list[NodeSpec]:
         from_settings(ExcitationConfig, {**exc, "duration": opts.duration}, f"{exc_file} with duration")
     except ValueError as exc_error:
         raise ValueError(f"calibrate graph: {exc_error}") from None
+    if opts.mode == "sim":
+        bridge = _sim_bridge(opts, common)
+        if sim_time:  # lockstep: every sent command acts at the sim time the shield stamped it with
+            bridge.parameters["sync_period"] = 1.0 / run.rate_hz
+        nodes.append(bridge)
+    else:
+        topics = load_real_driver(opts.real_driver_config)
+        driver_remaps = (("/joint_states", topics["joint_states"]),
+                         ("/forward_position_controller/commands", topics["position_command"]))
+    nodes.append(NodeSpec("state_estimator", "state_estimator", "simreal_ros.nodes.estimator_node",
+                          (_config("estimator.yaml"),), dict(common)))
     topic = exc.get("command_topic", "/simreal/excitation/command")
     nodes.append(NodeSpec(EXCITATION_NODE, EXCITATION_NODE, "simreal_ros.nodes.excitation_node", (exc_file,),
                           {**common, "duration": float(opts.duration)}))
     shield_file = _config("shield.yaml")
-    shield = {**common, "mode": "active", "autostart": True, "policy_topic": topic, "revert_target": "hold",
-              **shield_timing(run.rate_hz, load_shield_config(shield_file))}
+    # Every limit, the e-stop and the watchdogs as in bringup. No revert: it hands a misbehaving
+    # policy over to the baseline, and none runs here; a clipped excitation is still good data
+    # (the fit replays the commands the shield sent, not the proposals), and under CPU load the
+    # proposals' arrival jitter alone makes the shield clip half the cycles of a fast excitation.
+    shield = {**common, "mode": "active", "autostart": True, "policy_topic": topic, "revert_fraction": 1.0,
+              "revert_target": "hold", **shield_timing(run.rate_hz, load_shield_config(shield_file))}
     if opts.mode == "sim":
         shield["state_timeout"] = SIM_STATE_TIMEOUT_S
     nodes.append(NodeSpec("safety_shield", "safety_shield", "simreal_ros.nodes.shield_node", (shield_file,), shield,

@@ -54,7 +54,7 @@ def scan_bag(bag: str | Path, shield: ShieldConfig) -> dict[str, Any]:
     (:func:`simreal_ros.bringup.graph.shield_config`): the check keeps its position margin and
     steps like it (``max_step_gap``, ``min_step``), in its command mode.
     """
-    from simreal_ros.bag.check import sent_commands
+    from simreal_ros.bag.check import STAMP_RESOLUTION, sent_commands
     from simreal_ros.robot import load_robot
     from simreal_ros.shield import check_limits
 
@@ -62,7 +62,7 @@ def scan_bag(bag: str | Path, shield: ShieldConfig) -> dict[str, Any]:
     t, sent, _ = sent_commands(bag, STAMPED_SENT_TOPIC, shield.command_mode)  # the shield's own step stamps
     violations = check_limits(load_robot(), t, sent, command_mode=shield.command_mode,
                               position_margin=shield.position_margin, max_step_gap=shield.max_step_gap,
-                              min_step=shield.min_step)
+                              min_step=shield.min_step, time_resolution=STAMP_RESOLUTION)
     return {
         "bag_messages": {k: len(v) for k, v in sorted(data.items())},
         "bag_sent_commands": len(data.get(SENT_TOPIC, [])),

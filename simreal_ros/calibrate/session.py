@@ -26,6 +26,7 @@ class SourceInfo:
     duration_s: float
     sha256: str  # content hash of the bag's data files, "" when not from a bag
     controller: str = "unknown"  # what drove the arm: excitation | policy | baseline | unknown
+    epoch_ns: int = 0  # the session's t = 0 on the bag's clock (ns since 1970; times are relative to it)
 
 
 @dataclass(frozen=True)

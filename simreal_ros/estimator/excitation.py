@@ -119,7 +119,7 @@ class ExcitationTrajectory:
 class ExcitationRunConfig:
     """How the excitation controller runs the trajectory (each field declared once)."""
 
-    rate_hz: float = setting(100.0, "proposal rate; the calibrate graph runs the shield at this rate", unit="Hz",
+    rate_hz: float = setting(50.0, "proposal rate; the calibrate graph runs the shield at this rate", unit="Hz",
                              low=1.0, high=1000.0)
     seed: int = setting(0, "seed of the excitation's phases and amplitude mix", low=0, high=2**31 - 1)
     min_approach: float = setting(1.0, "shortest smooth approach from the measured pose to the centre", unit="s",

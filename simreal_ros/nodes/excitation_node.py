@@ -1,8 +1,10 @@
 """``excitation_controller`` node: the identification excitation, proposed through the shield.
 
-A thin adapter around :class:`~simreal_ros.estimator.excitation.ExcitationRun`. From the first
-joint state (``state_topic``) it approaches the excitation's centre smoothly from where the arm
-is, runs the excitation for ``duration`` s and then holds the centre, proposing joint position
+A thin adapter around :class:`~simreal_ros.estimator.excitation.ExcitationRun`. It waits until
+the shield sends (its commands on ``sent_topic``: the shield holds the arm where it measured it
+when it started) and starts from the command the shield sends, so the first proposal is exactly
+what the arm is already asked to hold (without a shield, ``sent_topic`` '': from the first joint
+state on ``state_topic``). It approaches the excitation's centre smoothly, runs the excitation for ``duration`` s and then holds the centre, proposing joint position
 targets (``std_msgs/Float64MultiArray``, robot joint order, ``layout.dim[0].label`` =
 ``position``) on ``command_topic`` every ``1/rate_hz`` s, like any other controller: the
 calibrate graph points the shield's policy input at it, so every limit, the e-stop and the
@@ -40,6 +42,9 @@ SPEC = [replace(s, read_only=True) for s in (
     Param("robot", "panda", "robot description name (urdf/<robot>.urdf)"),
     Param("state_topic", "/simreal/state_estimate", "sensor_msgs/JointState input: where the arm is at the start"),
     Param("command_topic", COMMAND_TOPIC, "proposed joint targets (Float64MultiArray, labelled position)"),
+    Param("sent_topic", "/forward_position_controller/commands",
+          "commands the shield sends (robot order): the excitation starts from the one it holds "
+          "('' = from the first joint state)"),
     Param("diagnostics_period", 1.0, "s between /diagnostics messages", low=0.05, high=60.0),
     *settings_of(ExcitationRunConfig),
     *settings_of(ExcitationConfig),
@@ -60,10 +65,13 @@ class ExcitationNode(Node):
         self._t0 = 0.0
         self._q: np.ndarray | None = None
         self._announced = False
+        self._sent: np.ndarray | None = None  # the shield's latest sent command
         self.counts = {"commands": 0, "bad_states": 0, "no_state": 0}
         self.cmd_pub = self.create_publisher(Float64MultiArray, p["command_topic"], 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointState, p["state_topic"], self._on_state, qos_profile_sensor_data)
+        if p["sent_topic"]:
+            self.create_subscription(Float64MultiArray, p["sent_topic"], self._on_sent, 10)
         sim_time = self.get_parameter("use_sim_time").value
         clock = None if sim_time else Clock(clock_type=ClockType.STEADY_TIME)
         self._run_clock = self.get_clock() if sim_time else clock  # (not _clock: rclpy's)
@@ -89,19 +97,27 @@ class ExcitationNode(Node):
             return
         self._q = q
 
+    def _on_sent(self, msg: Float64MultiArray) -> None:
+        sent = np.asarray(msg.data, dtype=float)
+        if sent.shape == (self.robot.n_joints,) and np.all(np.isfinite(sent)):
+            self._sent = sent
+
     def _on_timer(self) -> None:
         if self.run is None:
             if self._q is None:
                 self.counts["no_state"] += 1
                 return
+            start = self._q if not self.params["sent_topic"] else self._sent
+            if start is None:  # nothing proposed until the shield holds the arm: no stale queued proposals
+                return
             try:
-                self.run = ExcitationRun(self.robot, self._q, self.config, self.run_config)
+                self.run = ExcitationRun(self.robot, start, self.config, self.run_config)
             except ValueError as exc:  # a start pose the excitation cannot centre around
                 self.get_logger().error(f"cannot start the excitation: {exc}", throttle_duration_sec=5.0)
                 return
             self._t0 = self._now()
-            self.get_logger().info(f"starting from the measured pose: {self.run.approach_time:.2f} s approach, "
-                                   "then the excitation")
+            self.get_logger().info(f"starting from the {'sent command' if self.params['sent_topic'] else 'measured pose'}"
+                                   f": {self.run.approach_time:.2f} s approach, then the excitation")
         t = self._now() - self._t0
         q, _, _ = self.run(t)
         self.cmd_pub.publish(array_msg(q, label="position"))
@@ -115,7 +131,8 @@ class ExcitationNode(Node):
         status = DiagnosticStatus(name=NODE_NAME, hardware_id=self.robot.name, level=DiagnosticStatus.OK)
         values = {k: str(v) for k, v in self.counts.items()}
         if self.run is None:
-            status.level, status.message = DiagnosticStatus.WARN, "waiting for the joint state"
+            status.level = DiagnosticStatus.WARN
+            status.message = "waiting for the joint state" if self._q is None else "waiting for the shield to forward"
             values["phase"] = "waiting"
         else:
             t = self._now() - self._t0

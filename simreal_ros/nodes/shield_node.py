@@ -82,7 +82,8 @@ class ShieldNode(LifecycleNode):
         # the clock the shield steps on (not ``self._clock``: that is rclpy's ROS clock of the node,
         # which get_clock() returns and the published stamps use)
         self._step_clock = self.get_clock() if sim_time else Clock(clock_type=ClockType.STEADY_TIME)
-        self._ros_minus_step = 0  # ROS time - the step clock in ns (0 under sim time), see _ros_stamp
+        self._ros_minus_step: int | None = None  # ROS time - the step clock in ns, see _ros_stamp
+        self._offset_read_at = -1  # step time (ns) the offset was last read at
         if self.get_parameter("autostart").value:
             self._autostart_timer = self.create_timer(0.0, self._autostart)
 
@@ -249,16 +250,26 @@ class ShieldNode(LifecycleNode):
         """The stamp of shield time ``t`` on the ROS clock, the clock the driver stamps its joint
         states with, so a bag's sent commands and measured states line up (calibration replays
         one against the other). The shield steps on the steady clock (immune to system clock
-        steps); the offset is kept constant unless the system clock moved by more than 1 ms, and
-        added in integer nanoseconds (float seconds since 1970 resolve only 0.24 us, which shows
-        in the acceleration and jerk a bag check derives from the stamps)."""
+        steps); the offset between the two is read between two steady readings (the tightest of
+        three), kept constant (stamp differences are the shield's exact step times: a check of a
+        bag derives acceleration and jerk from them) and re-read once a second, taken over only
+        when the system clock was stepped by more than 10 ms. It is added in integer ns (float
+        seconds since 1970 resolve only 0.24 us)."""
         ns = int(round(t * 1e9))
-        if self._step_clock is not self.get_clock():
-            off = self.get_clock().now().nanoseconds - self._step_clock.now().nanoseconds
-            if abs(off - self._ros_minus_step) > 1_000_000:
-                self._ros_minus_step = off
-            ns += self._ros_minus_step
-        return Time(nanoseconds=ns).to_msg()
+        if self._step_clock is self.get_clock():
+            return Time(nanoseconds=ns).to_msg()
+        if ns - self._offset_read_at >= 1_000_000_000 or self._offset_read_at < 0:
+            self._offset_read_at = ns
+            best = None
+            for _ in range(3):
+                a = self._step_clock.now().nanoseconds
+                r = self.get_clock().now().nanoseconds
+                b = self._step_clock.now().nanoseconds
+                if best is None or b - a < best[0]:
+                    best = (b - a, r - (a + b) // 2)
+            if self._ros_minus_step is None or abs(best[1] - self._ros_minus_step) > 10_000_000:
+                self._ros_minus_step = best[1]
+        return Time(nanoseconds=ns + self._ros_minus_step).to_msg()
 
     def _interventions_msg(self, interventions, stamp, source: str) -> DiagnosticArray:
         msg = DiagnosticArray()

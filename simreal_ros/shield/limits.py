@@ -138,6 +138,7 @@ def check_limits(
     min_step: float = 1e-4,
     rtol: float = 1e-6,
     starts_at_rest: bool = False,
+    time_resolution: float = 0.0,
 ) -> list[Violation]:
     """Check a sequence of sent commands against every limit kind of ``robot``.
 
@@ -156,6 +157,10 @@ def check_limits(
             defaults are the node's and ShieldConfig's defaults). Checking with a smaller
             ``max_step_gap`` than the shield used reports false violations after "gaps".
         rtol: relative tolerance for floating-point rounding.
+        time_resolution: resolution of ``times`` (s): 1e-9 for ROS stamps (integer ns). A time
+            off by that much displaces a sample by ``|v| * time_resolution``, which the
+            derivatives are allowed as rounding (it matters at steps well below a millisecond,
+            e.g. a command arriving just after the shield's timer step).
         starts_at_rest: the first sample is the shield's first command (it starts at rest),
             so acceleration and jerk are checked from the second sample on. Otherwise (a
             recording that may start mid-motion) they are checked once enough samples exist
@@ -167,7 +172,7 @@ def check_limits(
     if command_mode not in ("position", "effort"):
         raise ValueError(f"command_mode must be 'position' or 'effort', got {command_mode!r}")
     for name, value in (("position_margin", position_margin), ("max_step_gap", max_step_gap),
-                        ("min_step", min_step), ("rtol", rtol)):
+                        ("min_step", min_step), ("rtol", rtol), ("time_resolution", time_resolution)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise ValueError(f"check_limits {name} must be finite and >= 0, got {value!r} "
                              "(a NaN or negative one would silently weaken the check)")
@@ -212,6 +217,7 @@ def check_limits(
             flag(k, "effort", tau, lim.effort)
         if prev is None:
             prev = (k, x, np.zeros(n), np.zeros(n), tau)
+            tvp = tap = np.zeros(n)  # error bounds of prev's v and a from the times' resolution
             known = 2 if starts_at_rest else 0  # how many derivatives of prev come from data
             continue
         dt = t[k] - t[prev[0]]
@@ -223,6 +229,7 @@ def check_limits(
         _, xp, vp, ap, taup = prev
         if dt > max_step_gap:  # the shield restarts from rest after a gap
             vp, ap = np.zeros(n), np.zeros(n)
+            tvp = tap = np.zeros(n)
             known = 2
         if command_mode == "position":
             # rounding of the differences grows like eps * |q| / dt^order
@@ -230,12 +237,19 @@ def check_limits(
             v = (x - xp) / dt
             a = (v - vp) / dt
             jk = (a - ap) / dt
-            flag(k, "velocity", v, lim.velocity, eps / dt)
+            # each time may be off by time_resolution: the error of a difference quotient is the
+            # errors of its terms over dt plus its own value x 2 resolution / dt (carried along)
+            rel = 2 * time_resolution / dt
+            tv = np.abs(v) * rel
+            ta = (tv + tvp) / dt + np.abs(a) * rel
+            tj = (ta + tap) / dt + np.abs(jk) * rel
+            flag(k, "velocity", v, lim.velocity, eps / dt + tv)
             if known >= 1:
-                flag(k, "acceleration", a, lim.acceleration, 2 * eps / dt**2)
+                flag(k, "acceleration", a, lim.acceleration, 2 * eps / dt**2 + ta)
             if known >= 2:
-                flag(k, "jerk", jk, lim.jerk, 4 * eps / dt**3)
+                flag(k, "jerk", jk, lim.jerk, 4 * eps / dt**3 + tj)
             known = min(known + 1, 2)
+            tvp, tap = tv, ta
         else:
             v = a = np.zeros(n)
         if tau is not None and taup is not None:

@@ -1,0 +1,160 @@
+"""``simreal calibrate record``: run the calibrate graph in simulation and record one session.
+
+The same nodes as ``ros2 launch simreal_ros calibrate.launch.py mode:=sim``
+(:func:`~simreal_ros.bringup.graph.build_calibrate_graph`), each in its own process
+(:class:`~simreal_ros.bringup.runner.ProcessGraph`, as ``simreal sim`` runs them). A watcher
+node waits until the graph is up and recording, follows the excitation controller's phase on
+``/diagnostics`` with a progress bar until it says ``finished``, lets the hold be recorded, then
+stops the graph (the recorder closes its bag) and reads the bag back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from simreal_ros.bringup.graph import EXCITATION_NODE, GraphOptions, NodeSpec, shield_config
+
+STARTUP_TIMEOUT_S = 60.0
+#: seconds recorded after the excitation said it finished (the hold, at rest)
+HOLD_S = 1.0
+
+
+class _Watcher:
+    """A node in its own context, spun in a background thread: counts and the excitation's phase."""
+
+    def __init__(self, state_topic: str, command_topic: str, sent_topic: str) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray
+
+        self.topics = {"state": state_topic, "command": command_topic, "sent": sent_topic}
+        self.counts = {"state": 0, "command": 0, "sent": 0}
+        self.phase = ""
+        self.progress = (0.0, 0.0)  # (elapsed, end) of the excitation, s
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("simreal_calibrate_watcher", context=self.context)
+        n = self.node
+        n.create_subscription(JointState, state_topic, lambda _m: self._count("state"), qos_profile_sensor_data)
+        n.create_subscription(Float64MultiArray, command_topic, lambda _m: self._count("command"), 10)
+        n.create_subscription(JointState, sent_topic, lambda _m: self._count("sent"), 50)
+        n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(n)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _count(self, key: str) -> None:
+        self.counts[key] += 1
+
+    def _on_diagnostics(self, msg) -> None:
+        for st in msg.status:
+            if st.name != EXCITATION_NODE:
+                continue
+            values = {kv.key: kv.value for kv in st.values}
+            self.phase = values.get("phase", self.phase)
+            try:
+                self.progress = (float(values.get("elapsed_s", 0.0)), float(values.get("end_s", 0.0)))
+            except ValueError:
+                pass
+
+    def _spin(self) -> None:
+        while not self._stop.is_set() and self.context.ok():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def recording(self) -> bool:
+        """The recorder subscribed to the states, the excitation's proposals and the sent commands
+        (subscribers beside this watcher: the estimator and the shield, and the recorder)."""
+        n = self.node
+        return (n.count_subscribers(self.topics["sent"]) >= 2 and n.count_subscribers(self.topics["state"]) >= 3
+                and n.count_subscribers(self.topics["command"]) >= 3)
+
+    def close(self) -> None:
+        import rclpy
+
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.node.destroy_node()
+        self.executor.shutdown()
+        rclpy.try_shutdown(context=self.context)
+
+
+def _wait(cond, timeout: float, alive) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        if not alive():
+            return False
+        time.sleep(0.02)
+    return cond()
+
+
+def record_session(nodes: list[NodeSpec], opts: GraphOptions, bag: Path, run_dir: Path,
+                   progress: bool = True) -> dict[str, Any]:
+    """Run ``nodes`` (a calibrate graph recording to ``bag``) until the excitation finished.
+
+    Returns a summary: ``error`` (None when the recording is complete), the bag, the messages
+    per topic, the recorded span and the limit check of the sent commands.
+    """
+    from tqdm import tqdm
+
+    from simreal_ros.bringup.report import STAMPED_SENT_TOPIC, scan_bag
+    from simreal_ros.bringup.runner import ProcessGraph
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    exc = next(n for n in nodes if n.name == EXCITATION_NODE)
+    command_topic = next(n for n in nodes if n.name == "safety_shield").parameters["policy_topic"]
+    summary: dict[str, Any] = {"error": None, "bag": str(bag), "logs": str(run_dir),
+                               "excitation_duration_s": exc.parameters["duration"]}
+    graph = ProcessGraph(nodes, run_dir)
+    graph.start()
+    alive = lambda: not graph.failed()  # noqa: E731
+    watcher = _Watcher("/joint_states", command_topic, STAMPED_SENT_TOPIC)
+    try:
+        up = lambda: watcher.counts["state"] > 0 and watcher.counts["command"] > 0 and watcher.recording()  # noqa
+        if not _wait(up, STARTUP_TIMEOUT_S, alive):
+            missing = [w for w, ok in (("joint states", watcher.counts["state"] > 0),
+                                       ("excitation proposals", watcher.counts["command"] > 0),
+                                       ("recorder", watcher.recording())) if not ok]
+            failed = graph.failed()
+            summary["error"] = (f"the calibrate graph did not come up within {STARTUP_TIMEOUT_S:.0f} s (no "
+                                f"{', '.join(missing)})" + (f"; exited: {failed} (logs in {run_dir})" if failed else ""))
+            return summary
+        budget = float(exc.parameters["duration"]) + STARTUP_TIMEOUT_S
+        bar = tqdm(total=round(float(exc.parameters["duration"])), desc="excitation", unit="s", disable=not progress,
+                   dynamic_ncols=True)
+        end = time.monotonic() + budget
+        while watcher.phase != "finished" and time.monotonic() < end and alive():
+            elapsed, stop = watcher.progress
+            bar.n = min(bar.total, round(max(0.0, elapsed - (stop - float(exc.parameters["duration"])))))
+            bar.set_postfix(phase=watcher.phase or "starting", sent=watcher.counts["sent"])
+            bar.refresh()
+            time.sleep(0.2)
+        bar.n = bar.total if watcher.phase == "finished" else bar.n
+        bar.close()
+        if watcher.phase != "finished":
+            failed = graph.failed()
+            summary["error"] = (f"node process(es) exited: {failed} (logs in {run_dir})" if failed else
+                                f"the excitation did not finish within {budget:.0f} s (phase '{watcher.phase}')")
+            return summary
+        n_sent = watcher.counts["sent"]
+        _wait(lambda: watcher.counts["sent"] >= n_sent + 10, HOLD_S + 5.0, alive)  # the hold is recorded
+        time.sleep(HOLD_S)
+        summary["sent_commands_seen"] = watcher.counts["sent"]
+    finally:
+        watcher.close()
+        graph.stop()
+    if not bag.is_dir():
+        summary["error"] = f"the recorder wrote no bag at {bag} (logs in {run_dir})"
+        return summary
+    shield = next(n for n in nodes if n.name == "safety_shield")
+    summary.update(scan_bag(bag, shield_config(shield)))
+    return summary
