@@ -78,6 +78,10 @@ def build_spec(robot: RobotModel, physics_dt: float = 0.001, push: PushScene | N
     goal when ``push`` is given)."""
     spec = mujoco.MjSpec.from_file(robot.source["urdf"])
     spec.compiler.fusestatic = False  # keep the flange frame (fixed joint) as its own body
+    # The URDF importer sets discardvisual, which at compile time also dropped the scene's own
+    # visual-only geoms (the reach target, the payload box, the push goal): nothing showed them.
+    # The URDF's <visual> elements are not imported either way.
+    spec.compiler.discardvisual = False
     spec.option.timestep = physics_dt
     spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
     spec.modelname = f"simreal_{robot.name}"
@@ -133,13 +137,16 @@ def build_spec(robot: RobotModel, physics_dt: float = 0.001, push: PushScene | N
                     objtype=mujoco.mjtObj.mjOBJ_SITE)
     if push is not None:
         _add_push(spec, robot, push)
+        for geom in spec.geoms:  # the reach target marker has no meaning in the push scene
+            if geom.parent.name == TARGET_BODY:
+                geom.rgba = [0, 0, 0, 0]
     qpos = list(robot.ready_pose)
     mpos = [0.5, 0, 0.5]
     if push is not None:
         t = push.task
         x0, y0 = (t.puck_start_box[0] + t.puck_start_box[2]) / 2, (t.puck_start_box[1] + t.puck_start_box[3]) / 2
         qpos += [x0, y0, TABLE_TOP + t.puck_height / 2, 1, 0, 0, 0]
-        mpos += [t.goal_box[2], 0, TABLE_TOP + 0.0005]
+        mpos += [t.goal_box[2], 0, TABLE_TOP]
     spec.add_key(name="home", qpos=qpos, ctrl=list(robot.ready_pose), mpos=mpos)
     return spec
 
@@ -166,8 +173,9 @@ def _add_push(spec: mujoco.MjSpec, robot: RobotModel, push: PushScene) -> None:
                   friction=[task.table_friction, task.table_friction, 0.005, 0.0001, 0.0001])
     spec.add_exclude(bodyname1=PUCK_BODY, bodyname2="world")  # no second, default puck-table contact
     goal = spec.worldbody.add_body(name=GOAL_BODY, mocap=True)
-    goal.add_geom(type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[task.success_radius, 0.0005, 0],
-                  rgba=[0.1, 0.8, 0.2, 0.8], contype=0, conaffinity=0)
+    # the success region: a 2 mm disc lying on the table (visual only; the mocap puts it at the goal)
+    goal.add_geom(type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[task.success_radius, 0.001, 0], pos=[0, 0, 0.001],
+                  rgba=[0.1, 0.85, 0.2, 1.0], contype=0, conaffinity=0, mass=0)
 
 
 def build_model(robot: RobotModel | None = None, physics_dt: float = 0.001, push: PushScene | None = None) -> SimModel:

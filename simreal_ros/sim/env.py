@@ -173,8 +173,11 @@ class ReachEnv(gym.Env):
         import mujoco
 
         if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.arm.model, 240, 320)
-        self._renderer.update_scene(self.arm.data, camera="overview")
+            self._renderer = mujoco.Renderer(self.arm.model, 360, 480)
+            self._camera = mujoco.MjvCamera()  # the arm's workspace fills the frame; the goal marker shows
+            self._camera.lookat[:] = [0.35, 0.0, 0.4]
+            self._camera.distance, self._camera.azimuth, self._camera.elevation = 1.4, 140.0, -20.0
+        self._renderer.update_scene(self.arm.data, camera=self._camera)
         return self._renderer.render()
 
     def close(self):

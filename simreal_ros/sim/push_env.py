@@ -85,10 +85,12 @@ class PushEnv(gym.Env):
         randomization: profile name in ``config/randomization.yaml`` or ranges.
         tool: the tool on the flange (default: ``urdf/panda_pusher.yaml``).
         physics_dt, measurement_period: as :class:`~simreal_ros.sim.env.ReachEnv`.
-        render_mode: ``None`` or ``"rgb_array"`` (640x480, the puck, goal and tool in view).
+        render_mode: ``None`` or ``"rgb_array"`` (480x360, the table with puck, goal and tool in view).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    #: an episode ends at its first success (evaluation follows the env)
+    ends_on_success = True
 
     def __init__(self, task: PushTaskConfig | None = None, randomization: str | RandomizationRanges = "nominal",
                  tool: ToolSpec | None = None, physics_dt: float = PHYSICS_DT,
@@ -247,8 +249,7 @@ class PushEnv(gym.Env):
         d.qpos[a:a + 7] = [puck[0], puck[1], TABLE_TOP + self.contact.table_height_offset
                            + self.contact.puck_height / 2, 1, 0, 0, 0]
         d.qvel[self.sim.puck_dof_adr:self.sim.puck_dof_adr + 6] = 0.0
-        d.mocap_pos[self.sim.goal_mocap] = [self.goal[0], self.goal[1], TABLE_TOP + self.contact.table_height_offset
-                                            + 0.0005]
+        d.mocap_pos[self.sim.goal_mocap] = [self.goal[0], self.goal[1], TABLE_TOP + self.contact.table_height_offset]
         mujoco.mj_forward(self.arm.model, d)
         c = self.contact
         self.tracker = ObjectTracker(self.task.tracker_rate_hz, c.tracker_noise_std, c.tracker_latency,
@@ -294,7 +295,7 @@ class PushEnv(gym.Env):
         if self.render_mode != "rgb_array":
             return None
         if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.arm.model, 480, 640)
+            self._renderer = mujoco.Renderer(self.arm.model, 360, 480)
             self._camera = mujoco.MjvCamera()
             self._camera.lookat[:] = [0.52, 0.0, TABLE_TOP]
             self._camera.distance, self._camera.azimuth, self._camera.elevation = 1.0, 200.0, -50.0

@@ -1,8 +1,9 @@
 """One evaluation episode: sim -> measured state -> controller -> safety shield -> sim.
 
 The controller is either the policy, run by the deployment executor core
-(:class:`~simreal_ros.policy.executor.PolicyExecutor`), or the baseline controller
-(:class:`~simreal_ros.baseline.BaselineController`). Its proposed joint targets pass through
+(:class:`~simreal_ros.policy.executor.PolicyExecutor`), or the task's baseline controller
+(reach: :class:`~simreal_ros.baseline.BaselineController`; push: the scripted pusher
+:class:`~simreal_ros.baseline.pusher.ScriptedPusher`, fed the tracked puck). Its proposed joint targets pass through
 the safety shield core exactly as on the robot; what the shield sends is what the simulated
 arm receives. A policy cycle that is skipped, or whose executor asks for a revert, falls
 back to the baseline command as the shield does in deployment.
@@ -106,13 +107,71 @@ class _PolicyRunner:
             self.fallback.ctl.sync(sent, v)
 
 
-def make_runner(kind: str, robot, rate_hz: float, bundle=None):
+class _PushBaselineRunner:
+    """The scripted pusher drives (``shadow``), from the measured tool and the tracked puck."""
+
+    mode = "shadow"
+
+    def __init__(self, env) -> None:
+        from simreal_ros.baseline.pusher import ScriptedPusher
+        from simreal_ros.robot.planar import PlanarReference
+
+        self.env = env
+        self.pusher = ScriptedPusher(env.task.action_scale, env.task.puck_radius, env.tool.radius)
+        self.ref = PlanarReference(env.robot, env.frame, env.task.max_lead)
+
+    def reset(self, q: np.ndarray, goal: np.ndarray) -> None:
+        self.ref.reset()
+
+    def propose(self, q, dq, stamp: float, now: float) -> tuple[np.ndarray | None, np.ndarray, str | None]:
+        env = self.env
+        tip = env.frame.tip_position(env.robot, q)
+        a = self.pusher.act(tip, env.tracked.position, env.goal)
+        return None, self.ref.step(q, env.task.action_scale * a), None
+
+    def observe_sent(self, sent: np.ndarray, source: str, now: float) -> None:
+        pass
+
+
+class _PushPolicyRunner:
+    """The executor core drives a push bundle (tracked puck as its object input); the scripted
+    pusher runs alongside as the shield's fallback."""
+
+    mode = "active"
+
+    def __init__(self, bundle, env) -> None:
+        from simreal_ros.policy.executor import ExecutorConfig, PolicyExecutor
+
+        self.env = env
+        self.ex = PolicyExecutor(bundle, env.robot, ExecutorConfig(compute_deadline=1e9))  # see _PolicyRunner
+        self.fallback = _PushBaselineRunner(env)
+
+    def reset(self, q: np.ndarray, goal: np.ndarray) -> None:
+        self.ex.reset()
+        self.ex.set_goal(self.env.goal_point)
+        self.fallback.reset(q, goal)
+
+    def propose(self, q, dq, stamp: float, now: float) -> tuple[np.ndarray | None, np.ndarray, str | None]:
+        _, base, _ = self.fallback.propose(q, dq, stamp, now)
+        self.ex.update_state(q, dq, stamp)
+        tr = self.env.tracked
+        self.ex.update_object(tr.position, tr.stamp)
+        res = self.ex.step(now)
+        return res.command, base, res.revert_reason
+
+    def observe_sent(self, sent: np.ndarray, source: str, now: float) -> None:
+        pass
+
+
+def make_runner(kind: str, robot, rate_hz: float, bundle=None, env=None):
+    """The runner of ``kind`` (policy | baseline); a push env gets the push runners."""
+    push = env is not None and getattr(env, "ends_on_success", False)
     if kind == "baseline":
-        return _BaselineRunner(robot, rate_hz)
+        return _PushBaselineRunner(env) if push else _BaselineRunner(robot, rate_hz)
     if kind == "policy":
         if bundle is None:
             raise ValueError("the policy runner needs a loaded bundle")
-        return _PolicyRunner(bundle, robot, rate_hz)
+        return _PushPolicyRunner(bundle, env) if push else _PolicyRunner(bundle, robot, rate_hz)
     raise ValueError(f"controller must be 'policy' or 'baseline', got {kind!r}")
 
 
@@ -126,7 +185,11 @@ def _jerk_stats(cmds: np.ndarray, dt: float) -> tuple[float, float]:
 
 def run_episode(env: ReachEnv, runner, seed: int, use_shield: bool, name: str,
                 render: bool = False) -> EpisodeResult:
-    """Run one episode of ``runner`` on ``env`` (seeded: same goal and randomization draw per seed)."""
+    """Run one episode of ``runner`` on ``env`` (seeded: same goal and randomization draw per seed).
+
+    A push episode ends at its first success (or when the puck falls off the table), as the env
+    does; its distance trace is then padded with NaN to the full episode length (for plots).
+    """
     from simreal_ros.shield.limits import check_limits
     from simreal_ros.training.shielding import EpisodeShield
 
@@ -171,6 +234,9 @@ def run_episode(env: ReachEnv, runner, seed: int, use_shield: bool, name: str,
             first_success = (k + 1) * period
         if render:
             frames.append(env.render())
+        if getattr(env, "ends_on_success", False) and (status["is_success"] or status.get("fell")):
+            break
+    dists += [math.nan] * (env.max_steps - len(dists))
     cmds = np.array(sent_hist)
     sc = shield.config  # checked with the settings the shield ran with
     viol = check_limits(robot, times, cmds, max_step_gap=sc.max_step_gap, min_step=sc.min_step,

@@ -32,7 +32,11 @@ CONTROLLERS = ("policy", "baseline")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", nargs="?", default=None,
-                   help="policy bundle directory (default: the shipped policies/reach_default)")
+                   help="policy bundle directory (default: the shipped policy of --task)")
+    from simreal_ros.training.tasks import TASK_NAMES
+
+    p.add_argument("--task", choices=TASK_NAMES, default=None,
+                   help="task (default: the bundle's; without a bundle: reach)")
     p.add_argument("--episodes", type=int, default=100, help="episodes per condition and controller (%(default)s)")
     p.add_argument("--randomization", default="default",
                    help="profile for the randomized condition (config/randomization.yaml; %(default)s)")
@@ -47,26 +51,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_ray_argument(p, "the episodes")
 
 
-def default_bundle() -> Path:
+def default_bundle(task_name: str = "reach") -> Path:
     from simreal_ros.resources import resource
 
-    return Path(resource("policies", "reach_default"))
+    return Path(resource("policies", f"{task_name}_default"))
 
 
 # ---------------------------------------------------------------------- workers
 def make_episode_setup(bundle: str | Path, profile: str, controller: str, render: bool = False):
-    """(env, runner) for episodes of ``controller`` under randomization ``profile``."""
-    from simreal_ros.policy.bundle import load_bundle
-    from simreal_ros.sim.env import ReachEnv
+    """(env, runner) for episodes of ``controller`` under randomization ``profile``, on the task the
+    bundle was made for (:func:`simreal_ros.training.tasks.task_of_manifest`)."""
+    from simreal_ros.policy.bundle import load_bundle, read_manifest
     from simreal_ros.training.episodes import make_runner
+    from simreal_ros.training.tasks import task, task_of_manifest
 
-    env = ReachEnv(randomization=profile, render_mode="rgb_array" if render else None)
+    spec = task(task_of_manifest(read_manifest(bundle)[0]))
+    env = spec.make_env(randomization=profile, render_mode="rgb_array" if render else None)
     robot = env.robot
     loaded = load_bundle(bundle, robot) if controller == "policy" else None
     rate = 1.0 / env.control_period
     if loaded is not None and abs(loaded.manifest.control_rate_hz - rate) > 1e-9:
         raise ValueError(f"bundle control_rate_hz {loaded.manifest.control_rate_hz} differs from the env's {rate}")
-    return env, make_runner(controller, robot, rate, loaded)
+    return env, make_runner(controller, robot, rate, loaded, env=env)
 
 
 def episode_summary(env, runner, seed: int, controller: str, use_shield: bool, render: bool = False) -> dict:
@@ -146,7 +152,7 @@ def aggregate(episodes: list[dict[str, Any]]) -> dict[str, Any]:
 def evaluate(bundle: str | Path | None = None, episodes: int = 100, randomization: str = "default",
              seed: int = 10_000, workers: int | None = 2, out: str | Path | None = "evaluation",
              no_shield: bool = False, render: bool = True, progress: bool = True,
-             ray: str | None = None) -> dict[str, Any]:
+             ray: str | None = None, task_name: str | None = None) -> dict[str, Any]:
     """Run the comparison; returns the report (also written to ``out`` when given).
 
     ``ray``: a Ray address (see :mod:`simreal_ros.scale`); every episode of every condition and
@@ -157,13 +163,21 @@ def evaluate(bundle: str | Path | None = None, episodes: int = 100, randomizatio
 
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
-    bundle = Path(bundle) if bundle else default_bundle()
+    bundle = Path(bundle) if bundle else default_bundle(task_name or "reach")
     from simreal_ros.policy.bundle import load_bundle
+    from simreal_ros.training.tasks import task, task_of_manifest
 
     manifest = load_bundle(bundle, load_model=False).manifest  # fail early on a bad bundle
+    bundle_task = task_of_manifest(manifest)
+    if task_name is not None and task_name != bundle_task:
+        raise ValueError(f"bundle '{manifest.name}' ({bundle}) is a {bundle_task} policy, not a {task_name} one")
+    probe = task(bundle_task).make_env()
+    success_radius = probe.task.success_radius if bundle_task == "push" else probe.success_radius
+    probe.close()
     seeds = list(range(seed, seed + episodes))
     conditions = [("nominal", "nominal"), ("randomized", randomization)]
-    report: dict[str, Any] = {"bundle": str(bundle), "policy": manifest.name, "episodes": episodes,
+    report: dict[str, Any] = {"bundle": str(bundle), "policy": manifest.name, "task": bundle_task,
+                              "success_radius_m": success_radius, "episodes": episodes,
                               "seeds": [seeds[0], seeds[-1]], "shield": not no_shield, "conditions": {}}
     traces: dict[str, dict[str, list[list[float]]]] = {}
     t0 = time.monotonic()
@@ -200,10 +214,12 @@ def evaluate(bundle: str | Path | None = None, episodes: int = 100, randomizatio
         (out / "evaluation.json").write_text(json.dumps(report, indent=2))
         from simreal_ros.training.plots import plot_runs, render_episode
 
-        plot_runs(traces, report, out / "evaluation.png", control_period=1.0 / manifest.control_rate_hz)
+        plot_runs(traces, report, out / "evaluation.png", control_period=1.0 / manifest.control_rate_hz,
+                  success_radius=success_radius,
+                  ylabel="puck distance to goal (m)" if bundle_task == "push" else "flange distance to goal (m)")
         report["files"] = {"json": str(out / "evaluation.json"), "plot": str(out / "evaluation.png")}
         if render:
-            gif = render_episode(bundle, randomization, seed, out / "episode.gif")
+            gif = render_episode(bundle, randomization, seed, out / "episode.gif", fps=manifest.control_rate_hz)
             if gif is not None:
                 report["files"]["animation"] = str(gif)
         (out / "evaluation.json").write_text(json.dumps(report, indent=2))
@@ -281,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = evaluate(args.bundle, episodes=args.episodes, randomization=args.randomization, seed=args.seed,
                           workers=args.workers, out=args.out, no_shield=args.no_shield, render=not args.no_render,
-                          ray=args.ray)
+                          ray=args.ray, task_name=args.task)
     except (BundleError, ValueError, RayUnavailableError) as exc:  # a bad bundle, profile or argument: one line, no traceback
         print(f"simreal evaluate: error: {exc}", file=sys.stderr)
         return 2

@@ -52,6 +52,15 @@ def push_expert(env, last_action: np.ndarray) -> np.ndarray:
     return np.clip(a, last_action - PUSH_EXPERT_MAX_CHANGE, last_action + PUSH_EXPERT_MAX_CHANGE)
 
 
+def task_of_manifest(manifest) -> str:
+    """The task a bundle was made for: ``push`` for planar tool actions or a push-trained bundle."""
+    env_id = ((manifest.provenance.get("training") or {}).get("env") or {}).get("id") \
+        if isinstance(manifest.provenance.get("training"), dict) else None
+    if manifest.action_type == "tool_planar_delta" or env_id == "SimReal/Push-v0":
+        return "push"
+    return "reach"
+
+
 def task(name: str) -> TaskSpec:
     """The task called ``name`` (ValueError naming the known ones otherwise)."""
     if name == "reach":
