@@ -100,6 +100,7 @@ setup(
             "baseline_controller = simreal_ros.nodes.baseline_node:main",
             "safety_shield = simreal_ros.nodes.shield_node:main",
             "recorder = simreal_ros.nodes.recorder_node:main",
+            "live_view = simreal_ros.nodes.view_node:main",
             "excitation_controller = simreal_ros.nodes.excitation_node:main",
         ],
     },

@@ -7,7 +7,7 @@ shield and the baseline (``control_period``, ``rate_hz``).
 
 Arguments: mode:=sim|real  policy:=<bundle dir>  shield_mode:=active|shadow|blend|hold
 record:=true|false  output_dir:=runs  timing:=paced|unpaced  randomization:=nominal|default|wide
-seed:=0  real_driver_config:=<yaml>
+seed:=0  real_driver_config:=<yaml>  view:=false|true (a Foxglove live view on ws://127.0.0.1:8765)
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ DATA_FILES = {"panda_joint_limits.yaml", "panda_impedance.yaml", "randomization.
               "push_task.yaml"}
 #: node -> module, from the graph (the one place that says which file feeds which node)
 NODES = {n.name: (n.module, Path(n.param_files[0]))
-         for n in [*build_graph(GraphOptions()), *build_calibrate_graph(GraphOptions())]}
+         for n in [*build_graph(GraphOptions(view=True)), *build_calibrate_graph(GraphOptions())]}
 #: files whose owner has not converted them yet: {file name: reason}; each case is xfail(strict)
 PENDING: dict[str, str] = {}  # name -> reason, for a file whose node is being converted
 

@@ -56,6 +56,7 @@ def test_options_shield_mode_policy_record_and_timing():
     ({"mode": "robot"}, "'mode' = 'robot'; allowed: \\['sim', 'real'\\]"),
     ({"shield_mode": "yolo"}, "'shield_mode'"),
     ({"record": "maybe"}, "'record' = 'maybe'"),
+    ({"view": "yes"}, "'view' = 'yes'; allowed: true, false"),
     ({"seed": "x"}, "'seed' = 'x'"),
     ({"policy": "/no/such/bundle"}, "no such bundle directory"),
     ({"colour": "red"}, "unknown launch argument"),
@@ -145,9 +146,17 @@ def test_launch_file_is_typed_and_thin():
     assert len((REPO / "launch" / "bringup.launch.py").read_text().splitlines()) < 80
 
 
+def test_view_adds_the_live_view_node_only_when_asked():
+    assert "live_view" not in [n.name for n in build_graph(GraphOptions())]
+    nodes = build_graph(GraphOptions.from_strings({"view": "true", "timing": "unpaced"}))
+    view = nodes[-1]
+    assert view.name == "live_view" and view.module == "simreal_ros.nodes.view_node"
+    assert [Path(f).name for f in view.param_files] == ["view.yaml"] and view.parameters["use_sim_time"] is True
+
+
 def test_every_console_script_module_exists():
     setup = (REPO / "setup.py").read_text()
-    for node in build_graph(GraphOptions()):
+    for node in build_graph(GraphOptions(view=True)):
         assert f"{node.executable} = {node.module}:main" in setup
 
 

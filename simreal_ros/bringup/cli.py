@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         kwargs = {"default": arg.default, "help": arg.description}
         if arg.choices:
             kwargs["choices"] = list(arg.choices)
+        if arg.choices == ("true", "false"):  # `--view` alone means `--view true`
+            kwargs.update(nargs="?", const="true", metavar="true|false")
         parser.add_argument(flag, **kwargs)
     parser.add_argument("--goals", type=int, default=5, help="number of goals to reach (default 5)")
     parser.add_argument("--duration", type=float, default=0.0,

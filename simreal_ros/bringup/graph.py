@@ -53,6 +53,8 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
               "file (e.g. a calibration.yaml of simreal calibrate fit)"),
     LaunchArg("seed", "0", "sim only: seed of the sim's random draws"),
     LaunchArg("real_driver_config", "", "real only: driver topic file (empty: config/real_driver.yaml)"),
+    LaunchArg("view", "false", "serve a Foxglove live view on a local WebSocket (live_view node, config/view.yaml)",
+              ("true", "false")),
 )
 
 
@@ -107,6 +109,7 @@ class GraphOptions:
 
     duration: float = 30.0  # calibrate graph: s of excitation
     real_arm: str = ""  # sim only: hidden real arm file (sim bridge's real_arm)
+    view: bool = False  # the live_view node (Foxglove WebSocket)
 
     def __post_init__(self) -> None:
         for name, allowed in (("mode", MODES), ("shield_mode", SHIELD_MODES), ("timing", TIMINGS)):
@@ -123,10 +126,11 @@ class GraphOptions:
         if unknown:
             raise ValueError(f"unknown launch argument(s) {sorted(unknown)}; known: {sorted(known)}")
         v = dict(values)
-        if "record" in v:
-            if str(v["record"]).lower() not in ("true", "false", "1", "0"):
-                raise ValueError(f"launch argument 'record' = {v['record']!r}; allowed: true, false")
-            v["record"] = str(v["record"]).lower() in ("true", "1")
+        for flag in ("record", "view"):
+            if flag in v:
+                if str(v[flag]).lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(f"launch argument '{flag}' = {v[flag]!r}; allowed: true, false")
+                v[flag] = str(v[flag]).lower() in ("true", "1")
         if "duration" in v:
             try:
                 v["duration"] = float(v["duration"])
@@ -246,6 +250,9 @@ def build_graph(opts: GraphOptions) -> list[NodeSpec]:
             rec["bag_name"] = opts.bag_name
         nodes.append(NodeSpec("recorder", "recorder", "simreal_ros.nodes.recorder_node",
                               (_config("recorder.yaml"),), rec))
+    if opts.view:
+        nodes.append(NodeSpec("live_view", "live_view", "simreal_ros.nodes.view_node", (_config("view.yaml"),),
+                              dict(common)))
     return [_remapped(n, driver_remaps) for n in nodes] if driver_remaps else nodes
 
 
