@@ -152,6 +152,14 @@ def test_view_adds_the_live_view_node_only_when_asked():
     view = nodes[-1]
     assert view.name == "live_view" and view.module == "simreal_ros.nodes.view_node"
     assert [Path(f).name for f in view.param_files] == ["view.yaml"] and view.parameters["use_sim_time"] is True
+    from dataclasses import replace
+
+    from simreal_ros.bringup.graph import view_config
+    from simreal_ros.settings import SettingError
+
+    assert (view_config(view).host, view_config(view).port) == ("127.0.0.1", 8765)  # config/view.yaml
+    with pytest.raises(SettingError, match="port"):
+        view_config(replace(view, parameters={"port": 70000}))
 
 
 def test_every_console_script_module_exists():

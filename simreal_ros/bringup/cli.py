@@ -15,7 +15,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from simreal_ros.bringup.graph import LAUNCH_ARGS, GraphOptions, build_graph
+from simreal_ros.bringup.graph import LAUNCH_ARGS, GraphOptions, build_graph, view_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     run_dir = Path(opts.output_dir).resolve() / f"sim_{stamp}_logs"
+    for spec in nodes:
+        if spec.name == "live_view":  # where to point Foxglove (the node logs the same)
+            view = view_config(spec)
+            print(f"live view: ws://{view.host}:{view.port} (Foxglove: open connection; layout: "
+                  "config/foxglove_layout.json)")
 
     from simreal_ros.bringup.session import run_session
 

@@ -186,6 +186,14 @@ def shield_config(spec: NodeSpec) -> ShieldConfig:
     return load_shield_config(spec.param_files[-1], **{k: v for k, v in spec.parameters.items() if k in names})
 
 
+def view_config(spec: NodeSpec):
+    """The live view's settings as the node of ``spec`` gets them (its file, then the overrides)."""
+    from simreal_ros.view.config import ViewConfig
+
+    values = {**read_node_parameters(spec.param_files[-1], spec.name), **spec.parameters}
+    return ViewConfig.from_mapping(values)
+
+
 def _topics(spec: NodeSpec) -> set[str]:
     """Topic names among a node's parameters (file and overrides; ``name:pkg/msg/Type`` entries too)."""
     values: list = []
@@ -253,6 +261,7 @@ def build_graph(opts: GraphOptions) -> list[NodeSpec]:
     if opts.view:
         nodes.append(NodeSpec("live_view", "live_view", "simreal_ros.nodes.view_node", (_config("view.yaml"),),
                               dict(common)))
+        view_config(nodes[-1])  # a bad host/port/rate in the file is refused before anything starts
     return [_remapped(n, driver_remaps) for n in nodes] if driver_remaps else nodes
 
 
