@@ -1,0 +1,133 @@
+"""What a calibration writes: ``calibration.yaml`` (with its randomization profile) and the report.
+
+``calibration.yaml``::
+
+    calibration:            # provenance, settings, fit statistics, held-out replay, warnings
+      package_version, created_utc, robot, joints, sources: [{name, duration_s, sha256, controller}],
+      widening: 3.0         # profile ranges = estimate +- widening x std
+      parameters: {name: {value, std, unit, prior, identified, reason}}   # value/std null if not identified
+      link_inertials: {link: {mass, com, inertia}}                         # the fitted model's
+      replay: {position_rmse_rad: {before, after}, effort_rmse_nm: {...}}
+      fit: {...}, warnings: [...]
+    randomization:          # a profile: simreal sim|train|evaluate --randomization DIR/calibration.yaml
+      dynamics: {...}
+      sensor: {...}
+
+A knob the data did not identify takes the ``default`` profile's range (the nominal model's
+uncertainty); noise and drop rates are not calibrated and come from the ``default`` profile too.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from simreal_ros.calibrate.fit import Calibration
+from simreal_ros.sim.randomize import load_ranges
+
+
+def _range(v: float, s: float, w: float, low: float | None = 0.0) -> list[float]:
+    lo, hi = v - w * s, v + w * s
+    if low is not None:
+        lo, hi = max(lo, low), max(hi, low)
+    return [float(lo), float(hi)]
+
+
+def profile(cal: Calibration) -> dict[str, Any]:
+    """The randomization profile centred on ``cal``'s estimates (see the module docstring)."""
+    w = cal.config.widening
+    default = load_ranges(profile="default")
+    dd, ds = default.dynamics, default.sensor
+    est = cal.estimates
+    dyn: dict[str, Any] = {}
+    for kind, key, fallback in (("friction", "joint_friction", dd.joint_friction),
+                                ("damping", "joint_damping", dd.joint_damping),
+                                ("armature", "joint_armature", dd.joint_armature),
+                                ("stiffness_scale", "stiffness_scale", dd.stiffness_scale),
+                                ("damping_scale", "damping_scale", dd.damping_scale)):
+        rows = []
+        for j in cal.joint_names:
+            e = est[f"{kind}/{j}"]
+            rows.append(_range(e.value, e.std, w) if e.identified else [float(x) for x in fallback])
+        dyn[key] = rows
+    e = est["payload_mass"]
+    dyn["payload_mass"] = _range(e.value, e.std, w) if e.identified else list(dd.payload_mass)
+    e = est["payload_com"]
+    dyn["payload_com"] = ([_range(v, s, w, None) for v, s in zip(e.value, e.std)] if e.identified
+                          else [[0.0, 0.0]] * 3)
+    dyn["link_mass_scale"] = [1.0, 1.0]
+    dyn["com_offset"] = [0.0, 0.0]
+    dyn["link_inertia"] = {link: {"mass": m, "com": c, "inertia": i} for link, (m, c, i) in cal.link_inertials.items()}
+    sen: dict[str, Any] = {}
+    rows = []
+    for j in cal.joint_names:
+        e = est[f"bias/{j}"]
+        rows.append(_range(e.value, e.std, w, None) if e.identified else [-ds.position_bias[1], ds.position_bias[1]])
+    sen["position_bias"] = rows
+    for key in ("action_latency", "observation_latency"):
+        e = est[key]
+        sen[key] = _range(e.value, e.std, w) if e.identified else list(getattr(ds, key))
+    for key in ("position_noise_std", "velocity_noise_std", "effort_noise_std", "drop_probability"):
+        sen[key] = [float(x) for x in getattr(ds, key)]
+    return {"dynamics": dyn, "sensor": sen}
+
+
+def _rmse(cal: Calibration) -> dict[str, Any]:
+    names = cal.joint_names
+    out: dict[str, Any] = {"position_rmse_rad": {
+        "before": dict(zip(names, map(float, cal.before.position_rmse))),
+        "after": dict(zip(names, map(float, cal.after.position_rmse)))}}
+    if cal.before.effort_rmse is not None:
+        out["effort_rmse_nm"] = {"before": dict(zip(names, map(float, cal.before.effort_rmse))),
+                                 "after": dict(zip(names, map(float, cal.after.effort_rmse)))}
+    return out
+
+
+def calibration_document(cal: Calibration) -> dict[str, Any]:
+    """``calibration.yaml`` as plain data."""
+    cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cal.config).items()}
+    return {
+        "calibration": {
+            "package_version": cal.package_version,
+            "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "joints": list(cal.joint_names),
+            "sources": [{"name": s.name, "duration_s": float(s.duration_s), "sha256": s.sha256,
+                         "controller": s.controller} for s in cal.sources],
+            "widening": float(cal.config.widening),
+            "widening_note": "randomization ranges are estimate +- widening x std (clipped to physical values); "
+                             "a knob that was not identified keeps the default profile's range",
+            "parameters": {k: e.as_dict() for k, e in cal.estimates.items()},
+            "link_inertials": {link: {"mass": m, "com": c, "inertia": i, "units": "kg; m; kg m^2 about the com "
+                                      "(ixx iyy izz ixy ixz iyz)"} for link, (m, c, i) in cal.link_inertials.items()},
+            "replay": _rmse(cal),
+            "fit": {**{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in cal.stats.items()},
+                    "config": cfg},
+            "belief": cal.belief,
+            "warnings": list(cal.warnings),
+        },
+        "randomization": profile(cal),
+    }
+
+
+def write_outputs(cal: Calibration, out_dir: str | Path, report: bool = True) -> dict[str, Path]:
+    """Write ``calibration.yaml``, ``report.json`` and ``report.png`` into ``out_dir``; return the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = calibration_document(cal)
+    paths = {"calibration": out / "calibration.yaml"}
+    paths["calibration"].write_text(yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120))
+    if report:
+        from simreal_ros.calibrate.report import write_report
+        paths.update(write_report(cal, out, doc))
+    return paths
+
+
+def json_summary(cal: Calibration) -> str:
+    """One line of JSON: the replay RMSE before/after and the fit statistics."""
+    return json.dumps({**_rmse(cal), **{k: v for k, v in cal.stats.items()}})

@@ -1,0 +1,155 @@
+"""Recorded sessions from a simulated "real" arm with hidden parameters (ROS-free).
+
+What the calibration tests and ``bench/bench_calibrate.py`` fit: the package's
+:class:`~simreal_ros.sim.arm.ArmSim` with dynamics and sensor values that the fitter does not
+know (:class:`HiddenArm`: per joint friction, damping, armature, gain scales, encoder bias; a
+payload; latencies; optionally other link inertias, e.g. the published identified Panda ones),
+driven like a deployment: the excitation trajectory
+(:class:`~simreal_ros.estimator.excitation.ExcitationTrajectory`) is proposed to a real
+:class:`~simreal_ros.shield.Shield` at its control period, the shield's sent commands go to the
+arm (held until the next, after the action latency), and the shield sees the arm's measurements
+only when their observation latency has elapsed. The session holds what a bag holds: every
+measurement on its acquisition stamp, every sent command on the shield's stamp, and when each
+measurement arrived.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+
+import mujoco
+import numpy as np
+
+from simreal_ros.calibrate.session import Session, SourceInfo
+from simreal_ros.estimator.excitation import ExcitationConfig, ExcitationTrajectory
+from simreal_ros.robot import RobotModel, load_robot
+from simreal_ros.robot.mujoco_model import build_spec
+from simreal_ros.shield import Shield
+from simreal_ros.shield.config import load_shield_config
+from simreal_ros.sim.arm import ArmSim
+from simreal_ros.sim.randomize import apply_dynamics
+
+#: Link inertial parameters of the real Panda identified by Gaz et al. (RA-L 2019), links 1-7 in
+#: their joint frames (the package URDF's link frames): mass (kg), centre of mass (m), inertia
+#: about the centre of mass (kg m^2: ixx, iyy, izz, ixy, ixz, iyz). Source: ../shared/robot_facts.md.
+PANDA_IDENTIFIED_INERTIA: dict[str, tuple[float, tuple[float, float, float], tuple[float, ...]]] = {
+    "panda_link1": (4.970684, (0.003875, 0.002081, -0.04762),
+                    (0.70337, 0.70661, 0.009117, -0.000139, 0.006772, 0.019169)),
+    "panda_link2": (0.646926, (-0.003141, -0.02872, 0.003495),
+                    (0.007962, 0.02811, 0.025995, -0.003925, 0.010254, 0.000704)),
+    "panda_link3": (3.228604, (0.027518, 0.039252, -0.066502),
+                    (0.037242, 0.036155, 0.01083, -0.004761, -0.011396, -0.012805)),
+    "panda_link4": (3.587895, (-0.05317, 0.104419, 0.027454),
+                    (0.025853, 0.019552, 0.028323, 0.007796, -0.001332, 0.008641)),
+    "panda_link5": (1.225946, (-0.011953, 0.041065, -0.038437),
+                    (0.035549, 0.029474, 0.008627, -0.002117, -0.004037, 0.000229)),
+    "panda_link6": (1.666555, (0.060149, -0.014117, -0.010517),
+                    (0.001964, 0.004354, 0.005433, 0.000109, -0.001158, 0.000341)),
+    "panda_link7": (0.735522, (0.010517, -0.004252, 0.061597),
+                    (0.012516, 0.010027, 0.004815, -0.000428, -0.001196, -0.000741)),
+}
+
+
+@dataclass(frozen=True)
+class HiddenArm:
+    """The "real" arm's values (per joint arrays in robot order; ``None``: the nominal 0/1)."""
+
+    friction: tuple[float, ...] | None = None  # Coulomb (frictionloss), N m
+    damping: tuple[float, ...] | None = None  # viscous, N m s/rad
+    armature: tuple[float, ...] | None = None  # kg m^2
+    stiffness_scale: tuple[float, ...] | None = None
+    damping_scale: tuple[float, ...] | None = None
+    payload_mass: float = 0.0  # kg
+    position_bias: tuple[float, ...] | None = None  # rad
+    action_latency: float = 0.0  # s
+    observation_latency: float = 0.0  # s
+    position_noise_std: float = 0.0  # rad
+    velocity_noise_std: float = 0.0  # rad/s
+    effort_noise_std: float = 0.0  # N m
+    #: link name -> (mass, com, inertia about the com: ixx iyy izz ixy ixz iyz); others nominal
+    link_inertia: dict | None = None
+
+
+def hidden_arm_sim(hidden: HiddenArm, robot: RobotModel | None = None, seed: int = 0) -> ArmSim:
+    """An :class:`ArmSim` whose model carries ``hidden``'s values (no randomization draws)."""
+    robot = robot or load_robot()
+    sim = ArmSim(robot=robot, seed=seed)
+    if hidden.link_inertia:
+        spec = build_spec(robot, sim.config.physics_dt)
+        for link, (mass, com, inertia) in hidden.link_inertia.items():
+            body = spec.body(link)
+            body.explicitinertial = True
+            body.mass = float(mass)
+            body.ipos = list(com)
+            body.fullinertia = list(inertia)
+        model = spec.compile()
+        sim.nominal = model
+        sim.model = copy.copy(model)
+        sim.data = mujoco.MjData(sim.model)
+        sim.sim = replace(sim.sim, model=model)
+    n = robot.n_joints
+
+    def vec(v, default):
+        return np.full(n, float(default)) if v is None else np.asarray(v, float)
+
+    sim.reset()
+    draw = replace(
+        sim.draw,
+        joint_friction=vec(hidden.friction, 0.0), joint_damping=vec(hidden.damping, 0.0),
+        joint_armature=vec(hidden.armature, 0.0), stiffness_scale=vec(hidden.stiffness_scale, 1.0),
+        damping_scale=vec(hidden.damping_scale, 1.0), payload_mass=float(hidden.payload_mass),
+        position_bias=vec(hidden.position_bias, 0.0), action_latency=float(hidden.action_latency),
+        observation_latency=float(hidden.observation_latency),
+        position_noise_std=float(hidden.position_noise_std), velocity_noise_std=float(hidden.velocity_noise_std),
+        effort_noise_std=float(hidden.effort_noise_std), drop_probability=0.0)
+    apply_dynamics(sim.model, sim.nominal, sim.sim, draw)
+    sim.draw = draw
+    mode = sim.mode
+    sim.mode = ""  # re-apply the (scaled) gains
+    sim.set_mode(mode)
+    mujoco.mj_forward(sim.model, sim.data)
+    return sim
+
+
+def record_session(sim: ArmSim, duration: float, excitation: ExcitationTrajectory | None = None,
+                   control_period: float = 0.01, name: str = "sim", hold: float = 0.5,
+                   controller: str = "excitation") -> Session:
+    """Drive ``sim`` through the shield along ``excitation`` for ``duration`` s and return the
+    session a bag of it would give (states at 1 kHz on acquisition stamps, sent commands on the
+    shield's stamps, arrival times of the states). The first ``hold`` s hold the start pose."""
+    robot = sim.robot
+    excitation = excitation or ExcitationTrajectory(robot, ExcitationConfig())
+    shield = Shield(robot, load_shield_config(mode="active", control_period=control_period,
+                                              max_step_gap=2 * control_period,
+                                              command_timeout=2.5 * control_period))
+    dt = sim.config.measurement_period
+    per = round(control_period / dt)
+    st, q, dq, tau, recv = [], [], [], [], []
+    ct, cmd = [], []
+    center = excitation(0.0)[0]
+    for k in range(round(duration / dt)):
+        now = sim.time
+        for m in sim.pop_measurements():
+            st.append(m.stamp)
+            q.append(m.position)
+            dq.append(m.velocity)
+            tau.append(m.effort)
+            recv.append(now)
+            shield.update_state(m.position, m.velocity, stamp=m.stamp, now=now)
+        if k % per == 0 and st:
+            t_exc = max(0.0, now - hold)
+            target = center if now < hold else excitation(t_exc)[0]
+            shield.propose("policy", target, kind="position", now=now)
+            out = shield.step(now)
+            if out.command is not None and (not ct or out.time > ct[-1]):
+                sim.set_command(out.command)
+                ct.append(out.time)
+                cmd.append(out.command.copy())
+        sim.advance(dt)
+    if shield.counts.get("faults"):
+        raise RuntimeError(f"the shield faulted while recording: {dict(shield.counts)}")
+    st_a = np.asarray(st)
+    src = SourceInfo(name, float(st_a[-1] - st_a[0]), "", controller)
+    return Session(robot.joint_names, st_a, np.asarray(q), np.asarray(dq), np.asarray(tau),
+                   np.asarray(ct), np.asarray(cmd), source=src, state_recv_t=np.asarray(recv))
