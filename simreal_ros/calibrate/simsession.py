@@ -15,20 +15,19 @@ measurement arrived.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-import mujoco
 import numpy as np
 
 from simreal_ros.calibrate.session import Session, SourceInfo
 from simreal_ros.estimator.excitation import ExcitationConfig, ExcitationTrajectory
 from simreal_ros.robot import RobotModel, load_robot
-from simreal_ros.robot.mujoco_model import build_spec
+from simreal_ros.robot.mujoco_model import build_model
 from simreal_ros.shield import Shield
 from simreal_ros.shield.config import load_shield_config
-from simreal_ros.sim.arm import ArmSim
-from simreal_ros.sim.randomize import apply_dynamics
+from simreal_ros.sim.arm import ArmSim, ArmSimConfig
+from simreal_ros.sim.randomize import Draw
+from simreal_ros.sim.real_arm import LinkInertial, RealArm
 
 #: Link inertial parameters of the real Panda identified by Gaz et al. (RA-L 2019), links 1-7 in
 #: their joint frames (the package URDF's link frames): mass (kg), centre of mass (m), inertia
@@ -72,44 +71,26 @@ class HiddenArm:
 
 
 def hidden_arm_sim(hidden: HiddenArm, robot: RobotModel | None = None, seed: int = 0) -> ArmSim:
-    """An :class:`ArmSim` whose model carries ``hidden``'s values (no randomization draws)."""
+    """An :class:`ArmSim` that is ``hidden`` at every reset (the sim bridge's hidden real arm,
+    :class:`~simreal_ros.sim.real_arm.RealArm`); the payload's centre of mass stays the nominal one."""
     robot = robot or load_robot()
-    sim = ArmSim(robot=robot, seed=seed)
-    if hidden.link_inertia:
-        spec = build_spec(robot, sim.config.physics_dt)
-        for link, (mass, com, inertia) in hidden.link_inertia.items():
-            body = spec.body(link)
-            body.explicitinertial = True
-            body.mass = float(mass)
-            body.ipos = list(com)
-            body.fullinertia = list(inertia)
-        model = spec.compile()
-        sim.nominal = model
-        sim.model = copy.copy(model)
-        sim.data = mujoco.MjData(sim.model)
-        sim.sim = replace(sim.sim, model=model)
     n = robot.n_joints
 
     def vec(v, default):
         return np.full(n, float(default)) if v is None else np.asarray(v, float)
 
-    sim.reset()
-    draw = replace(
-        sim.draw,
+    draw = Draw(
         joint_friction=vec(hidden.friction, 0.0), joint_damping=vec(hidden.damping, 0.0),
-        joint_armature=vec(hidden.armature, 0.0), stiffness_scale=vec(hidden.stiffness_scale, 1.0),
-        damping_scale=vec(hidden.damping_scale, 1.0), payload_mass=float(hidden.payload_mass),
-        position_bias=vec(hidden.position_bias, 0.0), action_latency=float(hidden.action_latency),
-        observation_latency=float(hidden.observation_latency),
-        position_noise_std=float(hidden.position_noise_std), velocity_noise_std=float(hidden.velocity_noise_std),
-        effort_noise_std=float(hidden.effort_noise_std), drop_probability=0.0)
-    apply_dynamics(sim.model, sim.nominal, sim.sim, draw)
-    sim.draw = draw
-    mode = sim.mode
-    sim.mode = ""  # re-apply the (scaled) gains
-    sim.set_mode(mode)
-    mujoco.mj_forward(sim.model, sim.data)
-    return sim
+        joint_armature=vec(hidden.armature, 0.0), link_mass_scale=np.ones(n), com_offset=np.zeros((n, 3)),
+        stiffness_scale=vec(hidden.stiffness_scale, 1.0), damping_scale=vec(hidden.damping_scale, 1.0),
+        payload_mass=float(hidden.payload_mass), position_noise_std=float(hidden.position_noise_std),
+        velocity_noise_std=float(hidden.velocity_noise_std), effort_noise_std=float(hidden.effort_noise_std),
+        position_bias=vec(hidden.position_bias, 0.0), observation_latency=float(hidden.observation_latency),
+        action_latency=float(hidden.action_latency), drop_probability=0.0)
+    links = {k: LinkInertial(float(m), tuple(c), tuple(i)) for k, (m, c, i) in (hidden.link_inertia or {}).items()}
+    nominal = build_model(robot)
+    com = tuple(float(x) for x in nominal.model.body_ipos[nominal.payload_body])
+    return ArmSim(ArmSimConfig(real_arm=RealArm(draw, com, links, "calibrate.simsession")), robot=robot, seed=seed)
 
 
 def record_session(sim: ArmSim, duration: float, excitation: ExcitationTrajectory | None = None,
