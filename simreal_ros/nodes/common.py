@@ -2,47 +2,88 @@
 
 from __future__ import annotations
 
+import array
 import signal
 import sys
 from typing import Callable, Sequence
 
 import numpy as np
 import rclpy
+from builtin_interfaces.msg import Time as TimeMsg
 from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
-from rclpy.time import Time
 from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+from simreal_ros.nodes.spin import EXECUTORS, SPIN_SETTINGS, SpinConfig
+
+#: Latest-only inputs (the state a policy or the shield acts on, a proposal the shield steps on):
+#: keep-last 1, so a consumer that fell behind takes the newest message instead of working through
+#: a queue of old ones. Best effort for states (matches reliable and best-effort publishers, like
+#: rclpy's sensor-data profile, whose depth of 5 queues 5 samples); proposals keep reliable.
+LATEST_STATE_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
+LATEST_COMMAND_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def make_executor(kind: str, context=None):
+    """The executor named by :data:`EXECUTORS` (never rclpy's MultiThreadedExecutor: it loses messages)."""
+    if kind == "events":
+        from rclpy.experimental import EventsExecutor
+
+        return EventsExecutor(context=context)
+    if kind == "single_threaded":
+        return SingleThreadedExecutor(context=context)
+    raise ValueError(f"executor {kind!r}; allowed: {list(EXECUTORS)}")
 
 
 def stamp_to_sec(stamp) -> float:
     return float(stamp.sec) + 1e-9 * float(stamp.nanosec)
 
 
-def sec_to_stamp(t: float):
-    return Time(nanoseconds=int(round(t * 1e9))).to_msg()
+def sec_to_stamp(t: float) -> TimeMsg:
+    ns = int(round(t * 1e9))
+    return TimeMsg(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def doubles(values) -> array.array:
+    """A float64 sequence field's value without rclpy's per-element conversion (an ``array('d')``
+    is taken as it is)."""
+    out = array.array("d")
+    out.frombytes(np.ascontiguousarray(values, dtype=np.float64).ravel().tobytes())
+    return out
 
 
 def joint_state_msg(names: Sequence[str], stamp, position=None, velocity=None, effort=None) -> JointState:
     msg = JointState()
     msg.header.stamp = stamp
-    msg.name = list(names)
-    msg.position = [] if position is None else np.asarray(position, dtype=float).tolist()
-    msg.velocity = [] if velocity is None else np.asarray(velocity, dtype=float).tolist()
-    msg.effort = [] if effort is None else np.asarray(effort, dtype=float).tolist()
+    msg.name = names if isinstance(names, list) else list(names)
+    if position is not None:
+        msg.position = doubles(position)
+    if velocity is not None:
+        msg.velocity = doubles(velocity)
+    if effort is not None:
+        msg.effort = doubles(effort)
     return msg
+
+
+def as_floats(values) -> np.ndarray:
+    """A received float64 sequence field (``array('d')``) as a numpy array, without a per-element copy."""
+    if isinstance(values, array.array) and values.typecode == "d":
+        return np.frombuffer(values, dtype=np.float64) if len(values) else np.zeros(0)
+    return np.asarray(values, dtype=float)
 
 
 def array_msg(values, label: str = "") -> Float64MultiArray:
     """std_msgs/Float64MultiArray as ros2_control's forward command controllers take it."""
     msg = Float64MultiArray()
     vals = np.asarray(values, dtype=float).ravel()
-    msg.layout.dim = [MultiArrayDimension(label=label, size=vals.size, stride=vals.size)] if label else []
-    msg.data = vals.tolist()
+    if label:
+        msg.layout.dim = [MultiArrayDimension(label=label, size=vals.size, stride=vals.size)]
+    msg.data = doubles(vals)
     return msg
 
 
@@ -76,7 +117,7 @@ class JointOrder:
         def pick(values):
             if len(values) != n:
                 return None
-            return np.asarray(values, dtype=float)[idx]
+            return as_floats(values)[idx]  # fancy indexing copies: the result owns its memory
 
         pos = pick(msg.position)
         if pos is None:
@@ -98,6 +139,13 @@ def subscribe_goal(node: Node, msg_type, topic: str, callback) -> None:
     """
     node.create_subscription(msg_type, topic, callback, GOAL_QOS)
     node.create_subscription(msg_type, topic, callback, QoSProfile(depth=1))
+
+
+def spin_config(node: Node) -> SpinConfig:
+    """Declare (once) and read the :class:`SpinConfig` parameters of ``node``."""
+    from simreal_ros.nodes.params import declare_and_read
+
+    return SpinConfig(**declare_and_read(node, SPIN_SETTINGS))
 
 
 def help_requested(args: Sequence[str] | None = None) -> bool:
@@ -125,7 +173,8 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, nam
     the process exits 1 without the node's cleanup. Here the signal only sets a flag: the
     SingleThreadedExecutor (rclpy 9.1.2's MultiThreadedExecutor loses messages) finishes the
     current callback, the node is destroyed (its cleanup runs, e.g. the recorder closes its
-    bag), and only then rclpy shuts down.
+    bag), and only then rclpy shuts down. The executor is the node's ``executor`` parameter
+    (:class:`SpinConfig`, declared here on every node).
 
     ``-h``/``--help`` (outside ``--ros-args``) prints the usage and returns 0 without starting rclpy.
 
@@ -143,7 +192,7 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, nam
     code = 0
     try:
         node = factory()
-        executor = SingleThreadedExecutor()
+        executor = make_executor(spin_config(node).executor)
         executor.add_node(node)
         while not stop and getattr(node, "exit_code", None) is None:
             executor.spin_once(timeout_sec=0.1)

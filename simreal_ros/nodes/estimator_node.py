@@ -41,7 +41,7 @@ from simreal_ros.estimator.estimator import (
     covariance_vector,
     estimator_settings,
 )
-from simreal_ros.nodes.common import JointOrder, joint_state_msg, run_node, sec_to_stamp, stamp_to_sec
+from simreal_ros.nodes.common import JointOrder, doubles, joint_state_msg, run_node, sec_to_stamp, stamp_to_sec
 from simreal_ros.nodes.params import Param, declare_and_read
 from simreal_ros.robot import load_robot
 
@@ -69,7 +69,7 @@ def matrix_msg(values: np.ndarray, labels: tuple[str, str]) -> Float64MultiArray
     msg = Float64MultiArray()
     msg.layout.dim = [MultiArrayDimension(label=labels[0], size=rows, stride=rows * cols),
                       MultiArrayDimension(label=labels[1], size=cols, stride=cols)]
-    msg.data = values.ravel().tolist()
+    msg.data = doubles(values)
     return msg
 
 

@@ -26,13 +26,20 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from simreal_ros.nodes.common import JointOrder, array_msg, joint_state_msg, run_node, stamp_to_sec
+from simreal_ros.nodes.common import (
+    LATEST_COMMAND_QOS,
+    LATEST_STATE_QOS,
+    JointOrder,
+    array_msg,
+    joint_state_msg,
+    run_node,
+    stamp_to_sec,
+)
 from simreal_ros.nodes.params import Param, ParameterError, declare_and_read, descriptor, ros_default, validate_update
 from simreal_ros.robot import RobotDescriptionError, load_robot
 from simreal_ros.settings import from_settings
@@ -122,11 +129,11 @@ class ShieldNode(LifecycleNode):
         if p["sent_state_topic"]:
             self.sent_pub = self.create_publisher(JointState, p["sent_state_topic"], 50)
             e.append(self.sent_pub)
-        e.append(self.create_subscription(JointState, p["state_topic"], self._on_state, qos_profile_sensor_data))
+        e.append(self.create_subscription(JointState, p["state_topic"], self._on_state, LATEST_STATE_QOS))
         e.append(self.create_subscription(Float64MultiArray, p["policy_topic"],
-                                          lambda m: self._on_command("policy", m), 10))
+                                          lambda m: self._on_command("policy", m), LATEST_COMMAND_QOS))
         e.append(self.create_subscription(Float64MultiArray, p["baseline_topic"],
-                                          lambda m: self._on_command("baseline", m), 10))
+                                          lambda m: self._on_command("baseline", m), LATEST_COMMAND_QOS))
         e.append(self.create_subscription(String, p["revert_topic"], self._on_revert, 10))
         e.append(self.create_service(Trigger, "~/estop", self._srv_estop))
         e.append(self.create_service(Trigger, "~/reset", self._srv_reset))
