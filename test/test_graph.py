@@ -229,3 +229,22 @@ def test_real_graph_remaps_exactly_the_nodes_that_use_a_driver_topic(tmp_path):
     assert set(nodes["safety_shield"].remappings) == {cmd}
     assert set(nodes["recorder"].remappings) == {state, cmd}
     assert nodes["policy_executor"].remappings == ()
+
+
+def test_the_policy_trigger_and_the_executor_are_graph_options_that_reach_the_nodes():
+    default = {n.name: n for n in build_graph(GraphOptions())}
+    assert default["policy_executor"].parameters["trigger"] == "estimate"
+    assert {n.parameters["executor"] for n in default.values()} == {"events"}
+    old = {n.name: n for n in build_graph(GraphOptions.from_strings({"trigger": "timer",
+                                                                     "executor": "single_threaded"}))}
+    assert old["policy_executor"].parameters["trigger"] == "timer"
+    assert {n.parameters["executor"] for n in old.values()} == {"single_threaded"}
+    for name, value in (("trigger", "sometimes"), ("executor", "multi_threaded")):
+        with pytest.raises(ValueError, match=f"'{name}' = '{value}'"):
+            GraphOptions.from_strings({name: value})
+    # the launch argument defaults are the settings' code defaults (declared once)
+    from simreal_ros.nodes.spin import SpinConfig
+    from simreal_ros.policy.executor import ExecutorConfig
+
+    args = {a.name: a.default for a in LAUNCH_ARGS}
+    assert args["trigger"] == ExecutorConfig().trigger and args["executor"] == SpinConfig().executor

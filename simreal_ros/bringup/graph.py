@@ -18,7 +18,9 @@ from typing import Any
 
 import yaml
 
+from simreal_ros.nodes.spin import EXECUTORS
 from simreal_ros.policy.bundle import read_manifest
+from simreal_ros.policy.executor import TRIGGERS
 from simreal_ros.resources import ResourceNotFoundError, resource
 from simreal_ros.settings import SettingError
 from simreal_ros.shield.config import SHIELD_SETTINGS, ShieldConfig, load_shield_config, read_node_parameters
@@ -55,6 +57,9 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
     LaunchArg("real_driver_config", "", "real only: driver topic file (empty: config/real_driver.yaml)"),
     LaunchArg("view", "false", "serve a Foxglove live view on a local WebSocket (live_view node, config/view.yaml)",
               ("true", "false")),
+    LaunchArg("trigger", "estimate", "what starts a policy cycle: estimate (a new state, at most at the manifest "
+              "rate) or timer (free-running)", TRIGGERS),
+    LaunchArg("executor", "events", "callback executor of every node: events or single_threaded", EXECUTORS),
 )
 
 
@@ -105,6 +110,8 @@ class GraphOptions:
     randomization: str = "nominal"
     seed: int = 0
     real_driver_config: str = ""
+    trigger: str = "estimate"
+    executor: str = "events"
     bag_name: str = ""
 
     duration: float = 30.0  # calibrate graph: s of excitation
@@ -112,7 +119,8 @@ class GraphOptions:
     view: bool = False  # the live_view node (Foxglove WebSocket)
 
     def __post_init__(self) -> None:
-        for name, allowed in (("mode", MODES), ("shield_mode", SHIELD_MODES), ("timing", TIMINGS)):
+        for name, allowed in (("mode", MODES), ("shield_mode", SHIELD_MODES), ("timing", TIMINGS),
+                              ("trigger", TRIGGERS), ("executor", EXECUTORS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"launch argument '{name}' = {getattr(self, name)!r}; allowed: {list(allowed)}")
         if self.policy and not Path(self.policy).exists():
@@ -218,7 +226,7 @@ def build_graph(opts: GraphOptions) -> list[NodeSpec]:
             shield (the message names the file and the key).
     """
     sim_time = opts.mode == "sim" and opts.timing == "unpaced"
-    common = {"use_sim_time": sim_time}
+    common = {"use_sim_time": sim_time, "executor": opts.executor}
     nodes: list[NodeSpec] = []
     # Remappings that point the graph at the real driver's topics; none in sim.
     driver_remaps: tuple[tuple[str, str], ...] = ()
@@ -232,7 +240,7 @@ def build_graph(opts: GraphOptions) -> list[NodeSpec]:
     rate = read_manifest(bundle)[0].control_rate_hz  # the bundle's own rate drives the whole loop
     nodes.append(NodeSpec("state_estimator", "state_estimator", "simreal_ros.nodes.estimator_node",
                           (_config("estimator.yaml"),), dict(common)))
-    policy_params = dict(common)
+    policy_params = {**common, "trigger": opts.trigger}
     if opts.policy:
         policy_params["bundle"] = str(bundle)
     nodes.append(NodeSpec("policy_executor", "policy_executor", "simreal_ros.nodes.policy_node",

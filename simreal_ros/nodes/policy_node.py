@@ -2,10 +2,13 @@
 
 Subscribes to the state estimate (``sensor_msgs/JointState``; ``/joint_states`` works too)
 and the goal (``geometry_msgs/PointStamped``, or ``PoseStamped`` with ``goal_type: pose``);
-every control period (the manifest's rate) runs :class:`~simreal_ros.policy.executor.PolicyExecutor`
-and publishes the proposed command (``std_msgs/Float64MultiArray``, robot joint order) to the
-shield. Skipped cycles publish nothing. A sustained out-of-distribution alarm publishes its
-reason on the revert topic. ``/diagnostics`` carries rate, compute and state-age p50/p99, OOD
+runs :class:`~simreal_ros.policy.executor.PolicyExecutor` at the manifest's rate and publishes
+the proposed command (``std_msgs/Float64MultiArray``, robot joint order) to the shield. With
+``trigger: estimate`` (the default) a cycle runs when a new state arrives and a cycle is due
+(:class:`~simreal_ros.policy.executor.CycleGate`), so the state is as fresh as the transport
+makes it; a timer of the same period steps when no state-triggered cycle ran for 1.5 periods.
+With ``trigger: timer`` a free-running timer steps. Skipped cycles publish nothing. A sustained
+out-of-distribution alarm publishes its reason on the revert topic. ``/diagnostics`` carries rate, compute and state-age p50/p99, OOD
 score and skip counters.
 
 A bundle that does not match the robot (or a bad parameter) stops the process at start with
@@ -22,14 +25,13 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped, PoseStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
-from simreal_ros.nodes.common import JointOrder, array_msg, run_node, stamp_to_sec, subscribe_goal
+from simreal_ros.nodes.common import LATEST_STATE_QOS, JointOrder, array_msg, run_node, stamp_to_sec, subscribe_goal
 from simreal_ros.nodes.params import Param, declare_and_read
 from simreal_ros.policy.bundle import BundleError, load_bundle
-from simreal_ros.policy.executor import ExecutorConfig, PolicyExecutor
+from simreal_ros.policy.executor import CycleGate, ExecutorConfig, PolicyExecutor
 from simreal_ros.resources import ResourceNotFoundError, resource
 from simreal_ros.robot import load_robot
 from simreal_ros.settings import from_settings, settings_of
@@ -80,11 +82,12 @@ class PolicyExecutorNode(Node):
         self.cmd_pub = self.create_publisher(Float64MultiArray, p["command_topic"], 10)
         self.revert_pub = self.create_publisher(String, p["revert_topic"], 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(JointState, p["state_topic"], self._on_state, qos_profile_sensor_data)
+        self.create_subscription(JointState, p["state_topic"], self._on_state, LATEST_STATE_QOS)
         goal_type = PoseStamped if p["goal_type"] == "pose" else PointStamped
         subscribe_goal(self, goal_type, p["goal_topic"], self._on_goal)  # latched or plain publishers
         # steady timer on wall time; with use_sim_time the timer follows the ROS (sim) clock
         sim_time = self.get_parameter("use_sim_time").value
+        self.gate = CycleGate(period) if config.trigger == "estimate" else None
         self.timer = self.create_timer(period, self._on_timer,
                                        clock=None if sim_time else Clock(clock_type=ClockType.STEADY_TIME))
         self.diag_timer = self.create_timer(p["diagnostics_period"], self._on_diagnostics)
@@ -112,6 +115,11 @@ class PolicyExecutorNode(Node):
             stamp = self.get_clock().now().nanoseconds * 1e-9
         if not self.policy.update_state(q, dq, stamp):
             self.get_logger().warn("ignoring non-finite joint state", throttle_duration_sec=2.0)
+            return
+        if self.gate is not None:
+            now = self.get_clock().now().nanoseconds * 1e-9
+            if self.gate.due(now):
+                self._cycle(now)
 
     def _on_goal(self, msg) -> None:
         pt = msg.point if isinstance(msg, PointStamped) else msg.pose.position
@@ -121,7 +129,14 @@ class PolicyExecutorNode(Node):
             self.get_logger().error(f"ignoring goal on {self.params['goal_topic']}: {exc}", throttle_duration_sec=2.0)
 
     def _on_timer(self) -> None:
-        res = self.policy.step(self.get_clock().now().nanoseconds * 1e-9)
+        now = self.get_clock().now().nanoseconds * 1e-9
+        if self.gate is None or self.gate.overdue(now):  # state-triggered: only the watchdog's cycle
+            self._cycle(now)
+
+    def _cycle(self, now: float) -> None:
+        res = self.policy.step(now)
+        if self.gate is not None:
+            self.gate.ran(now)
         if res.command is not None:
             self.cmd_pub.publish(array_msg(res.command, label=res.command_type))
         elif res.skipped in ("stale_state", "deadline_missed", "non_finite_action"):

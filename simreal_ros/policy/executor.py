@@ -41,6 +41,8 @@ from simreal_ros.settings import SettingError, setting, validate_fields
 #: reasons a cycle is skipped (keys of :attr:`PolicyExecutor.skipped`)
 SKIP_REASONS = ("no_state", "no_goal", "stale_state", "no_object", "stale_object", "non_finite_action",
                 "deadline_missed")
+#: what starts a cycle (:attr:`ExecutorConfig.trigger`)
+TRIGGERS = ("estimate", "timer")
 
 
 @dataclass
@@ -66,6 +68,11 @@ class ExecutorConfig:
                                  low=1, high=10000)
     ood_revert: bool = setting(True, "request the shield's revert when an OOD alarm is raised")
     stats_window: int = setting(1000, "cycles kept for the latency/rate percentiles", low=10, high=1000000)
+    trigger: str = setting("estimate", "what starts a cycle: estimate (the arrival of a new state, at most at the "
+                           "manifest rate, see CycleGate; a timer of the same period steps when none came for 1.5 "
+                           "periods, so a silent input is still counted as stale) or timer (a free-running timer "
+                           "at the manifest rate: a state waits up to one period for the next tick)",
+                           choices=TRIGGERS)
     compute_deadline: float | None = None
 
     def __post_init__(self) -> None:
@@ -73,6 +80,42 @@ class ExecutorConfig:
         if self.ood_min_count > self.ood_window:
             raise SettingError(f"ExecutorConfig 'ood_min_count' = {self.ood_min_count}: must not exceed "
                                f"'ood_window' = {self.ood_window}")
+
+
+class CycleGate:
+    """When an input-triggered cycle runs: at most at ``period`` on average, as soon as a new
+    input arrives after the cycle is due.
+
+    Cycles are due on a grid of ``period`` (so the mean rate is exact whatever the input rate);
+    an input arriving up to ``tolerance`` periods before a due time already runs it: inputs at
+    the cycle rate jitter around the grid, and without the tolerance an early one would make
+    its cycle wait a whole input period. Cycles are therefore never closer than
+    ``(1 - tolerance)`` periods. A cycle due more than a period ago restarts the grid at that
+    input (no burst of catch-up cycles after a stall)::
+
+        gate = CycleGate(0.05)
+        if gate.due(now): res = executor.step(now); gate.ran(now)
+    """
+
+    def __init__(self, period: float, tolerance: float = 0.5) -> None:
+        if not (period > 0 and 0.0 <= tolerance < 1.0):
+            raise ValueError(f"CycleGate: period {period!r} must be > 0 and tolerance {tolerance!r} in [0, 1)")
+        self.period, self.tolerance = float(period), float(tolerance)
+        self.next_due = -np.inf
+        self.last_run = -np.inf
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_due - self.tolerance * self.period
+
+    def ran(self, now: float) -> None:
+        """A cycle ran at ``now`` (input-triggered or the watchdog's)."""
+        nxt = self.next_due + self.period
+        self.next_due = nxt if abs(now - self.next_due) < self.period else now + self.period
+        self.last_run = now
+
+    def overdue(self, now: float, factor: float = 1.5) -> bool:
+        """No cycle ran for ``factor`` periods (the watchdog timer's test)."""
+        return now - self.last_run >= factor * self.period
 
 
 @dataclass
