@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compose every node in this one process on one executor (default: a process per "
                              "node, which uses every core; one Python thread cannot keep a 500 Hz sim, the "
                              "estimator and the recorder up to rate on a loaded laptop)")
+    parser.add_argument("--compose-hot-path", action="store_true",
+                        help="run the estimator, the policy and the shield composed in one process (the other nodes "
+                             "in their own): no transport between processes on the state-to-command path")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     summary = run_session(nodes, opts, run_dir, goals=args.goals, duration=args.duration,
                           goal_timeout=args.goal_timeout, processes=not args.in_process,
+                          compose_hot_path=args.compose_hot_path,
                           progress=not args.no_progress)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if args.json:
@@ -83,7 +87,13 @@ def print_summary(s: dict) -> None:
           f"({100.0 * s['success_rate']:.0f}%), mean time {s['mean_time_to_goal_s']:.2f} s")
     print(f"shield interventions {s['interventions']} over {s['sent_commands']} sent commands")
     lat = s.get("policy_latency_p99_ms")
-    print(f"policy latency p99   {'n/a' if lat is None else f'{lat:.3f} ms'}")
+    print(f"policy latency p99   {'n/a' if lat is None else f'{lat:.3f} ms'} (compute)")
+    age, skipped, cycles = s.get("policy_state_age_p99_ms"), s.get("policy_skipped_cycles"), s.get("policy_cycles")
+    print(f"policy state age p99 {'n/a' if age is None else f'{age:.1f} ms'} (measurement stamp -> policy cycle)")
+    print(f"policy cycles skipped {'n/a' if not cycles else f'{skipped} of {cycles} ({100.0 * skipped / cycles:.1f}%)'}"
+          " after start-up")
+    holds = s.get("shield_command_timeouts")
+    print(f"shield holds         {'n/a' if holds is None else holds} for lack of a fresh command after start-up")
     print(f"limit violations     {s['limit_violations']} (recorded sent commands checked against the limits)")
     print(f"bag                  {s.get('bag') or 'not recorded'}")
     if s.get("error"):

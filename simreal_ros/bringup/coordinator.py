@@ -40,6 +40,35 @@ class RunFigures:
     policy_commands: int = 0
     policy_latency_p99_ms: float | None = None
     diagnostics_seen: dict[str, str] = field(default_factory=dict)  # node -> last level name
+    #: the last /diagnostics key/values of each node (by the name before ':'), and a copy taken
+    #: when the graph was up (:meth:`Coordinator.mark_started`): the run's figures are differences
+    latest: dict[str, dict[str, str]] = field(default_factory=dict)
+    at_start: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def _count(self, node: str, key: str, which: dict | None = None) -> int | None:
+        values = (self.latest if which is None else which).get(node)
+        if values is None:
+            return None
+        try:
+            return int(float(values.get(key, 0)))  # a counter the node has not incremented yet is absent
+        except ValueError:
+            return None
+
+    def since_start(self, node: str, key: str) -> int | None:
+        """Growth of a counter in ``node``'s diagnostics since :meth:`Coordinator.mark_started`."""
+        end, start = self._count(node, key), self._count(node, key, self.at_start)
+        return None if end is None else end - (start or 0)
+
+    def timing(self) -> dict[str, float | int | None]:
+        """The policy's state age p99 (ms, its last stats window), the share of its cycles skipped
+        and the shield's holds for lack of a fresh command, both counted after start-up."""
+        cycles, skipped = self.since_start("policy_executor", "cycles"), self.since_start("policy_executor", "skipped")
+        age = self.latest.get("policy_executor", {}).get("state_age_p99_ms")
+        return {"policy_state_age_p99_ms": float(age) if age is not None else None,
+                "policy_cycles": cycles,
+                "policy_skipped_cycles": skipped,
+                "policy_skipped_pct": (100.0 * skipped / cycles) if cycles else None,
+                "shield_command_timeouts": self.since_start("safety_shield", "command_timeouts")}
 
 
 class Coordinator(Node):
@@ -89,6 +118,7 @@ class Coordinator(Node):
         for status in msg.status:
             level = status.level if isinstance(status.level, int) else int.from_bytes(status.level, "little")
             self.figures.diagnostics_seen[status.name] = levels.get(level, str(level))
+            self.figures.latest[status.name.split(":")[0]] = {kv.key: kv.value for kv in status.values}
             for kv in status.values:
                 if "p99" in kv.key and ("latency" in kv.key or "compute" in kv.key) and "policy" in status.name:
                     try:
@@ -98,6 +128,10 @@ class Coordinator(Node):
                     self.figures.policy_latency_p99_ms = value * 1000.0 if kv.key.endswith("_s") else value
 
     # ------------------------------------------------------------------ state
+    def mark_started(self) -> None:
+        """The graph is up: the run's counters (skipped cycles, holds) count from here."""
+        self.figures.at_start = {k: dict(v) for k, v in self.figures.latest.items()}
+
     def distance(self) -> float:
         if self.flange is None or self.goal is None:
             return float("inf")

@@ -56,16 +56,18 @@ def _wait(cond, timeout: float, alive=lambda: True) -> bool:
 
 
 def run_session(nodes: list[NodeSpec], opts: GraphOptions, run_dir: Path, goals: int, duration: float,
-                goal_timeout: float, processes: bool, progress: bool) -> dict[str, Any]:
+                goal_timeout: float, processes: bool, progress: bool, compose_hot_path: bool = False
+                ) -> dict[str, Any]:
     from tqdm import tqdm
 
     from simreal_ros.bringup.coordinator import GoalResult
     from simreal_ros.bringup.report import STAMPED_SENT_TOPIC, bag_directory, scan_bag
-    from simreal_ros.bringup.runner import InProcessGraph, ProcessGraph
+    from simreal_ros.bringup.runner import HOT_PATH, InProcessGraph, ProcessGraph
 
     run_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"run_dir": str(run_dir), "error": None}
-    graph = ProcessGraph(nodes, run_dir) if processes else InProcessGraph(nodes, run_dir)
+    compose = tuple(n for n in HOT_PATH if compose_hot_path and any(s.name == n for s in nodes))
+    graph = ProcessGraph(nodes, run_dir, compose) if processes else InProcessGraph(nodes, run_dir)
     graph.start()
     alive = (lambda: not graph.failed()) if processes else (lambda: True)
     spinner = _Spinner()
@@ -89,6 +91,9 @@ def run_session(nodes: list[NodeSpec], opts: GraphOptions, run_dir: Path, goals:
             summary["error"] = (f"the graph did not come up within {STARTUP_TIMEOUT_S:.0f} s (no {', '.join(missing)})"
                                 + (f"; exited: {failed} (see logs in {run_dir})" if failed else ""))
             return _finish(summary, coord.figures, opts, nodes)
+        # start-up is over once the policy has reported at least once while proposing
+        _wait(lambda: "policy_executor" in coord.figures.latest and "safety_shield" in coord.figures.latest, 5.0, alive)
+        coord.mark_started()
         bar = tqdm(total=goals, desc="goals", unit="goal", disable=not progress, dynamic_ncols=True)
         for i in range(goals):
             if duration and time.monotonic() - started > duration:
@@ -134,6 +139,7 @@ def _finish(summary: dict[str, Any], fig, opts: GraphOptions, nodes: list[NodeSp
         "sent_commands": fig.sent_commands,
         "policy_commands": fig.policy_commands,
         "policy_latency_p99_ms": fig.policy_latency_p99_ms,
+        **fig.timing(),
         "shield_mode": opts.shield_mode,
         "nodes": [n.name for n in nodes],
         "goals": [g.__dict__ for g in fig.goals],
