@@ -1,10 +1,16 @@
-"""State-to-command latency of the node graph: one process per node vs composed in one process.
+"""State-to-command latency and CPU of the node graph: today's timer-driven graph against the
+event-driven one, each as one process per node and composed in one process.
 
 Runs ``state_estimator -> policy_executor -> safety_shield`` (the NodeSpecs of ``build_graph``,
 without the sim bridge, recorder and baseline) at rate R = 100 Hz and then higher rates until
-R is not sustainable, as separate processes (:class:`ProcessGraph`) and composed on one
-SingleThreadedExecutor (:class:`InProcessGraph`), interleaved per rate so both see the same
-machine load. This process is the arm's driver: a thread publishes ``sensor_msgs/JointState``
+R is not sustainable, in two variants (:data:`VARIANTS`): ``timer`` (the policy on a
+free-running timer, rclpy's SingleThreadedExecutor in every node: the graph before issue 10)
+and ``event`` (the policy steps on each new estimate when a cycle is due, the EventsExecutor:
+the default graph), each as separate processes (:class:`ProcessGraph`) and composed on one
+executor (:class:`InProcessGraph`); all four are interleaved per rate so they see the same
+machine load, and the summary gives the ratios timer / event. First, the estimator alone is
+measured on a ``--estimator-rate`` (1 kHz) joint-state stream in both variants: the share of
+the samples it filtered and its CPU per sample. This process is the arm's driver: a thread publishes ``sensor_msgs/JointState``
 on ``/joint_states`` (robot joint names, a slow 0.5 Hz sinusoid of 0.5 mrad around the ready
 pose with its velocities, efforts), each stamped with the ROS clock just before publication,
 and a ``/simreal/goal`` PointStamped twice a second (the policy's goal subscription is reliable
@@ -35,9 +41,10 @@ Method (every timestamp is the machine's system clock)
   (sent command -> driver). ``fixed_hops`` = e2e - estimate_to_proposal: the transport and
   processing that does not depend on the timer phase -- the clearest view of what composition
   changes (it leaves out the estimate -> policy transport and the policy's compute).
-* Timer phase. The policy's timer (steady clock) is not synchronised with the driver, so a
-  measurement waits between 0 and one period for the next tick: that wait is in e2e (it is
-  what the arm sees) and makes e2e an upper bound of the pipeline's own latency. With equal
+* Timer phase (``timer`` variant). The policy's timer (steady clock) is not synchronised with
+  the driver, so a measurement waits between 0 and one period for the next tick: that wait is
+  in e2e (it is what the arm sees) and makes e2e an upper bound of the pipeline's own latency.
+  In the ``event`` variant the cycle starts on the estimate's arrival and the wait is gone. With equal
   rates the phase would be frozen at a random value for a whole run; the driver therefore
   publishes at R + 2/window Hz, so the phase sweeps twice through the period during every
   window and e2e is averaged over phases (p50 ~ pipeline + T/2).
@@ -65,9 +72,10 @@ Run (as root; DDS in a loopback-only network namespace)::
 
     unshare -n sh -c 'ip link set lo up && exec python bench/bench_graph_latency.py'
 
-Options: ``--rates 100 200 400 800 1000 --warmup 2 --window 4``. Prints one row per
+Options: ``--rates 100 200 500 1000 --warmup 2 --window 4 --variants timer event --modes proc
+inproc --estimator-rate 1000``. Prints one row per
 configuration (and its full figures as JSON) and, as the LAST line, one JSON object with
-unit-suffixed keys. About 10 s per configuration, ~2-3 min in all.
+unit-suffixed keys. About 10 s per configuration, ~4-6 min in all.
 """
 
 from __future__ import annotations
@@ -94,7 +102,7 @@ MARKER_SCALE = 1e-9  # action.scale: proposal = estimate + MARKER_SCALE * clip(a
 MATCH_TOL = 1.5 * MARKER_SCALE
 SENT_TOL = 1e-10  # rad: "passed through unchanged" (robust to rounding; samples differ by > 1e-6)
 SUSTAIN_RATE, SUSTAIN_SKIP = 0.95, 0.05
-NODES_WITH_COUNTERS = ("policy_executor", "safety_shield")
+NODES_WITH_COUNTERS = ("policy_executor", "safety_shield", "state_estimator")
 HOPS = ("state_to_estimate", "estimate_to_proposal", "proposal_to_sent", "delivery", "fixed_hops", "e2e")
 
 
@@ -207,6 +215,7 @@ class Probe:
         self.diag: list = []  # (recv_s, node, {key: value})
         self.published = 0
         self.sent_total = 0
+        self.est_total = 0
         self.node.create_subscription(JointState, "/simreal/state_estimate", self._on_est, deep)
         self.node.create_subscription(Float64MultiArray, "/simreal/policy/command", self._on_prop, deep)
         self.node.create_subscription(Float64MultiArray, "/forward_position_controller/commands", self._on_sent,
@@ -262,6 +271,7 @@ class Probe:
                 next_goal = t + 0.5
 
     def _on_est(self, msg, info) -> None:
+        self.est_total += 1
         if self.recording:
             st, t0 = msg.header.stamp, self.t0
             self.est.append((st.sec * 1_000_000_000 + st.nanosec - t0, info["source_timestamp"] - t0,
@@ -297,7 +307,13 @@ class Probe:
 
 
 # ---------------------------------------------------------------------- one configuration
-def bench_specs(rate: float, bundle: Path) -> list:
+#: the graph's cycle settings compared in every run: today's free-running policy timer on rclpy's
+#: SingleThreadedExecutor, and the policy stepping on each new estimate on the EventsExecutor
+VARIANTS = {"timer": {"trigger": "timer", "executor": "single_threaded"},
+            "event": {"trigger": "estimate", "executor": "events"}}
+
+
+def bench_specs(rate: float, bundle: Path, variant: str = "event") -> list:
     """The graph's estimator, policy and shield with this bench's overrides (see the docstring)."""
     from simreal_ros.bringup.graph import GraphOptions, build_graph
 
@@ -307,7 +323,11 @@ def bench_specs(rate: float, bundle: Path) -> list:
         "safety_shield": {"control_period": 1.0 / rate, "revert_fraction": 1.0, "mode": "active",
                           "diagnostics_period": 0.5},
     }
-    specs = build_graph(GraphOptions(mode="sim", timing="paced", record=False))
+    try:
+        opts = GraphOptions(mode="sim", timing="paced", record=False, **VARIANTS[variant])
+    except TypeError:  # a --baseline-tree from before the trigger/executor options: its graph is "timer"
+        opts = GraphOptions(mode="sim", timing="paced", record=False)
+    specs = build_graph(opts)
     return [replace(s, parameters={**s.parameters, **keep[s.name]}) for s in specs if s.name in keep]
 
 
@@ -315,9 +335,9 @@ class InProcessHost:
     """The composed graph (:class:`InProcessGraph`) hosted in a child process running this script
     with ``--host-inproc``, so the driver probe does not share the stack's interpreter (GIL)."""
 
-    def __init__(self, rate: float, bundle: Path, run_dir: Path) -> None:
+    def __init__(self, rate: float, bundle: Path, run_dir: Path, variant: str) -> None:
         self.cmd = [sys.executable, str(Path(__file__).resolve()), "--host-inproc", "--rates", str(rate),
-                    "--bundle", str(bundle), "--run-dir", str(run_dir)]
+                    "--bundle", str(bundle), "--run-dir", str(run_dir), "--variant", variant]
         self.run_dir = run_dir
         self.proc: subprocess.Popen | None = None
 
@@ -340,7 +360,7 @@ class InProcessHost:
             self.proc.wait()
 
 
-def host_inproc(rate: float, bundle: Path, run_dir: Path) -> int:
+def host_inproc(rate: float, bundle: Path, run_dir: Path, variant: str) -> int:
     """Child side of :class:`InProcessHost`: run the composed graph until SIGINT/SIGTERM or the parent dies."""
     from simreal_ros.bringup.runner import InProcessGraph
 
@@ -348,7 +368,7 @@ def host_inproc(rate: float, bundle: Path, run_dir: Path) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     parent = os.getppid()
-    graph = InProcessGraph(bench_specs(rate, bundle), run_dir)
+    graph = InProcessGraph(bench_specs(rate, bundle, variant), run_dir)
     try:
         graph.start()
         while not stop.wait(0.2) and os.getppid() == parent:
@@ -379,23 +399,30 @@ def _counter(values: dict, key: str) -> int:
     return int(float(values.get(key, 0)))
 
 
-def run_config(mode: str, rate: float, robot, tmp: Path, args) -> dict:
+def run_config(mode: str, rate: float, robot, tmp: Path, args, variant: str = "event") -> dict:
     from simreal_ros.bringup.runner import InProcessGraph, ProcessGraph
     from simreal_ros.policy.export import write_random_bundle
 
-    run_dir = tmp / f"{mode}_{rate:g}"
-    bundle = write_random_bundle(tmp / f"bundle_{rate:g}", robot, hidden=(256, 256), name="bench_marker",
-                                 control_rate_hz=float(rate), action_scale=MARKER_SCALE)
-    specs = bench_specs(rate, bundle)
+    run_dir = tmp / f"{variant}_{mode}_{rate:g}"
+    bundle = tmp / f"bundle_{rate:g}"
+    if not (bundle / "manifest.yaml").exists():
+        write_random_bundle(bundle, robot, hidden=(256, 256), name="bench_marker", control_rate_hz=float(rate),
+                            action_scale=MARKER_SCALE)
+    specs = bench_specs(rate, bundle, variant)
     graph = probe = None
+    env = dict(os.environ)
+    if variant == "timer" and args.baseline_tree:  # today's graph from its own source tree
+        os.environ["PYTHONPATH"] = str(args.baseline_tree)
     try:
         if mode == "proc":
             graph = ProcessGraph(specs, run_dir)
         elif args.inproc_host == "child":
-            graph = InProcessHost(rate, bundle, run_dir)
+            graph = InProcessHost(rate, bundle, run_dir, variant)
         else:  # the stack on a thread of this process, next to the probe (they share the GIL)
             graph = InProcessGraph(specs, run_dir)
         graph.start()
+        os.environ.clear()
+        os.environ.update(env)
         probe = Probe(robot, rate + 2.0 / args.window, args.amplitude)  # two phase sweeps per window
         probe.start()
         deadline = time.monotonic() + args.start_timeout
@@ -422,8 +449,11 @@ def run_config(mode: str, rate: float, robot, tmp: Path, args) -> dict:
         est, prop, sent, t0 = list(probe.est), list(probe.prop), list(probe.sent), probe.t0
         d0, d1 = probe.last_diag("policy_executor", after=w0), probe.last_diag("policy_executor", after=w1)
         s0, s1 = probe.last_diag("safety_shield", after=w0), probe.last_diag("safety_shield", after=w1)
+        e0, e1 = probe.last_diag("state_estimator", after=w0), probe.last_diag("state_estimator", after=w1)
         failed = graph.failed() if hasattr(graph, "failed") else {}
     finally:
+        os.environ.clear()
+        os.environ.update(env)
         if probe is not None:
             probe.stop()
         if graph is not None:
@@ -448,6 +478,9 @@ def run_config(mode: str, rate: float, robot, tmp: Path, args) -> dict:
         for k in ("state_age_p50_ms", "state_age_p99_ms", "compute_p99_ms"):
             if k in d1[1]:
                 r[f"policy_{k}"] = float(d1[1][k])
+    if e0 and e1:  # the share of the driver's samples the estimator filtered (its diagnostics' times)
+        r["estimator_input_frac"] = ((_counter(e1[1], "accepted") - _counter(e0[1], "accepted"))
+                                     / (r["driver_rate_hz"] * (e1[0] - e0[0])))
     if s0 and s1:
         r["shield_steps"] = _counter(s1[1], "steps") - _counter(s0[1], "steps")
         r["shield_interventions"] = _counter(s1[1], "interventions") - _counter(s0[1], "interventions")
@@ -457,11 +490,62 @@ def run_config(mode: str, rate: float, robot, tmp: Path, args) -> dict:
     return r
 
 
+def run_estimator(variant: str, rate: float, robot, tmp: Path, args) -> dict:
+    """The estimator alone on a ``rate`` Hz joint-state stream: the share of the samples it
+    filtered (its ``accepted`` counter / the driver's publications) and its CPU per sample."""
+    from simreal_ros.bringup.runner import ProcessGraph
+
+    spec = next(s for s in bench_specs(rate, tmp / "unused", variant) if s.name == "state_estimator")
+    spec = replace(spec, parameters={**spec.parameters, "diagnostics_period": 0.5})
+    graph, probe = ProcessGraph([spec], tmp / f"estimator_{variant}_{rate:g}"), None
+    env = dict(os.environ)
+    if variant == "timer" and args.baseline_tree:
+        os.environ["PYTHONPATH"] = str(args.baseline_tree)
+    try:
+        graph.start()
+        os.environ.clear()
+        os.environ.update(env)
+        probe = Probe(robot, rate, args.amplitude)
+        probe.start()
+        deadline = time.monotonic() + args.start_timeout
+        while probe.est_total < rate and time.monotonic() < deadline and not graph.failed():
+            time.sleep(0.1)
+        time.sleep(args.warmup)
+        pid = graph.procs["state_estimator"].pid
+        d0 = None
+        while d0 is None and time.monotonic() < deadline + 5:
+            d0 = probe.last_diag("state_estimator", after=time.time())
+            time.sleep(0.02)
+        pub0, cpu0 = probe.published, cpu_seconds(pid)
+        time.sleep(args.window)
+        w1 = time.time()
+        pub1, cpu1 = probe.published, cpu_seconds(pid)
+        d1 = None
+        while d1 is None and time.time() < w1 + 2.0:
+            d1 = probe.last_diag("state_estimator", after=w1)
+            time.sleep(0.02)
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+        if probe is not None:
+            probe.stop()
+        graph.stop()
+    if not (d0 and d1):
+        return {"error": "no estimator diagnostics"}
+    span = d1[0] - d0[0]
+    accepted = _counter(d1[1], "accepted") - _counter(d0[1], "accepted")
+    published = probe.rate * span  # the driver keeps its rate (it drops lost ticks: checked below)
+    return {"input_rate_hz": round((pub1 - pub0) / args.window, 1), "accepted_frac": accepted / published,
+            "cpu_pct": round(100 * (cpu1 - cpu0) / args.window, 1),
+            "cpu_ms_per_sample": round(1e3 * (cpu1 - cpu0) / max(pub1 - pub0, 1), 4)}
+
+
 def summary(results: dict, base_rate: float) -> dict:
-    """The flat, unit-suffixed JSON keys: every hop at the first rate, e2e and fixed hops at all."""
+    """The flat, unit-suffixed JSON keys: every hop at the first rate, e2e and fixed hops at all;
+    then the event-driven graph against today's timer-driven one (ratios old / new)."""
     out: dict = {}
-    for (mode, rate), r in results.items():
-        key = f"{mode}_{rate:g}hz"
+    for (variant, mode, rate), r in results.items():
+        key = f"{variant}_{mode}_{rate:g}hz"
         for h in HOPS if rate == base_rate else ("fixed_hops", "e2e"):
             for q in ("p50", "p99"):
                 v = r.get(f"{h}_{q}_ms")
@@ -472,11 +556,34 @@ def summary(results: dict, base_rate: float) -> dict:
         out[f"{key}_sent_rate_hz"] = round(r.get("sent_rate_hz", 0.0), 1)
         out[f"{key}_policy_skipped_pct"] = round(100 * r.get("policy_skipped_frac", 1.0), 2)
         out[f"{key}_sent_matched_pct"] = round(100 * r.get("sent_matched_frac", 0.0), 1)
+        out[f"{key}_estimator_input_pct"] = round(100 * r["estimator_input_frac"], 1) \
+            if "estimator_input_frac" in r else None
         cpu = r.get("cpu_ms_per_cycle", {})
         out[f"{key}_stack_cpu_ms_per_cycle"] = round(sum(v for n, v in cpu.items() if n != "probe"), 3) if cpu \
             else None
+        if rate == base_rate and mode == "proc":
+            for n, v in cpu.items():
+                if n != "probe":
+                    out[f"{key}_{n}_cpu_ms_per_cycle"] = v
         out[f"{key}_sustainable"] = bool(r.get("sustainable"))
         out[f"{key}_attempts"] = r.get("attempt", 1)
+
+    def ratio(a, b):
+        return round(a / b, 2) if a and b else None
+
+    base = f"{base_rate:g}hz"
+    for mode in ("proc", "inproc"):
+        old, new = results.get(("timer", mode, base_rate), {}), results.get(("event", mode, base_rate), {})
+        for h in ("e2e", "fixed_hops", "estimate_to_proposal"):
+            for q in ("p50", "p99"):
+                out[f"ratio_timer_vs_event_{mode}_{base}_{h}_{q}"] = ratio(old.get(f"{h}_{q}_ms"),
+                                                                           new.get(f"{h}_{q}_ms"))
+        oc, nc = old.get("cpu_ms_per_cycle", {}), new.get("cpu_ms_per_cycle", {})
+        for n in sorted(set(oc) & set(nc) - {"probe"}):
+            out[f"ratio_timer_vs_event_{mode}_{base}_{n}_cpu_per_cycle"] = ratio(oc[n], nc[n])
+    for variant in VARIANTS:
+        a, b = (results.get((variant, m, base_rate), {}).get("e2e_p99_ms") for m in ("proc", "inproc"))
+        out[f"ratio_{variant}_proc_vs_inproc_{base}_e2e_p99"] = ratio(a, b)
     return out
 
 
@@ -487,7 +594,7 @@ def _fmt(v) -> str:
 def _print_row(mode: str, rate: float, r: dict) -> None:
     if "e2e_p50_ms" not in r:
         return
-    print(f"{mode + ' ' + format(rate, 'g') + ' Hz':>13} {_fmt(r['e2e_p50_ms']):>7} {_fmt(r['e2e_p99_ms'])} | "
+    print(f"{mode + ' ' + format(rate, 'g') + ' Hz':>19} {_fmt(r['e2e_p50_ms']):>7} {_fmt(r['e2e_p99_ms'])} | "
           + " ".join(_fmt(r[f"{h}_p50_ms"]) for h in HOPS[:5])
           + f"  | {r['sent_rate_hz']:7.1f} {100 * r.get('policy_skipped_frac', 1):5.1f} "
             f"{100 * r['sent_matched_frac']:6.1f} {r['sustainable']}", flush=True)
@@ -496,7 +603,7 @@ def _print_row(mode: str, rate: float, r: dict) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rates", type=float, nargs="+", default=[100, 200, 400, 800, 1000],
+    ap.add_argument("--rates", type=float, nargs="+", default=[100, 200, 500, 1000],
                     help="policy/driver rates in Hz, increasing (the shield accepts periods >= 1 ms)")
     ap.add_argument("--warmup", type=float, default=2.0, help="s after the first commands, not measured")
     ap.add_argument("--window", type=float, default=4.0, help="s measured per configuration")
@@ -507,12 +614,22 @@ def main(argv=None) -> int:
     ap.add_argument("--inproc-host", choices=("child", "self"), default="child",
                     help="composed graph in a child process (default) or on a thread of this process, next to "
                          "the driver probe")
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                    help="graph cycle settings to compare (timer: today's; event: state-triggered, EventsExecutor)")
+    ap.add_argument("--modes", nargs="+", choices=("proc", "inproc"), default=["proc", "inproc"])
+    ap.add_argument("--baseline-tree", type=Path, default=None,
+                    help="run the timer variant's nodes from this source tree (PYTHONPATH), e.g. a worktree of "
+                         "the commit before the event-driven graph: exactly today's graph, QoS and conversions "
+                         "included (default: this tree with trigger timer + SingleThreadedExecutor)")
+    ap.add_argument("--estimator-rate", type=float, default=1000.0,
+                    help="Hz of the joint-state stream the estimator alone is measured on first (0: skip)")
     ap.add_argument("--host-inproc", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--variant", choices=list(VARIANTS), default="event", help=argparse.SUPPRESS)
     ap.add_argument("--bundle", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.host_inproc:
-        return host_inproc(args.rates[0], args.bundle, args.run_dir)
+        return host_inproc(args.rates[0], args.bundle, args.run_dir, args.variant)
     # SIGINT -> KeyboardInterrupt (even if inherited as ignored), SIGTERM -> SystemExit: the finally
     # blocks then stop every child process
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -521,40 +638,48 @@ def main(argv=None) -> int:
     from simreal_ros.robot import load_robot
 
     robot = load_robot()
-    results: dict[tuple[str, float], dict] = {}
-    alive = {"proc": True, "inproc": True}
+    results: dict[tuple[str, str, float], dict] = {}
+    configs = [(v, m) for v in args.variants for m in args.modes]
+    alive = dict.fromkeys(configs, True)
     t_start, load0 = time.monotonic(), round(os.getloadavg()[0], 2)
-    print(f"{'config':>13} {'e2e p50':>7} {'p99':>6} | {'st>est':>6} {'est>pol':>7} {'pol>sent':>8} "
+    print(f"{'config':>19} {'e2e p50':>7} {'p99':>6} | {'st>est':>6} {'est>pol':>7} {'pol>sent':>8} "
           f"{'deliv':>6} {'fixed':>6} (p50 ms) | {'sent Hz':>7} {'skip%':>5} {'match%':>6} sustainable", flush=True)
+    est: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench_graph_") as tmpdir:
+        for variant in (args.variants if args.estimator_rate > 0 else ()):
+            try:
+                est[variant] = run_estimator(variant, args.estimator_rate, robot, Path(tmpdir), args)
+            except Exception as exc:  # report it, keep the rest of the run
+                est[variant] = {"error": str(exc).splitlines()[0]}
+            print(f"estimator alone, {variant}, {args.estimator_rate:g} Hz input: {json.dumps(est[variant])}",
+                  flush=True)
         for rate in args.rates:
-            for mode in ("proc", "inproc"):
-                if not alive[mode]:
+            for variant, mode in configs:  # interleaved per rate: every configuration sees the same load
+                if not alive[(variant, mode)]:
                     continue
                 for attempt in range(1, args.retries + 2):
                     try:
-                        r = run_config(mode, rate, robot, Path(tmpdir), args)
+                        r = run_config(mode, rate, robot, Path(tmpdir), args, variant)
                     except Exception as exc:  # a node that fails to start: report it, keep the rest of the run
-                        print(f"{mode} {rate:g} Hz failed: {exc}", file=sys.stderr, flush=True)
+                        print(f"{variant} {mode} {rate:g} Hz failed: {exc}", file=sys.stderr, flush=True)
                         r = {"sustainable": False, "error": str(exc).splitlines()[0]}
                     r["attempt"] = attempt
-                    _print_row(mode, rate, r)
+                    _print_row(f"{variant} {mode}", rate, r)
                     if r["sustainable"] or "error" in r:
                         break
-                results[(mode, rate)] = r
-                alive[mode] = r["sustainable"]
+                results[(variant, mode, rate)] = r
+                alive[(variant, mode)] = r["sustainable"]
             if not any(alive.values()):
                 break
     out = summary(results, args.rates[0])
-    for mode in ("proc", "inproc"):
-        ok = [rate for rate in args.rates if results.get((mode, rate), {}).get("sustainable")]
-        out[f"{mode}_max_sustainable_hz"] = round(max(ok)) if ok else 0
-    base = f"{args.rates[0]:g}hz"
-    for q in ("p50", "p99"):
-        for h in ("e2e", "fixed_hops"):
-            a, b = (results.get((m, args.rates[0]), {}).get(f"{h}_{q}_ms") for m in ("proc", "inproc"))
-            name = f"ratio_{q}" if h == "e2e" else f"ratio_{h}_{q}"
-            out[f"{name}_proc_vs_inproc_{base}"] = round(a / b, 2) if a and b else None
+    for variant, r in est.items():
+        key = f"estimator_only_{variant}_{args.estimator_rate:g}hz"
+        out[f"{key}_input_accepted_pct"] = round(100 * r["accepted_frac"], 1) if "accepted_frac" in r else None
+        out[f"{key}_cpu_ms_per_sample"] = r.get("cpu_ms_per_sample")
+        out[f"{key}_cpu_pct"] = r.get("cpu_pct")
+    for variant, mode in configs:
+        ok = [rate for rate in args.rates if results.get((variant, mode, rate), {}).get("sustainable")]
+        out[f"{variant}_{mode}_max_sustainable_hz"] = round(max(ok)) if ok else 0
     out["loadavg_1min_start"], out["loadavg_1min_end"] = load0, round(os.getloadavg()[0], 2)
     out["total_s"] = round(time.monotonic() - t_start, 1)
     print(json.dumps(out), flush=True)
