@@ -235,6 +235,9 @@ def test_the_policy_trigger_and_the_executor_are_graph_options_that_reach_the_no
     default = {n.name: n for n in build_graph(GraphOptions())}
     assert default["policy_executor"].parameters["trigger"] == "estimate"
     assert {n.parameters["executor"] for n in default.values()} == {"events"}
+    from simreal_ros.bringup.graph import URGENT_NICE
+
+    assert {n.parameters["nice"] for n in default.values()} == {URGENT_NICE} and URGENT_NICE < 0
     old = {n.name: n for n in build_graph(GraphOptions.from_strings({"trigger": "timer",
                                                                      "executor": "single_threaded"}))}
     assert old["policy_executor"].parameters["trigger"] == "timer"

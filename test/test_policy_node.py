@@ -42,7 +42,8 @@ def _diag_values(msg):
     return {kv.key: kv.value for st in msg.status if st.name.startswith("policy_executor") for kv in st.values}
 
 
-def test_node_runs_the_bundle_at_its_rate_and_reports(tmp_path, robot, processes, ros_node):
+@pytest.mark.parametrize("trigger", ["estimate", "timer"])
+def test_node_runs_the_bundle_at_its_rate_and_reports(tmp_path, robot, processes, ros_node, trigger):
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PointStamped
     from sensor_msgs.msg import JointState
@@ -51,7 +52,7 @@ def test_node_runs_the_bundle_at_its_rate_and_reports(tmp_path, robot, processes
     bundle = shipped_bundle(tmp_path, lambda d: d.update(control_rate_hz=RATE))
     proc = processes.start("-m", "simreal_ros.nodes.policy_node", "--ros-args", "--params-file",
                            "config/policy.yaml", "-p", f"bundle:={bundle}", "-p", "diagnostics_period:=0.5",
-                           name="policy")
+                           "-p", f"trigger:={trigger}", name="policy")
     node = ros_node
     commands, reverts, diags = [], [], []
     cmd_sub = node.create_subscription(Float64MultiArray, "/simreal/policy/command",
@@ -89,7 +90,10 @@ def test_node_runs_the_bundle_at_its_rate_and_reports(tmp_path, robot, processes
     # 2 s worth of cycles by the node's own count; its rate from its own tick stamps is the manifest's
     assert node.spin_until(lambda: last("commands") >= 2 * RATE, timeout=20)
     d = [d for d in diags if "rate_hz" in d][-1]
-    assert 0.8 * RATE < float(d["rate_hz"]) < 1.2 * RATE, d["rate_hz"]
+    # the manifest's rate, not the 100 Hz input's; state-triggered cycles wait for a state (a probe
+    # starved by a loaded machine publishes late), and the watchdog steps after 1.5 periods without one
+    low = 0.8 if trigger == "timer" else 0.95 / 1.5
+    assert low * RATE < float(d["rate_hz"]) < 1.2 * RATE, d["rate_hz"]
     assert float(d["compute_p99_ms"]) < 1000.0 / RATE and "ood_score" in d and "state_age_p99_ms" in d
     for cmd in commands:  # the shipped policy's bounded step from the measured pose
         assert cmd.shape == (7,) and np.all(np.abs(cmd - q) <= 0.05 + 1e-9)

@@ -139,4 +139,4 @@ def test_without_a_params_file_the_defaults_record_the_shields_stamped_sent_comm
     ros_node.spin_until(lambda: False, 1.0)
     assert processes.stop(rec, signal.SIGINT) == 0, processes.output(rec)
     times, rows, _ = sent_commands(tmp_path / "defaults")
-    assert len(times) == 50 and list(times[:2]) == [1.0, 1.01] and rows.shape == (50, 7)
+    assert len(times) == 50 and times[:2].astype(float).tolist() == [1.0, 1.01] and rows.shape == (50, 7)

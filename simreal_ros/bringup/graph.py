@@ -33,6 +33,12 @@ SIM_STATE_TIMEOUT_S = 0.5  # the shield's state watchdog in simulation (see buil
 DEFAULT_POLICY = ("policies", "reach_default")
 #: the shield's command watchdog and longest continued step span at least this many control periods
 TIMEOUT_PERIODS = 2.0
+#: Niceness of every node's process but the live view (the ``nice`` parameter): on a loaded
+#: machine the graph is scheduled before ordinary work, so a busy laptop does not starve the
+#: policy into the shield's command timeout (measured with two CPU hogs per core: the shield held
+#: for lack of a fresh command and its automatic revert handed the arm to the baseline) nor delay
+#: the recorder's receive times (the bag's log times, which calibration uses as arrival times).
+URGENT_NICE = -10
 
 
 @dataclass(frozen=True)
@@ -266,7 +272,8 @@ def build_graph(opts: GraphOptions) -> list[NodeSpec]:
             rec["bag_name"] = opts.bag_name
         nodes.append(NodeSpec("recorder", "recorder", "simreal_ros.nodes.recorder_node",
                               (_config("recorder.yaml"),), rec))
-    if opts.view:
+    nodes = [replace(n, parameters={**n.parameters, "nice": URGENT_NICE}) for n in nodes]
+    if opts.view:  # a viewer is not urgent: ordinary niceness
         nodes.append(NodeSpec("live_view", "live_view", "simreal_ros.nodes.view_node", (_config("view.yaml"),),
                               dict(common)))
         view_config(nodes[-1])  # a bad host/port/rate in the file is refused before anything starts
@@ -388,4 +395,5 @@ def build_calibrate_graph(opts: GraphOptions) -> list[NodeSpec]:
     if opts.bag_name:
         rec["bag_name"] = opts.bag_name
     nodes.append(NodeSpec("recorder", "recorder", "simreal_ros.nodes.recorder_node", (rec_file,), rec))
+    nodes = [replace(n, parameters={**n.parameters, "nice": URGENT_NICE}) for n in nodes]
     return [_remapped(n, driver_remaps) for n in nodes] if driver_remaps else nodes

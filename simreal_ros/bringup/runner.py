@@ -3,7 +3,7 @@ separate processes, or as separate processes with a group of nodes composed in o
 (e.g. the hot path estimator -> policy -> shield: ``HOT_PATH``). All start exactly the nodes,
 parameter files, overrides and remappings that ``build_graph`` gives the launch file.
 
-``python -m simreal_ros.bringup.runner OVERRIDES MODULE...`` runs the composed group of a
+``python -m simreal_ros.bringup.runner OVERRIDES NAME=MODULE...`` runs the composed group of a
 :class:`ProcessGraph` (its nodes' parameter files and remappings are in the ``--ros-args``
 that follow).
 """
@@ -135,7 +135,7 @@ class ProcessGraph:
                     for s in self.specs if s.name not in self.compose}
         if group:
             commands["composed"] = [sys.executable, "-m", __name__, str(self.overrides),
-                                    *(s.module for s in group), *composed_args(group, self.overrides)]
+                                    *(f"{s.name}={s.module}" for s in group), *composed_args(group, self.overrides)]
         for name, cmd in commands.items():
             log = open(self.run_dir / f"{name}.log", "wb")
             # The parent's environment passes through (the ROS wheels' bootstrapper needs it).
@@ -160,18 +160,24 @@ class ProcessGraph:
 
 
 def run_composed(argv: list[str]) -> int:
-    """``python -m simreal_ros.bringup.runner OVERRIDES MODULE... --ros-args ...``: the composed
+    """``python -m simreal_ros.bringup.runner OVERRIDES NAME=MODULE... --ros-args ...``: the composed
     group of a :class:`ProcessGraph`, stopped cleanly by SIGINT/SIGTERM (as ``run_node``)."""
     import rclpy
     import yaml
     from rclpy.signals import SignalHandlerOptions
 
     from simreal_ros.nodes.common import make_executor
+    from simreal_ros.nodes.spin import apply_niceness
 
     split = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
     overrides, modules = Path(argv[0]), argv[1:split]
     params = yaml.safe_load(overrides.read_text()) or {}
-    kinds = {v.get("ros__parameters", {}).get("executor", "events") for v in params.values()}
+    group = [params.get(name, {}).get("ros__parameters", {}) for name, _ in (m.split("=", 1) for m in modules)]
+    modules = [m.split("=", 1)[1] for m in modules]
+    kinds = {p.get("executor", "events") for p in group}
+    why = apply_niceness(min((p.get("nice", 0) for p in group), default=0))  # the most urgent node's
+    if why:
+        print(f"[composed] {why}", file=sys.stderr, flush=True)
     stop: list[int] = []
     rclpy.init(args=["composed", *argv[split:]], signal_handler_options=SignalHandlerOptions.NO)
     for sig in (signal.SIGINT, signal.SIGTERM):

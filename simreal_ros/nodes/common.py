@@ -19,7 +19,7 @@ from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
-from simreal_ros.nodes.spin import EXECUTORS, SPIN_SETTINGS, SpinConfig
+from simreal_ros.nodes.spin import EXECUTORS, SPIN_SETTINGS, SpinConfig, apply_niceness
 
 #: Latest-only inputs (the state a policy or the shield acts on, a proposal the shield steps on):
 #: keep-last 1, so a consumer that fell behind takes the newest message instead of working through
@@ -192,7 +192,11 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, nam
     code = 0
     try:
         node = factory()
-        executor = make_executor(spin_config(node).executor)
+        spin = spin_config(node)
+        why = apply_niceness(spin.nice)
+        if why:
+            node.get_logger().warning(why)
+        executor = make_executor(spin.executor)
         executor.add_node(node)
         while not stop and getattr(node, "exit_code", None) is None:
             executor.spin_once(timeout_sec=0.1)

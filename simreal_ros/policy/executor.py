@@ -87,17 +87,19 @@ class CycleGate:
     input arrives after the cycle is due.
 
     Cycles are due on a grid of ``period`` (so the mean rate is exact whatever the input rate);
-    an input arriving up to ``tolerance`` periods before a due time already runs it: inputs at
-    the cycle rate jitter around the grid, and without the tolerance an early one would make
-    its cycle wait a whole input period. Cycles are therefore never closer than
-    ``(1 - tolerance)`` periods. A cycle due more than a period ago restarts the grid at that
-    input (no burst of catch-up cycles after a stall)::
+    an input arriving up to ``tolerance`` periods before a due time already runs it (inputs at
+    the cycle rate jitter around the grid: without the tolerance an early one would make its
+    cycle wait a whole input period), but never sooner than ``(1 - tolerance)`` periods after
+    the last cycle: the shield and the arm see steps of about one period (a policy's action is
+    a step per period; a cycle right after a late one would be a short, fast step). A cycle due
+    more than a period ago restarts the grid at that input (no burst of catch-up cycles after a
+    stall)::
 
         gate = CycleGate(0.05)
         if gate.due(now): res = executor.step(now); gate.ran(now)
     """
 
-    def __init__(self, period: float, tolerance: float = 0.5) -> None:
+    def __init__(self, period: float, tolerance: float = 0.25) -> None:
         if not (period > 0 and 0.0 <= tolerance < 1.0):
             raise ValueError(f"CycleGate: period {period!r} must be > 0 and tolerance {tolerance!r} in [0, 1)")
         self.period, self.tolerance = float(period), float(tolerance)
@@ -105,7 +107,8 @@ class CycleGate:
         self.last_run = -np.inf
 
     def due(self, now: float) -> bool:
-        return now >= self.next_due - self.tolerance * self.period
+        early = self.tolerance * self.period
+        return now >= self.next_due - early and now - self.last_run >= self.period - early
 
     def ran(self, now: float) -> None:
         """A cycle ran at ``now`` (input-triggered or the watchdog's)."""
