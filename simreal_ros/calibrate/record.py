@@ -20,6 +20,8 @@ from simreal_ros.bringup.graph import EXCITATION_NODE, GraphOptions, NodeSpec, s
 STARTUP_TIMEOUT_S = 60.0
 #: seconds recorded after the excitation said it finished (the hold, at rest)
 HOLD_S = 1.0
+#: wall seconds without a new sent command before the recording is given up as stalled
+STALL_S = 20.0
 
 
 class _Watcher:
@@ -132,7 +134,12 @@ def record_session(nodes: list[NodeSpec], opts: GraphOptions, bag: Path, run_dir
         bar = tqdm(total=round(float(exc.parameters["duration"])), desc="excitation", unit="s", disable=not progress,
                    dynamic_ncols=True)
         end = time.monotonic() + budget
+        last_sent, last_change = -1, time.monotonic()
         while watcher.phase != "finished" and time.monotonic() < end and alive():
+            if watcher.counts["sent"] != last_sent:
+                last_sent, last_change = watcher.counts["sent"], time.monotonic()
+            elif time.monotonic() - last_change > STALL_S:
+                break
             elapsed, stop = watcher.progress
             bar.n = min(bar.total, round(max(0.0, elapsed - (stop - float(exc.parameters["duration"])))))
             bar.set_postfix(phase=watcher.phase or "starting", sent=watcher.counts["sent"])
@@ -142,7 +149,10 @@ def record_session(nodes: list[NodeSpec], opts: GraphOptions, bag: Path, run_dir
         bar.close()
         if watcher.phase != "finished":
             failed = graph.failed()
+            stalled = time.monotonic() < end
             summary["error"] = (f"node process(es) exited: {failed} (logs in {run_dir})" if failed else
+                                f"the graph stalled: no sent command for {STALL_S:.0f} s (excitation phase "
+                                f"'{watcher.phase}', {watcher.counts['sent']} sent; logs in {run_dir})" if stalled else
                                 f"the excitation did not finish within {budget:.0f} s (phase '{watcher.phase}')")
             return summary
         n_sent = watcher.counts["sent"]
