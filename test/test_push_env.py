@@ -360,3 +360,47 @@ def test_evaluate_push_compares_policy_and_pusher_and_renders_the_episode(tmp_pa
     assert seen["red"] > 400 and seen["green"] > 200, seen
     assert main(["evaluate", str(bundle), "--task", "reach", "--episodes", "1", "--no-render",
                  "--out", str(tmp_path / "x")]) == 2
+
+
+def test_a_heavier_puck_drawn_at_reset_stays_stable_and_is_pushed_to_the_goal():
+    """Masses changed in place need MuJoCo's derived constants recomputed: with the compiled 0.2 kg
+    puck's weights a 0.6 kg puck went unstable (NaN velocities) at the first push and 'fell'."""
+    from pathlib import Path
+
+    table = Path(__file__).parent / "data" / "hidden_table_heavy.yaml"
+    env = PushEnv(real=table)
+    for seed in (20000, 20001, 20002):
+        status, worst = _run_pusher(env, seed)
+        assert env.contact.puck_mass == pytest.approx(0.6) and env.contact.table_friction == pytest.approx(0.6)
+        assert status["is_success"] and not status["fell"], status
+        assert not env.arm.has_warnings()
+        assert env.arm.model.dof_invweight0[env.sim.puck_dof_adr] == pytest.approx(1 / 0.6)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("table:\n  puck_mass: -1.0\n", "puck_mass"),
+    ("table:\n  friction: 0.5\n", "unknown key"),
+    ("tabel:\n  puck_mass: 0.5\n", "needs a top-level"),
+    ("table: 3\n", "expected a mapping"),
+])
+def test_bad_hidden_tables_are_refused_naming_the_key(tmp_path, text, message):
+    from simreal_ros.sim.real_arm import RealArmError
+
+    path = tmp_path / "table.yaml"
+    path.write_text(text)
+    with pytest.raises(RealArmError, match=message) as err:
+        PushEnv(real=path)
+    assert str(path) in str(err.value)
+
+
+def test_a_hidden_table_is_exact_and_refuses_randomization(tmp_path):
+    from pathlib import Path
+
+    table = Path(__file__).parent / "data" / "hidden_table_laggy.yaml"
+    env = PushEnv(real=table)
+    for seed in (1, 2):
+        env.reset(seed=seed)
+        assert env.contact.tracker_latency == 0.15 and env.contact.tracker_noise_std == 0.004
+        assert env.contact.table_friction == env.task.table_friction  # not in the file: the task's value
+    with pytest.raises(ValueError, match="cannot be combined with randomization"):
+        PushEnv(real=table, randomization="default")

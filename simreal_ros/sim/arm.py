@@ -99,7 +99,7 @@ class ArmSimConfig:
     def __post_init__(self) -> None:
         validate_fields(self)
         ticks(self.measurement_period, self.physics_dt, "measurement_period")
-        if self.real_arm is not None and self.ranges != RandomizationRanges():
+        if self.real_arm is not None and self.real_arm.has_arm and self.ranges != RandomizationRanges():
             raise ValueError(f"a hidden real arm ({self.real_arm.source or 'given'}) has exact values: "
                              "it cannot be combined with randomization ranges (use the nominal profile)")
         for name in ("stiffness", "damping"):
@@ -139,7 +139,9 @@ class ArmSim:
             gains.damping if config.damping is None else config.damping)))
         if len(self.config.stiffness) != self.robot.n_joints or len(self.config.damping) != self.robot.n_joints:
             raise ValueError(f"stiffness/damping need {self.robot.n_joints} values (one per joint)")
-        self.nominal = self.sim.model if config.real_arm is None else config.real_arm.nominal_model(self.sim.model)
+        # a hidden file with only a 'table' section leaves the arm to the randomization ranges
+        self._real = config.real_arm if config.real_arm is not None and config.real_arm.has_arm else None
+        self.nominal = self.sim.model if self._real is None else self._real.nominal_model(self.sim.model)
         self.model = copy.copy(self.nominal)
         self.data = mujoco.MjData(self.model)
         self.rng = np.random.default_rng(seed)
@@ -159,7 +161,7 @@ class ArmSim:
         """Reset to the ``home`` keyframe (or ``q0``) with a fresh randomization draw."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        real = self.config.real_arm
+        real = self._real
         self.draw = (randomize(self.model, self.nominal, self.sim, self.rng, self.config.ranges) if real is None
                      else real.apply(self.model, self.nominal, self.sim))
         mujoco.mj_resetDataKeyframe(self.model, self.data, 0)

@@ -55,6 +55,8 @@ class ReachEnv(gym.Env):
         success_radius: m. success_speed: flange speed bound for success (m/s).
         obs_terms: observation terms, in order (see ``simreal_ros.policy.observation``).
         render_mode: ``None`` or ``"rgb_array"``.
+        real: a hidden "real" arm (:mod:`simreal_ros.sim.real_arm`; a path or loaded) applied
+            every reset instead of a randomization draw (the randomization must be nominal).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
@@ -63,10 +65,15 @@ class ReachEnv(gym.Env):
                  randomization: str | RandomizationRanges = "nominal", physics_dt: float = PHYSICS_DT,
                  measurement_period: float = MEASUREMENT_PERIOD, success_radius: float = 0.02, success_speed: float = 0.05,
                  obs_terms: tuple[str, ...] = DEFAULT_TERMS, render_mode: str | None = None,
-                 robot: RobotModel | None = None) -> None:
+                 robot: RobotModel | None = None, real=None) -> None:
         ranges = load_ranges(profile=randomization) if isinstance(randomization, str) else randomization
-        self.arm = ArmSim(ArmSimConfig(physics_dt=physics_dt, measurement_period=measurement_period, ranges=ranges),
-                          robot=robot)
+        if real is not None and not hasattr(real, "table"):
+            from simreal_ros.robot import load_robot
+            from simreal_ros.sim.real_arm import load_real_arm
+
+            real = load_real_arm(real, robot or load_robot())
+        self.arm = ArmSim(ArmSimConfig(physics_dt=physics_dt, measurement_period=measurement_period, ranges=ranges,
+                                       real_arm=real), robot=robot)
         self.robot = self.arm.robot
         self.control_period = 1.0 / control_rate
         ticks(self.control_period, measurement_period, "control period (1/control_rate)")

@@ -19,6 +19,7 @@ joint target), :meth:`status`.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -77,6 +78,22 @@ def draw_contact(rng: np.random.Generator, ranges: ContactRanges, task: PushTask
     )
 
 
+def _refresh_puck_constants(model: mujoco.MjModel, sim) -> None:
+    """Recompute what MuJoCo derives at compile time from the puck's mass and inertia (its
+    ``dof_invweight0``, ``body_invweight0``, ``dof_M0``, subtree masses) after they were changed
+    in place. With the compiled 0.2 kg puck's weights a 0.6 kg puck went unstable (NaN
+    velocities) at the first push. Only the puck's entries are replaced: the arm keeps the
+    constraint scaling :class:`~simreal_ros.sim.arm.ArmSim` gives it (which the calibration's
+    replay reproduces)."""
+    fresh = copy.copy(model)
+    mujoco.mj_setConst(fresh, mujoco.MjData(fresh))
+    b, d = sim.puck_body, slice(sim.puck_dof_adr, sim.puck_dof_adr + 6)
+    model.body_invweight0[b] = fresh.body_invweight0[b]
+    model.dof_invweight0[d] = fresh.dof_invweight0[d]
+    model.dof_M0[d] = fresh.dof_M0[d]
+    model.body_subtreemass[[0, b]] = fresh.body_subtreemass[[0, b]]
+
+
 class PushEnv(gym.Env):
     """Push the puck to the goal with the tool.
 
@@ -86,6 +103,9 @@ class PushEnv(gym.Env):
         tool: the tool on the flange (default: ``urdf/panda_pusher.yaml``).
         physics_dt, measurement_period: as :class:`~simreal_ros.sim.env.ReachEnv`.
         render_mode: ``None`` or ``"rgb_array"`` (480x360, the table with puck, goal and tool in view).
+        real: a hidden "real" arm/table (:mod:`simreal_ros.sim.real_arm`; a path or loaded): its
+            exact ``arm`` and ``table`` values replace the randomization draws every reset (the
+            randomization must then be nominal).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -95,13 +115,22 @@ class PushEnv(gym.Env):
     def __init__(self, task: PushTaskConfig | None = None, randomization: str | RandomizationRanges = "nominal",
                  tool: ToolSpec | None = None, physics_dt: float = PHYSICS_DT,
                  measurement_period: float = MEASUREMENT_PERIOD, render_mode: str | None = None,
-                 robot: RobotModel | None = None) -> None:
+                 robot: RobotModel | None = None, real=None) -> None:
         self.task = task or load_push_task()
         ranges = load_ranges(profile=randomization) if isinstance(randomization, str) else randomization
         self.ranges = ranges
         self.tool = tool or load_tool()
+        if real is not None and not hasattr(real, "table"):
+            from simreal_ros.robot import load_robot
+            from simreal_ros.sim.real_arm import load_real_arm
+
+            real = load_real_arm(real, robot or load_robot())
+        if real is not None and ranges != RandomizationRanges():
+            raise ValueError(f"a hidden real arm/table ({real.source or 'given'}) has exact values: it cannot be "
+                             "combined with randomization ranges (use the nominal profile)")
+        self.real = real
         self.arm = ArmSim(ArmSimConfig(physics_dt=physics_dt, measurement_period=measurement_period, ranges=ranges,
-                                       push=PushScene(self.tool, self.task)), robot=robot)
+                                       push=PushScene(self.tool, self.task), real_arm=real), robot=robot)
         self.robot = self.arm.robot
         self.sim = self.arm.sim
         t = self.task
@@ -194,6 +223,7 @@ class PushEnv(gym.Env):
         # keep rbound/aabb consistent with the new size (collision broad phase)
         m.geom_rbound[s.puck_geom] = float(np.hypot(r, h / 2))
         m.geom_aabb[s.puck_geom, 3:] = [r, r, h / 2]
+        _refresh_puck_constants(m, s)
 
     def _status(self) -> dict[str, Any]:
         p, v = self.puck_state()
@@ -238,7 +268,13 @@ class PushEnv(gym.Env):
         super().reset(seed=seed)
         arm_seed = int(self.np_random.integers(2**63 - 1))
         self.arm.reset(seed=arm_seed, q0=self.frame.rest)
-        self.contact = draw_contact(self.np_random, self.ranges.contact, self.task)
+        self.contact = draw_contact(self.np_random, self.ranges.contact, self.task)  # (always drawn: same rng)
+        if self.real is not None and self.real.table:
+            t = self.task
+            base = {"table_friction": t.table_friction, "puck_mass": t.puck_mass, "puck_radius": t.puck_radius,
+                    "puck_height": t.puck_height, "table_height_offset": 0.0, "tracker_noise_std": 0.0,
+                    "tracker_latency": 0.0, "tracker_drop_probability": 0.0}
+            self.contact = ContactDraw(**{**base, **self.real.table})
         self._apply_contact(self.contact)
         puck, self.goal = self._sample_start()
         if options and "puck" in options:

@@ -10,7 +10,7 @@ randomization draw. The fitter only ever sees the recorded bag.
 File format (values, not ranges; every key optional, a missing one keeps the robot
 description's value; unknown keys and sections are refused)::
 
-    arm:                          # the arm (issue 11); later sections: table (issue 12)
+    arm:                          # the arm (issue 11)
       joint_friction: 1.5         # Coulomb friction (frictionloss), N m: one value or one per joint
       joint_damping: [0.3, ...]   # viscous damping, N m s/rad
       joint_armature: 0.02        # reflected rotor inertia, kg m^2
@@ -29,7 +29,13 @@ description's value; unknown keys and sections are refused)::
                       inertia: [0.70337, 0.70661, 0.009117, -0.000139, 0.006772, 0.019169]}
                                   # about the com: ixx iyy izz ixy ixz iyz, kg m^2
 
-Each problem is one :class:`RealArmError` line naming the file and the key.
+    table:                        # the push task's table, puck and tracker (issue 12)
+      table_friction: 0.05        # puck-table sliding friction coefficient
+      puck_mass: 0.6              # kg; puck_radius, puck_height m
+      table_height_offset: -0.004 # m, signed: the table top's height error
+      tracker_noise_std: 0.002    # m; tracker_latency s; tracker_drop_probability per sample
+
+At least one section. Each problem is one :class:`RealArmError` line naming the file and the key.
 """
 
 from __future__ import annotations
@@ -47,8 +53,13 @@ import yaml
 from simreal_ros.robot.strict_yaml import load_yaml, yaml_error_text
 from simreal_ros.sim.randomize import Draw, apply_dynamics
 
-#: top-level sections: name -> what it holds (only 'arm' today; 'table' comes with issue 12)
-SECTIONS = {"arm": "the arm's dynamics and sensors"}
+#: top-level sections: name -> what it holds
+SECTIONS = {"arm": "the arm's dynamics and sensors", "table": "the push task's table, puck and object tracker"}
+#: ``table`` keys -> (low, high); a missing key keeps the push task's value (drawn values otherwise)
+TABLE_KEYS: dict[str, tuple[float, float | None]] = {
+    "table_friction": (1e-4, 10.0), "puck_mass": (1e-3, 100.0), "puck_radius": (0.005, 0.3),
+    "puck_height": (0.002, 0.2), "table_height_offset": (-0.1, 0.1), "tracker_noise_std": (0.0, 1.0),
+    "tracker_latency": (0.0, 10.0), "tracker_drop_probability": (0.0, 0.99)}
 
 
 class RealArmError(ValueError):
@@ -82,10 +93,16 @@ class RealArm:
     """A hidden arm: the exact :class:`~simreal_ros.sim.randomize.Draw` it applies at every
     reset, its payload's centre of mass and its link inertial overrides."""
 
-    draw: Draw
+    draw: Draw | None
     payload_com: tuple[float, float, float] = (0.0, 0.0, 0.0)
     links: Mapping[str, LinkInertial] = field(default_factory=dict)
     source: str = ""
+    #: the push task's hidden table (``table`` section), ``None`` without one
+    table: Mapping[str, float] | None = None
+
+    @property
+    def has_arm(self) -> bool:
+        return self.draw is not None
 
     def nominal_model(self, nominal: mujoco.MjModel) -> mujoco.MjModel:
         """A copy of ``nominal`` with the link overrides: the model the draw starts from."""
@@ -193,6 +210,15 @@ def _arm(where: str, data: Any, joint_names: tuple[str, ...], link_names: tuple[
     return RealArm(draw, tuple(payload_com), links)
 
 
+def _table(where: str, data: Any) -> dict[str, float]:
+    if not isinstance(data, Mapping):
+        raise RealArmError(f"{where}: expected a mapping of table values")
+    unknown = set(data) - set(TABLE_KEYS)
+    if unknown:
+        raise RealArmError(f"{where}: unknown key(s) {sorted(map(str, unknown))} (allowed: {sorted(TABLE_KEYS)})")
+    return {k: _number(f"{where}.{k}", data[k], *TABLE_KEYS[k]) for k in data}
+
+
 _PARSERS: dict[str, Callable[..., Any]] = {"arm": _arm}
 
 
@@ -215,11 +241,14 @@ def load_real_arm(path: str | Path, robot: Any) -> RealArm:
         raise RealArmError(f"{path}: malformed YAML: {yaml_error_text(exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RealArmError(f"{path}: cannot be read ({exc})") from None
-    if not isinstance(data, Mapping) or "arm" not in data:
-        raise RealArmError(f"{path}: needs a top-level 'arm' mapping (sections: {sorted(SECTIONS)})")
+    if not isinstance(data, Mapping) or not set(data) & set(SECTIONS):
+        raise RealArmError(f"{path}: needs a top-level 'arm' and/or 'table' mapping (sections: {sorted(SECTIONS)})")
     unknown = set(data) - set(SECTIONS)
     if unknown:
         raise RealArmError(f"{path}: unknown section(s) {sorted(map(str, unknown))} (known: {sorted(SECTIONS)})")
     links = tuple(j.child for j in robot.joints)
+    table = _table(f"{path}: table", data["table"]) if "table" in data else None
+    if "arm" not in data:
+        return RealArm(None, source=str(path), table=table)
     arm = _PARSERS["arm"](f"{path}: arm", data["arm"], tuple(robot.joint_names), links)
-    return RealArm(arm.draw, arm.payload_com, arm.links, str(path))
+    return RealArm(arm.draw, arm.payload_com, arm.links, str(path), table)

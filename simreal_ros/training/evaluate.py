@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 CONTROLLERS = ("policy", "baseline")
+#: a condition's "profile" that names a hidden real arm/table file instead of a randomization profile
+REAL_PREFIX = "real:"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--episodes", type=int, default=100, help="episodes per condition and controller (%(default)s)")
     p.add_argument("--randomization", default="default",
                    help="profile for the randomized condition (config/randomization.yaml; %(default)s)")
+    p.add_argument("--real", default=None, metavar="FILE",
+                   help="also evaluate on a hidden 'real' arm/table file (simreal_ros/sim/real_arm.py): the "
+                        "'real' condition, e.g. to measure the reality gap of direct transfer")
     p.add_argument("--seed", type=int, default=10_000, help="first episode seed (%(default)s)")
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes (default 2), or Ray actors with --ray (default: the cluster's CPUs)")
@@ -66,7 +71,10 @@ def make_episode_setup(bundle: str | Path, profile: str, controller: str, render
     from simreal_ros.training.tasks import task, task_of_manifest
 
     spec = task(task_of_manifest(read_manifest(bundle)[0]))
-    env = spec.make_env(randomization=profile, render_mode="rgb_array" if render else None)
+    if profile.startswith(REAL_PREFIX):  # the hidden 'real' condition: exact values, no randomization
+        env = spec.make_env(real=profile[len(REAL_PREFIX):], render_mode="rgb_array" if render else None)
+    else:
+        env = spec.make_env(randomization=profile, render_mode="rgb_array" if render else None)
     robot = env.robot
     loaded = load_bundle(bundle, robot) if controller == "policy" else None
     rate = 1.0 / env.control_period
@@ -152,7 +160,7 @@ def aggregate(episodes: list[dict[str, Any]]) -> dict[str, Any]:
 def evaluate(bundle: str | Path | None = None, episodes: int = 100, randomization: str = "default",
              seed: int = 10_000, workers: int | None = 2, out: str | Path | None = "evaluation",
              no_shield: bool = False, render: bool = True, progress: bool = True,
-             ray: str | None = None, task_name: str | None = None) -> dict[str, Any]:
+             ray: str | None = None, task_name: str | None = None, real: str | Path | None = None) -> dict[str, Any]:
     """Run the comparison; returns the report (also written to ``out`` when given).
 
     ``ray``: a Ray address (see :mod:`simreal_ros.scale`); every episode of every condition and
@@ -176,6 +184,12 @@ def evaluate(bundle: str | Path | None = None, episodes: int = 100, randomizatio
     probe.close()
     seeds = list(range(seed, seed + episodes))
     conditions = [("nominal", "nominal"), ("randomized", randomization)]
+    if real is not None:
+        from simreal_ros.robot import load_robot
+        from simreal_ros.sim.real_arm import load_real_arm
+
+        load_real_arm(real, load_robot())  # a bad file is one line before anything runs
+        conditions.append(("real", f"{REAL_PREFIX}{Path(real).resolve()}"))
     report: dict[str, Any] = {"bundle": str(bundle), "policy": manifest.name, "task": bundle_task,
                               "success_radius_m": success_radius, "episodes": episodes,
                               "seeds": [seeds[0], seeds[-1]], "shield": not no_shield, "conditions": {}}
@@ -297,7 +311,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = evaluate(args.bundle, episodes=args.episodes, randomization=args.randomization, seed=args.seed,
                           workers=args.workers, out=args.out, no_shield=args.no_shield, render=not args.no_render,
-                          ray=args.ray, task_name=args.task)
+                          ray=args.ray, task_name=args.task, real=args.real)
     except (BundleError, ValueError, RayUnavailableError) as exc:  # a bad bundle, profile or argument: one line, no traceback
         print(f"simreal evaluate: error: {exc}", file=sys.stderr)
         return 2
