@@ -73,6 +73,38 @@ def test_evaluate_on_ray_equals_the_local_run(ray_cluster, tmp_path):
     assert all(len(e["distances"]) > 10 for e in there)
 
 
+def test_files_a_condition_names_travel_with_the_actors(ray_cluster, tmp_path):
+    """A hidden 'real' arm file (``--real``) is shipped to the actors, which run on their own
+    copies (a calibration file given as ``--randomization`` takes the same path): the cluster
+    needs no shared filesystem. The numbers still equal the local run's."""
+    import shutil
+    from pathlib import Path
+
+    from simreal_ros.scale.episodes import EpisodeWorker, bundle_files, profile_files
+    from simreal_ros.training.evaluate import REAL_PREFIX, default_bundle
+
+    real = tmp_path / "arm.yaml"
+    shutil.copy(Path(__file__).parent / "data" / "hidden_arm.yaml", real)
+    profiles = [f"{REAL_PREFIX}{real}", "default"]
+    data = profile_files(profiles)
+    assert set(data) == {profiles[0]}  # a named profile of config/randomization.yaml is not a file
+    worker = EpisodeWorker(bundle_files(default_bundle()), False, data)
+    try:
+        local = worker.local_profile(profiles[0])
+        assert local.startswith(REAL_PREFIX) and local != profiles[0]
+        copy = Path(local[len(REAL_PREFIX):])
+        assert copy.read_bytes() == real.read_bytes() and not copy.is_relative_to(tmp_path)
+        assert worker.local_profile("default") == "default"
+    finally:
+        worker.close()
+
+    kw = dict(episodes=2, seed=10_020, out=None, render=False, progress=False, real=real)
+    here = evaluate(None, workers=1, **kw)
+    there = evaluate(None, workers=None, ray=LOCAL, **kw)
+    assert "real" in here["conditions"]
+    assert _strip(there) == _strip(here), _differences(_strip(here), _strip(there))
+
+
 def test_evaluate_cli_with_ray_writes_the_same_report(ray_cluster, tmp_path):
     from simreal_ros.cli import main
 

@@ -4,7 +4,9 @@ Each actor builds the environment and controller of a (randomization profile, co
 once and keeps it for the next episodes; every episode is seeded and reset exactly as in the
 local worker processes (:func:`simreal_ros.training.evaluate._run_chunk`), and an episode does
 not depend on the ones run before it on the same actor, so the numbers equal the local run's.
-The bundle's files travel with the actors (``ray.put``), so a cluster's nodes need no copy of it.
+The bundle's files travel with the actors (``ray.put``), and so do the files a condition names
+(a calibration used as the randomization profile, a hidden 'real' arm): a cluster's nodes need
+no copy of them.
 """
 
 from __future__ import annotations
@@ -28,24 +30,63 @@ def bundle_files(bundle: str | Path) -> dict[str, bytes]:
     return files
 
 
-class EpisodeWorker:
-    """One Ray actor: runs episodes of any (profile, controller) pair of one bundle."""
+def _named_file(profile: str) -> Path | None:
+    """The file a condition's profile names, if any (same rule as the loaders use)."""
+    from simreal_ros.sim.randomize import is_profile_file
+    from simreal_ros.training.evaluate import REAL_PREFIX
 
-    def __init__(self, files: dict[str, bytes], no_shield: bool) -> None:
+    if profile.startswith(REAL_PREFIX):
+        return Path(profile[len(REAL_PREFIX):])
+    return Path(profile) if is_profile_file(profile) else None
+
+
+def profile_files(profiles) -> dict[str, tuple[str, bytes]]:
+    """profile -> (file name, content) for every profile that names a file."""
+    out = {}
+    for i, profile in enumerate(sorted(set(profiles))):
+        path = _named_file(profile)
+        if path is not None:
+            out[profile] = (f"{i}_{path.name}", path.read_bytes())
+    return out
+
+
+class EpisodeWorker:
+    """One Ray actor: runs episodes of any (profile, controller) pair of one bundle.
+
+    ``files`` is the bundle directory by relative path, ``data`` the files some profiles name
+    (:func:`profile_files`): the actor writes both to its own temporary directory and runs a
+    profile that names a file on its copy.
+    """
+
+    def __init__(self, files: dict[str, bytes], no_shield: bool,
+                 data: dict[str, tuple[str, bytes]] | None = None) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="simreal_bundle_")
-        for rel, data in files.items():
-            path = Path(self._dir.name) / rel
+        root = Path(self._dir.name)
+        self.bundle = root / "bundle"
+        for rel, content in files.items():
+            path = self.bundle / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+            path.write_bytes(content)
+        self._profiles: dict[str, str] = {}
+        for profile, (name, content) in (data or {}).items():
+            (root / "data").mkdir(exist_ok=True)
+            copy = root / "data" / name
+            copy.write_bytes(content)
+            original = _named_file(profile)
+            self._profiles[profile] = profile.replace(str(original), str(copy)) if original else str(copy)
         self.no_shield = no_shield
         self._setups: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def local_profile(self, profile: str) -> str:
+        """``profile`` as this actor runs it (a named file replaced by the actor's copy)."""
+        return self._profiles.get(profile, profile)
 
     def _setup(self, profile: str, controller: str):
         key = (profile, controller)
         if key not in self._setups:
             from simreal_ros.training.evaluate import make_episode_setup
 
-            self._setups[key] = make_episode_setup(self._dir.name, profile, controller)
+            self._setups[key] = make_episode_setup(self.bundle, self.local_profile(profile), controller)
         return self._setups[key]
 
     def run(self, profile: str, controller: str, seed: int) -> dict[str, Any]:
@@ -76,7 +117,8 @@ def run_on_ray(address: str, bundle: str | Path, requests: list[tuple[str, str, 
     files = bundle_files(bundle)
     actor = ray.remote(num_cpus=1)(EpisodeWorker)
     files_ref = ray.put(files)  # one copy in the object store, not one per actor
-    actors = [actor.remote(files_ref, no_shield) for _ in range(n)]
+    data_ref = ray.put(profile_files(r[0] for r in requests))
+    actors = [actor.remote(files_ref, no_shield, data_ref) for _ in range(n)]
     pool = ActorPool(actors)
     out = []
     try:
