@@ -158,3 +158,30 @@ def test_unreachable_cluster_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(lines) == 1 and "127.0.0.1:9" in lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_calibration_fit_on_ray_gives_the_same_estimates(ray_cluster):
+    """`simreal calibrate fit --ray`: every Gauss-Newton step's rollouts run as Ray tasks; the
+    estimates, their intervals and the objective equal the local fit's (two short iterations)."""
+    pytest.importorskip("scipy")
+    from simreal_ros.calibrate import FitConfig, fit
+    from simreal_ros.calibrate.simsession import HiddenArm, hidden_arm_sim, record_session
+    from simreal_ros.estimator.excitation import ExcitationTrajectory
+    from simreal_ros.robot import load_robot
+
+    robot = load_robot()
+    hidden = HiddenArm(friction=(1.5, 1.5, 1.2, 1.2, 0.6, 0.6, 0.0), payload_mass=1.5, action_latency=0.010)
+    session = record_session(hidden_arm_sim(hidden, robot, seed=1), 8.0,
+                             ExcitationTrajectory(robot, joints=np.ones(7, bool), seed=3), name="ray_fit")
+    cfg = FitConfig(parameters=("friction", "latency"), chunk_duration=3.0, max_iters=2, belief=False)
+    here = fit([session], cfg, robot, progress=False)
+    there = fit([session], cfg, robot, progress=False, ray=LOCAL)
+    print(f"fit wall time: local {here.stats['wall_time_s']:.1f} s, ray {there.stats['wall_time_s']:.1f} s")
+    assert there.stats["rollouts"] == here.stats["rollouts"] > 20
+    assert there.stats["objective_end"] == here.stats["objective_end"] < here.stats["objective_start"]
+    assert here.estimates.keys() == there.estimates.keys()
+    for name, e in here.estimates.items():
+        np.testing.assert_array_equal(np.asarray(e.value, float), np.asarray(there.estimates[name].value, float),
+                                      err_msg=name)
+        np.testing.assert_array_equal(np.asarray(e.std, float), np.asarray(there.estimates[name].std, float),
+                                      err_msg=name)

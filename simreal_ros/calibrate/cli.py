@@ -69,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--min-duration", type=float, default=3.0, help="s: shorter continuous parts are dropped "
                                                                    "(default: %(default)s)")
     p.add_argument("--read-only", action="store_true", help="read and describe the sessions, do not fit")
+    from simreal_ros.scale import add_ray_argument
+
+    add_ray_argument(p, "the fit's rollouts")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     found = _fit_module()
@@ -165,6 +168,7 @@ def _print_sessions(rows: list[dict[str, Any]]) -> None:
 def fit(args: argparse.Namespace) -> int:
     from simreal_ros.calibrate.bag import ReadOptions, read_bags, sessions_of
     from simreal_ros.calibrate.session import SessionError
+    from simreal_ros.scale import RayUnavailableError
 
     try:
         options = ReadOptions(state_topic=args.state_topic, max_gap=args.max_gap, min_duration=args.min_duration)
@@ -190,8 +194,8 @@ def fit(args: argparse.Namespace) -> int:
                  if getattr(args, f"fit_{s.name}", None) is not None}
     try:
         config = fit_config(**{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
-        cal = fit_fn(sessions_of(read), config, progress=not args.no_progress)
-    except (SessionError, ValueError) as exc:
+        cal = fit_fn(sessions_of(read), config, progress=not args.no_progress, ray=args.ray)
+    except (SessionError, ValueError, RayUnavailableError) as exc:
         return _error(str(exc))
     paths = write_outputs(cal, args.out)
     summary["outputs"] = {k: str(v) for k, v in paths.items()}

@@ -253,6 +253,7 @@ class _Replay:
         self.rollouts = 0
         self.rollout_steps = 0
         self.rollout_time = 0.0
+        self.remote: Callable | None = None  # runs the batches elsewhere (simreal_ros.scale.rollouts)
         p = self.params
         tr = sysid.SignalTransform(normalize=False)
         tr.delay("*", p["action_latency"])
@@ -306,10 +307,14 @@ class _Replay:
         out = []
         batch = max(1, 4 * len(datas))
         t = time.perf_counter()
-        for s in range(0, len(models), batch):
-            trajs = sysid.sysid_rollout(models[s:s + batch], datas, control_signal[s:s + batch],
-                                        init[s:s + batch], rollout_signal_mapping, rollout_state_mapping,
-                                        ctrl_mapping)
+        if self.remote is not None:  # the same rollouts as Ray tasks (deterministic: same trajectories)
+            batches = [self.remote(models, control_signal, init, rollout_signal_mapping, rollout_state_mapping,
+                                   ctrl_mapping)]
+        else:
+            batches = (sysid.sysid_rollout(models[s:s + batch], datas, control_signal[s:s + batch],
+                                           init[s:s + batch], rollout_signal_mapping, rollout_state_mapping,
+                                           ctrl_mapping) for s in range(0, len(models), batch))
+        for trajs in batches:
             d = self.decim
             for tr in trajs:
                 st, sd = tr.state, tr.sensordata
@@ -375,11 +380,13 @@ def _progress_bar(progress: bool | Callable[[int, float], None], total: int):
 
 
 def fit(sessions: list[Session], config: FitConfig | None = None, robot: RobotModel | None = None,
-        progress: bool | Callable[[int, float], None] = True) -> Calibration:
+        progress: bool | Callable[[int, float], None] = True, ray: str | None = None) -> Calibration:
     """Identify the simulator from ``sessions`` (see the module docstring).
 
     Args:
         progress: ``True`` shows a tqdm bar; a callable gets ``(iteration, objective)``.
+        ray: a Ray address (:mod:`simreal_ros.scale`): the rollouts of every step run as Ray
+            tasks there, with the same result.
 
     Raises:
         SessionError: a session that cannot be used (wrong joints, gaps, too short, effort mode).
@@ -396,6 +403,10 @@ def fit(sessions: list[Session], config: FitConfig | None = None, robot: RobotMo
     t_wall = time.perf_counter()
     with_effort = all(s.tau is not None for s in sessions)
     rp = _Replay(robot, cfg, with_effort)
+    if ray is not None:
+        from simreal_ros.scale.rollouts import RayRollouts
+
+        rp.remote = RayRollouts(ray)
     period = float(np.median(np.concatenate([np.diff(s.cmd_t) for s in sessions])))
     rp.effort_window = max(1, round(period / cfg.physics_dt)) if cfg.smooth_effort else 1
     fit_chunks, held_chunks = [], []
