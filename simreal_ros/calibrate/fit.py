@@ -201,7 +201,10 @@ def _chunks(session: Session, idx: int, a: float, b: float, cfg: FitConfig, sens
     ct = session.cmd_t - t_ref
     dt = cfg.physics_dt
     decim = max(1, round(cfg.residual_period / dt))
-    tau = None if not with_effort else _smooth(session.tau, effort_window)
+    sample = float(np.median(np.diff(st)))
+    every = max(1, round(cfg.residual_period / sample))  # measured samples per compared one
+    # the same averaging time as the simulated efforts get (effort_window physics steps)
+    tau = None if not with_effort else _smooth(session.tau, max(1, round(effort_window * cfg.physics_dt / sample)))
     n_chunks = max(1, int(round((b - a) / chunk)))
     edges = np.linspace(a, b, n_chunks + 1)
     out = []
@@ -218,7 +221,7 @@ def _chunks(session: Session, idx: int, a: float, b: float, cfg: FitConfig, sens
         control = np.where((j >= 0)[:, None], session.cmd[np.clip(j, 0, None)], session.q[i0])
         edge = effort_window * dt  # the simulated efforts' moving average is one-sided there
         first = t0 + max(edge, cfg.burn_in)
-        sel = np.flatnonzero((st > first + 1e-9) & (st <= grid[-1] - edge + 1e-9))[decim - 1::decim]
+        sel = np.flatnonzero((st > first + 1e-9) & (st <= grid[-1] - edge + 1e-9))[every - 1::every]
         meas = np.zeros((len(sel), len(sensor_cols)))
         for i, jn in enumerate(session.joint_names):
             meas[:, sensor_cols[f"{jn}_pos"][0]] = session.q[sel, i]

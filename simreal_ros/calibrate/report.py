@@ -68,6 +68,10 @@ def write_report(cal: Calibration, out: Path, doc: dict[str, Any]) -> dict[str, 
     ax.axis("off")
     lines = ["payload mass: " + _txt(est["payload_mass"]), "action latency: " + _txt(est["action_latency"], 1e3, "ms"),
              "observation latency: " + _txt(est["observation_latency"], 1e3, "ms")]
+    for b in cal.belief:
+        pm = b.get("payload_mass")
+        if pm:
+            lines.append(f"online belief payload ({b['session']}): {pm['value']:.3g} +- {pm['std']:.2g} kg")
     lines += [f"rollouts {cal.stats.get('rollouts')}, {cal.stats.get('iterations')} iterations, "
               f"{cal.stats.get('wall_time_s', 0):.0f} s"]
     lines += [f"not identified: {len([e for e in est.values() if not e.identified])} of {len(est)}"]
