@@ -90,8 +90,8 @@ def test_the_sim_driver_takes_the_file_as_its_real_arm_setting():
 
 
 BAD = [
-    ("arm: {joint_friction: 1.0}\ntable: {friction: 0.3}\n", r"unknown section\(s\) \['table'\]"),
-    ("joint_friction: 1.0\n", "needs a top-level 'arm' mapping"),
+    ("arm: {joint_friction: 1.0}\nfloor: {friction: 0.3}\n", r"unknown section\(s\) \['floor'\]"),
+    ("joint_friction: 1.0\n", "needs a top-level 'arm' and/or 'table' mapping"),
     ("arm: {friction: 1.0}\n", r"arm: unknown key\(s\) \['friction'\]"),
     ("arm: {joint_friction: -0.5}\n", r"arm.joint_friction = -0.5: outside \[0, inf\]"),
     ("arm: {joint_damping: [1, 2, 3]}\n", "arm.joint_damping = .*expected one number or 7 numbers"),
