@@ -50,6 +50,7 @@ from simreal_ros.sim.randomize import RandomizationRanges, load_ranges
 from simreal_ros.sim.real_arm import load_real_arm
 
 TIMING_MODES = ("paced", "unpaced")
+TASKS = ("reach", "push")
 
 #: per-knob override name -> (section, field) of :class:`RandomizationRanges`. A value fixes
 #: the knob (``[v, v]``) instead of the profile's range.
@@ -127,6 +128,8 @@ class DriverConfig:
     seed: int = setting(0, "seed of randomization draws, noise and drops", low=0, high=2**31 - 1)
     goals_seed: int = setting(0, "seed of goal sampling", low=0, high=2**31 - 1)
     goal: tuple[float, float, float] | None = None
+    task: str = setting("reach", "reach: the bare arm; push: the puck, the pusher tool and the goal on the table, "
+                        "with the object tracker's poses", choices=TASKS)
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -145,6 +148,7 @@ class Tick:
     time: float
     measurement: Measurement | None  # newest measurement that became available, None if none
     truth: Measurement
+    objects: tuple = ()  # push: tracked puck poses that arrived this period (TrackedPose, driver-time stamps)
 
 
 class SimDriver:
@@ -163,16 +167,35 @@ class SimDriver:
 
             robot = robot or load_robot()
             real_arm = load_real_arm(cfg.real_arm, robot)  # RealArmError (a ValueError) names file and key
+        push = None
+        if cfg.task == "push":
+            from simreal_ros.robot.mujoco_model import PushScene
+            from simreal_ros.robot.tool import load_tool
+            from simreal_ros.sim.push_task import load_push_task
+
+            push = PushScene(load_tool(), load_push_task())
         self.arm = ArmSim(ArmSimConfig(physics_dt=cfg.physics_dt, measurement_period=cfg.measurement_period,
-                                       command_mode=cfg.command_mode, ranges=cfg.ranges, real_arm=real_arm),
-                          robot=robot, seed=cfg.seed)
+                                       command_mode=cfg.command_mode, ranges=cfg.ranges, real_arm=real_arm,
+                                       push=push), robot=robot, seed=cfg.seed)
         self.robot = self.arm.robot
+        self.world = None
+        if push is not None:  # the push task's puck, goal and tracker on the same arm (as the Gymnasium env)
+            from simreal_ros.sim.push_world import PushWorld
+
+            self.world = PushWorld(self.arm, push.task, push.tool, cfg.ranges.contact,
+                                   real_arm.table if real_arm is not None else None)
+            self._world_rng = np.random.default_rng(cfg.seed + 1)
+            self._reset_push()
         self.period = cfg.period
         ticks(self.period, cfg.measurement_period, "publish period (1/publish_rate_hz)")
         self._sync_every = ticks(cfg.sync_period, self.period, "sync_period") if cfg.sync_period > 0 else 0
         self.goal_rng = np.random.default_rng(cfg.goals_seed)
-        self.goal = self._checked_goal(cfg.goal) if cfg.goal is not None else sample_goal(self.robot, self.goal_rng)
-        self.arm.set_target(self.goal)
+        if self.world is not None:
+            self.goal = self.world.goal_point if cfg.goal is None else self.set_goal(cfg.goal)
+        else:
+            self.goal = self._checked_goal(cfg.goal) if cfg.goal is not None else sample_goal(self.robot,
+                                                                                            self.goal_rng)
+            self.arm.set_target(self.goal)
         self._offset = 0.0  # sim time of earlier episodes
         self._fifo: deque[np.ndarray] = deque()
         self._steps = 0
@@ -278,7 +301,8 @@ class SimDriver:
         self.arm.set_command(arr, self.config.command_mode)
 
     def step(self) -> Tick:
-        """Advance one publish period; return the newest available measurement and the truth."""
+        """Advance one publish period; return the newest available measurement, the truth and
+        (push) the tracked puck poses that arrived."""
         self.arm.advance(self.period)
         self._steps += 1
         meas = self.arm.pop_measurements()
@@ -287,7 +311,15 @@ class SimDriver:
             self.counters["no_measurement"] += 1
         else:
             self.counters["published"] += 1
-        return Tick(self.time, latest, self._shift(self.arm.true_state()))
+        objects = ()
+        if self.world is not None:
+            objects = tuple(o._replace(stamp=o.stamp + self._offset) for o in self.world.track())
+        return Tick(self.time, latest, self._shift(self.arm.true_state()), objects)
+
+    def _reset_push(self) -> None:
+        """Push: the tool's start pose, then the table, puck, goal and tracker (PushWorld.reset)."""
+        self.arm.reset(q0=self.world.frame.rest)
+        self.world.reset(self._world_rng, int(self._world_rng.integers(2**62)))
 
     def _shift(self, m: Measurement) -> Measurement:
         return m._replace(stamp=m.stamp + self._offset)
@@ -297,6 +329,13 @@ class SimDriver:
         """New episode: home pose, fresh randomization draw, new sampled goal. Returns the goal."""
         self._offset += self.arm.time
         self._dropped_before += self.arm.dropped
+        if self.world is not None:
+            self._reset_push()
+            self._fifo.clear()
+            self.episode += 1
+            self.target = self.arm.true_state().position.copy()
+            self.goal = self.world.goal_point
+            return self.goal.copy()
         self.arm.reset()
         self._fifo.clear()
         self.episode += 1
@@ -305,12 +344,21 @@ class SimDriver:
         return self.next_goal()
 
     def next_goal(self) -> np.ndarray:
-        """Sample a new reachable goal (``simreal_ros.sim.env.sample_goal``) and make it current."""
+        """Sample a new reachable goal (``simreal_ros.sim.env.sample_goal``; push: in the task's goal
+        region, away from the puck) and make it current."""
+        if self.world is not None:
+            xy = self.world.sample_goal(self.goal_rng, self.world.puck_state()[0])
+            return self.set_goal([xy[0], xy[1], self.world.goal_point[2]])
         return self.set_goal(sample_goal(self.robot, self.goal_rng))
 
     def set_goal(self, point: Sequence[float]) -> np.ndarray:
-        """Make ``point`` (x, y, z in m, base frame) the goal; raises ValueError if malformed."""
-        self.goal = self._checked_goal(point)
+        """Make ``point`` (x, y, z in m, base frame; push: a point on the table, z ignored) the goal;
+        raises ValueError if malformed."""
+        p = self._checked_goal(point)
+        if self.world is not None:
+            self.goal = self.world.set_goal(p[:2])
+            return self.goal.copy()
+        self.goal = p
         self.arm.set_target(self.goal)
         return self.goal.copy()
 
@@ -324,7 +372,12 @@ class SimDriver:
     # ------------------------------------------------------------------ diagnostics
     def diagnostics(self, wall_now: float) -> dict[str, Any]:
         """Counters and timing for the ``/diagnostics`` status (values are plain numbers/strings)."""
+        push = {}
+        if self.world is not None:
+            st = self.world.status()
+            push = {"task": "push", "puck_goal_distance_m": round(st["distance"], 4), "puck_success": st["is_success"],
+                    "tracker_dropped": self.world.tracker.dropped}
         return {"sim_time_s": round(self.time, 6), "real_time_factor": round(self.real_time_factor(wall_now), 4),
-                "timing": self.config.timing, "episode": self.episode,
+                "timing": self.config.timing, "episode": self.episode, **push,
                 "dropped_measurements": self._dropped_before + self.arm.dropped, **self.counters,
                 "last_rejection": self.last_rejection}

@@ -19,8 +19,6 @@ joint target), :meth:`status`.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, fields
 from typing import Any
 
 import gymnasium as gym
@@ -30,68 +28,18 @@ import numpy as np
 from simreal_ros.policy.observation import ObsInputs, build_observation
 from simreal_ros.robot import RobotModel
 from simreal_ros.robot.mujoco_model import TABLE_TOP, PushScene
-from simreal_ros.robot.planar import PlanarFrame, PlanarReference
+from simreal_ros.robot.planar import PlanarReference
 from simreal_ros.robot.tool import ToolSpec, load_tool
 from simreal_ros.sim.arm import MEASUREMENT_PERIOD, PHYSICS_DT, ArmSim, ArmSimConfig, Measurement, ticks
 from simreal_ros.sim.push_task import PushTaskConfig, load_push_task
-from simreal_ros.sim.randomize import ContactRanges, RandomizationRanges, load_ranges
-from simreal_ros.sim.tracker import ObjectTracker, TrackedPose
+from simreal_ros.sim.push_world import FALL_DEPTH, ContactDraw, PushWorld, draw_contact  # noqa: F401 (re-exported)
+from simreal_ros.sim.randomize import RandomizationRanges, load_ranges
+from simreal_ros.sim.tracker import TrackedPose
 
 #: observation terms of the push task, in order (sizes: 7, 7, 2, 2, 2, 2, 2, 2); built by
 #: :func:`simreal_ros.policy.observation.build_observation`, as the executor does on the robot
 PUSH_TERMS = ("joint_pos", "joint_vel", "tool_xy", "object_xy", "goal_xy", "tool_to_object", "object_to_goal",
               "last_action_xy")
-FALL_DEPTH = 0.05  # m below the table top: the puck has left the table
-
-
-@dataclass(frozen=True)
-class ContactDraw:
-    """One episode's contact values (what :class:`ContactRanges` drew)."""
-
-    table_friction: float
-    puck_mass: float
-    puck_radius: float
-    puck_height: float
-    table_height_offset: float
-    tracker_noise_std: float
-    tracker_latency: float
-    tracker_drop_probability: float
-
-    def as_dict(self) -> dict[str, float]:
-        return {f.name: float(getattr(self, f.name)) for f in fields(self)}
-
-
-def draw_contact(rng: np.random.Generator, ranges: ContactRanges, task: PushTaskConfig) -> ContactDraw:
-    """Uniform draws in each ``[low, high]`` (pure in ``rng`` and ``ranges``)."""
-    def u(iv):
-        return float(rng.uniform(iv[0], iv[1]))
-
-    size = u(ranges.puck_size_scale)
-    return ContactDraw(
-        table_friction=task.table_friction * u(ranges.table_friction_scale),  # x U[scale]
-        puck_mass=task.puck_mass * u(ranges.puck_mass_scale),  # x U[scale]
-        puck_radius=task.puck_radius * size, puck_height=task.puck_height * size,  # one size scale for both
-        table_height_offset=u(ranges.table_height_offset),  # m, U[low, high] (signed)
-        tracker_noise_std=u(ranges.tracker_noise_std),
-        tracker_latency=u(ranges.tracker_latency),
-        tracker_drop_probability=u(ranges.tracker_drop_probability),
-    )
-
-
-def _refresh_puck_constants(model: mujoco.MjModel, sim) -> None:
-    """Recompute what MuJoCo derives at compile time from the puck's mass and inertia (its
-    ``dof_invweight0``, ``body_invweight0``, ``dof_M0``, subtree masses) after they were changed
-    in place. With the compiled 0.2 kg puck's weights a 0.6 kg puck went unstable (NaN
-    velocities) at the first push. Only the puck's entries are replaced: the arm keeps the
-    constraint scaling :class:`~simreal_ros.sim.arm.ArmSim` gives it (which the calibration's
-    replay reproduces)."""
-    fresh = copy.copy(model)
-    mujoco.mj_setConst(fresh, mujoco.MjData(fresh))
-    b, d = sim.puck_body, slice(sim.puck_dof_adr, sim.puck_dof_adr + 6)
-    model.body_invweight0[b] = fresh.body_invweight0[b]
-    model.dof_invweight0[d] = fresh.dof_invweight0[d]
-    model.dof_M0[d] = fresh.dof_M0[d]
-    model.body_subtreemass[[0, b]] = fresh.body_subtreemass[[0, b]]
 
 
 class PushEnv(gym.Env):
@@ -141,8 +89,8 @@ class PushEnv(gym.Env):
                              "tracker period)")
         ticks(self.tracker_period, measurement_period, "tracker period")
         self.max_steps = ticks(t.episode_seconds, self.control_period, "episode_seconds")
-        self.frame = PlanarFrame.for_robot(self.robot, TABLE_TOP + t.push_height, self.tool.tip_offset, t.workspace,
-                                           t.tool_start)
+        self.world = PushWorld(self.arm, t, self.tool, ranges.contact, real.table if real is not None else None)
+        self.frame = self.world.frame
         self.reference = PlanarReference(self.robot, self.frame, t.max_lead)
         n = self.robot.n_joints
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2 * n + 12,), np.float32)
@@ -152,9 +100,6 @@ class PushEnv(gym.Env):
         self._renderer = None
         self._last_meas: Measurement | None = None
         self._tracked: TrackedPose | None = None
-        self.contact: ContactDraw | None = None
-        m = self.arm.nominal
-        self._nominal_table_z = float(m.geom_pos[self.sim.table_geom][2])
 
     # ------------------------------------------------------------------ evaluation API
     @property
@@ -185,14 +130,21 @@ class PushEnv(gym.Env):
 
     def puck_state(self) -> tuple[np.ndarray, np.ndarray]:
         """True puck position (3,) and linear velocity (3,) (evaluation only)."""
-        a, d = self.sim.puck_qpos_adr, self.sim.puck_dof_adr
-        return self.arm.data.qpos[a:a + 3].copy(), self.arm.data.qvel[d:d + 3].copy()
+        return self.world.puck_state()
 
     def tool_tip(self) -> np.ndarray:
         """True tool tip position (evaluation only)."""
-        g = self.sim.tool_geom
-        d = self.arm.data
-        return d.geom_xpos[g] + d.geom_xmat[g].reshape(3, 3) @ np.array([0, 0, self.tool.length / 2])
+        return self.world.tool_tip()
+
+    @property
+    def contact(self) -> ContactDraw | None:
+        """This episode's contact values."""
+        return self.world.contact
+
+    @property
+    def goal(self) -> np.ndarray:
+        """The goal (x, y) on the table (m)."""
+        return self.world.goal
 
     # ------------------------------------------------------------------ helpers
     def _measure(self) -> None:
@@ -201,37 +153,12 @@ class PushEnv(gym.Env):
             self._last_meas = meas[-1]
 
     def _track(self) -> None:
-        t = self.arm.time
-        if self.tracker.due(t):
-            a = self.sim.puck_qpos_adr
-            qp = self.arm.data.qpos
-            self.tracker.sample(t, qp[a:a + 3], qp[a + 3:a + 7])
-        arrived = self.tracker.pop(t)
-        if arrived:
-            self._tracked = arrived[-1]
-
-    def _apply_contact(self, c: ContactDraw) -> None:
-        m, nom, s = self.arm.model, self.arm.nominal, self.sim
-        m.pair_friction[s.table_pair, :2] = c.table_friction
-        m.geom_size[s.puck_geom, :2] = [c.puck_radius, c.puck_height / 2]
-        m.body_mass[s.puck_body] = c.puck_mass
-        r, h = c.puck_radius, c.puck_height
-        ixx = c.puck_mass * (3 * r * r + h * h) / 12.0
-        m.body_inertia[s.puck_body] = [ixx, ixx, c.puck_mass * r * r / 2.0]
-        m.geom_pos[s.table_geom] = nom.geom_pos[s.table_geom]
-        m.geom_pos[s.table_geom, 2] = self._nominal_table_z + c.table_height_offset
-        # keep rbound/aabb consistent with the new size (collision broad phase)
-        m.geom_rbound[s.puck_geom] = float(np.hypot(r, h / 2))
-        m.geom_aabb[s.puck_geom, 3:] = [r, r, h / 2]
-        _refresh_puck_constants(m, s)
+        self.world.track()
+        if self.world.tracked is not None:
+            self._tracked = self.world.tracked
 
     def _status(self) -> dict[str, Any]:
-        p, v = self.puck_state()
-        dist = float(np.linalg.norm(p[:2] - self.goal))
-        speed = float(np.linalg.norm(v[:2]))
-        fell = bool(p[2] < TABLE_TOP + self.contact.table_height_offset - FALL_DEPTH)
-        return {"distance": dist, "speed": speed, "fell": fell,
-                "is_success": (not fell) and dist < self.task.success_radius and speed < self.task.success_speed}
+        return self.world.status()
 
     @property
     def action_planar(self) -> dict[str, Any]:
@@ -245,7 +172,7 @@ class PushEnv(gym.Env):
     @property
     def goal_point(self) -> np.ndarray:
         """The goal as a 3-D point on the table (what the goal topic carries)."""
-        return np.array([self.goal[0], self.goal[1], TABLE_TOP])
+        return self.world.goal_point
 
     def _obs(self) -> np.ndarray:
         m = self._last_meas
@@ -253,44 +180,14 @@ class PushEnv(gym.Env):
                            tool=self.frame.tip_position(self.robot, m.position), object=self._tracked.position)
         return build_observation(self.robot, PUSH_TERMS, inputs).astype(np.float32)
 
-    def _sample_start(self) -> tuple[np.ndarray, np.ndarray]:
-        t, rng = self.task, self.np_random
-        b, g = t.puck_start_box, t.goal_box
-        puck = rng.uniform([b[0], b[1]], [b[2], b[3]])
-        for _ in range(1000):
-            goal = rng.uniform([g[0], g[1]], [g[2], g[3]])
-            if np.linalg.norm(goal - puck) >= t.min_goal_distance:
-                return puck, goal
-        raise ValueError("push task: no goal in goal_box is min_goal_distance from the puck start region")
-
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         arm_seed = int(self.np_random.integers(2**63 - 1))
         self.arm.reset(seed=arm_seed, q0=self.frame.rest)
-        self.contact = draw_contact(self.np_random, self.ranges.contact, self.task)  # (always drawn: same rng)
-        if self.real is not None and self.real.table:
-            t = self.task
-            base = {"table_friction": t.table_friction, "puck_mass": t.puck_mass, "puck_radius": t.puck_radius,
-                    "puck_height": t.puck_height, "table_height_offset": 0.0, "tracker_noise_std": 0.0,
-                    "tracker_latency": 0.0, "tracker_drop_probability": 0.0}
-            self.contact = ContactDraw(**{**base, **self.real.table})
-        self._apply_contact(self.contact)
-        puck, self.goal = self._sample_start()
-        if options and "puck" in options:
-            puck = np.asarray(options["puck"], dtype=float)
-        if options and "goal" in options:
-            self.goal = np.asarray(options["goal"], dtype=float)
-        d, a = self.arm.data, self.sim.puck_qpos_adr
-        d.qpos[a:a + 7] = [puck[0], puck[1], TABLE_TOP + self.contact.table_height_offset
-                           + self.contact.puck_height / 2, 1, 0, 0, 0]
-        d.qvel[self.sim.puck_dof_adr:self.sim.puck_dof_adr + 6] = 0.0
-        d.mocap_pos[self.sim.goal_mocap] = [self.goal[0], self.goal[1], TABLE_TOP + self.contact.table_height_offset]
-        mujoco.mj_forward(self.arm.model, d)
-        c = self.contact
-        self.tracker = ObjectTracker(self.task.tracker_rate_hz, c.tracker_noise_std, c.tracker_latency,
-                                     c.tracker_drop_probability, np.random.default_rng(arm_seed + 1))
-        self.tracker.reset(self.arm.time)
+        opts = options or {}
+        drawn = self.world.reset(self.np_random, arm_seed + 1, puck=opts.get("puck"), goal=opts.get("goal"))
+        puck, c = drawn["puck_start"], self.world.contact
         self._last_action = np.zeros(2)
         self.reference.reset()
         self._steps = 0
