@@ -98,6 +98,7 @@ setup(
             "state_estimator = simreal_ros.nodes.estimator_node:main",
             "policy_executor = simreal_ros.nodes.policy_node:main",
             "baseline_controller = simreal_ros.nodes.baseline_node:main",
+            "push_baseline = simreal_ros.nodes.pusher_node:main",
             "safety_shield = simreal_ros.nodes.shield_node:main",
             "recorder = simreal_ros.nodes.recorder_node:main",
             "live_view = simreal_ros.nodes.view_node:main",

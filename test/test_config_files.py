@@ -27,9 +27,25 @@ CONFIG = REPO / "config"
 #: data files that are not a node's ROS parameters (each has its own loader and tests)
 DATA_FILES = {"panda_joint_limits.yaml", "panda_impedance.yaml", "randomization.yaml", "real_driver.yaml",
               "push_task.yaml"}
-#: node -> module, from the graph (the one place that says which file feeds which node)
+
+
+def _push_bundle() -> str:
+    """A push (planar) bundle for the push graph's node list (the graph checks the policy's task)."""
+    import tempfile
+
+    from simreal_ros.policy.onnx_linear import write_linear_bundle
+    from simreal_ros.sim.push_env import PUSH_TERMS, PushEnv
+
+    env = PushEnv()
+    return str(write_linear_bundle(Path(tempfile.mkdtemp()) / "push", env.robot, terms=PUSH_TERMS,
+                                   action_type="tool_planar_delta", action_scale=env.task.action_scale,
+                                   control_rate_hz=env.task.control_rate_hz, action_planar=env.action_planar))
+
+
+#: node -> module, from the graphs (the one place that says which file feeds which node)
 NODES = {n.name: (n.module, Path(n.param_files[0]))
-         for n in [*build_graph(GraphOptions(view=True)), *build_calibrate_graph(GraphOptions())]}
+         for n in [*build_graph(GraphOptions(view=True)), *build_calibrate_graph(GraphOptions()),
+                   *build_graph(GraphOptions(task="push", policy=_push_bundle()))]}
 #: files whose owner has not converted them yet: {file name: reason}; each case is xfail(strict)
 PENDING: dict[str, str] = {}  # name -> reason, for a file whose node is being converted
 

@@ -11,7 +11,7 @@ import pytest
 pytestmark = pytest.mark.ros
 
 NODES = ["sim_bridge_node", "estimator_node", "policy_node", "baseline_node", "shield_node", "recorder_node",
-         "excitation_node", "view_node"]
+         "excitation_node", "view_node", "pusher_node"]
 
 
 @pytest.mark.parametrize("module", NODES)

@@ -27,6 +27,7 @@ from simreal_ros.shield.config import SHIELD_SETTINGS, ShieldConfig, load_shield
 
 PACKAGE = "simreal_ros"
 MODES = ("sim", "real")
+TASKS = ("reach", "push")
 SHIELD_MODES = ("active", "shadow", "blend", "hold")
 TIMINGS = ("paced", "unpaced")
 SIM_STATE_TIMEOUT_S = 0.5  # the shield's state watchdog in simulation (see build_graph)
@@ -52,7 +53,9 @@ class LaunchArg:
 #: Launch arguments, shared by the launch file and the CLI (so both accept the same options).
 LAUNCH_ARGS: tuple[LaunchArg, ...] = (
     LaunchArg("mode", "sim", "sim: MuJoCo sim bridge; real: connect to the real arm's driver topics", MODES),
-    LaunchArg("policy", "", "policy bundle directory (empty: the shipped policies/reach_default)"),
+    LaunchArg("task", "reach", "reach (free-space reaching) or push (a puck on the table, the pusher tool, the "
+              "tracked puck pose on /simreal/object_pose)", TASKS),
+    LaunchArg("policy", "", "policy bundle directory (empty: the shipped policies/<task>_default)"),
     LaunchArg("shield_mode", "active", "shield mode at start: active | shadow | blend | hold", SHIELD_MODES),
     LaunchArg("record", "true", "record the run to a rosbag2 (MCAP) bag", ("true", "false")),
     LaunchArg("output_dir", "runs", "directory for recorded bags"),
@@ -108,6 +111,7 @@ class GraphOptions:
     """The launch arguments, validated."""
 
     mode: str = "sim"
+    task: str = "reach"
     policy: str = ""
     shield_mode: str = "active"
     record: bool = True
@@ -125,7 +129,7 @@ class GraphOptions:
     view: bool = False  # the live_view node (Foxglove WebSocket)
 
     def __post_init__(self) -> None:
-        for name, allowed in (("mode", MODES), ("shield_mode", SHIELD_MODES), ("timing", TIMINGS),
+        for name, allowed in (("mode", MODES), ("task", TASKS), ("shield_mode", SHIELD_MODES), ("timing", TIMINGS),
                               ("trigger", TRIGGERS), ("executor", EXECUTORS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"launch argument '{name}' = {getattr(self, name)!r}; allowed: {list(allowed)}")
@@ -174,11 +178,11 @@ def _config(name: str) -> Path:
 
 
 def policy_directory(opts: GraphOptions) -> Path:
-    """The policy bundle the graph runs (``opts.policy`` or the shipped default)."""
+    """The policy bundle the graph runs (``opts.policy`` or the task's shipped default)."""
     if opts.policy:
         return Path(opts.policy).resolve()
     try:
-        return resource(*DEFAULT_POLICY)
+        return resource("policies", f"{opts.task}_default")
     except ResourceNotFoundError as exc:
         raise ValueError(f"launch argument 'policy' is empty and the shipped bundle is missing ({exc})") from None
 
@@ -243,19 +247,31 @@ def build_graph(opts: GraphOptions) -> list[NodeSpec]:
         driver_remaps = (("/joint_states", topics["joint_states"]),
                          ("/forward_position_controller/commands", topics["position_command"]))
     bundle = policy_directory(opts)
-    rate = read_manifest(bundle)[0].control_rate_hz  # the bundle's own rate drives the whole loop
+    manifest = read_manifest(bundle)[0]
+    rate = manifest.control_rate_hz  # the bundle's own rate drives the whole loop
+    from simreal_ros.training.tasks import task_of_manifest
+
+    if task_of_manifest(manifest) != opts.task:
+        raise ValueError(f"policy {bundle} is a {task_of_manifest(manifest)} policy; launch argument task is "
+                         f"{opts.task!r}")
     nodes.append(NodeSpec("state_estimator", "state_estimator", "simreal_ros.nodes.estimator_node",
                           (_config("estimator.yaml"),), dict(common)))
     policy_params = {**common, "trigger": opts.trigger}
-    if opts.policy:
+    if opts.policy or opts.task != "reach":
         policy_params["bundle"] = str(bundle)
     nodes.append(NodeSpec("policy_executor", "policy_executor", "simreal_ros.nodes.policy_node",
                           (_config("policy.yaml"),), policy_params))
-    nodes.append(NodeSpec("baseline_controller", "baseline_controller", "simreal_ros.nodes.baseline_node",
-                          (_config("baseline.yaml"),), {**common, "rate_hz": rate}))
+    if opts.task == "push":  # the scripted pusher is the baseline and the shield's fallback
+        nodes.append(NodeSpec(PUSH_BASELINE, PUSH_BASELINE, "simreal_ros.nodes.pusher_node",
+                              (_config("push_baseline.yaml"),), {**common, "rate_hz": rate}))
+    else:
+        nodes.append(NodeSpec("baseline_controller", "baseline_controller", "simreal_ros.nodes.baseline_node",
+                              (_config("baseline.yaml"),), {**common, "rate_hz": rate}))
     shield_file = _config("shield.yaml")
     shield = {**common, "mode": opts.shield_mode, "autostart": True,
               **shield_timing(rate, load_shield_config(shield_file))}
+    if opts.task == "push":
+        shield.update(push_flange_box())
     if opts.mode == "sim":
         # A laptop sim shares its cores with the whole stack: DDS delivery stalls of a few hundred
         # ms happen under load and are not a dead driver. On the robot config/shield.yaml's value holds.
@@ -270,6 +286,9 @@ def build_graph(opts: GraphOptions) -> list[NodeSpec]:
         rec = {**common, "output_dir": str(Path(opts.output_dir).resolve())}
         if opts.bag_name:
             rec["bag_name"] = opts.bag_name
+        if opts.task == "push":
+            recorded = list(read_node_parameters(_config("recorder.yaml"), "recorder").get("topics", []))
+            rec["topics"] = [*recorded, OBJECT_TOPIC]
         nodes.append(NodeSpec("recorder", "recorder", "simreal_ros.nodes.recorder_node",
                               (_config("recorder.yaml"),), rec))
     nodes = [replace(n, parameters={**n.parameters, "nice": URGENT_NICE}) for n in nodes]
@@ -313,10 +332,30 @@ def _randomization(value: str) -> str:
     return path
 
 
+PUSH_BASELINE = "push_baseline"
+OBJECT_TOPIC = "/simreal/object_pose"
+
+
+def push_flange_box() -> dict[str, Any]:
+    """The shield's Cartesian box for the push task: the flange over the task's workspace (with a
+    2 cm margin), never lower than the tool tip touching the table (config/push_task.yaml,
+    urdf/panda_pusher.yaml), so no command can drive the tool into the table."""
+    from simreal_ros.robot.mujoco_model import TABLE_TOP
+    from simreal_ros.robot.tool import load_tool
+    from simreal_ros.sim.push_task import load_push_task
+
+    t, tool = load_push_task(), load_tool()
+    x0, y0, x1, y1 = t.workspace
+    margin = 0.02
+    return {"cartesian_box_enabled": True,
+            "cartesian_box": [x0 - margin, y0 - margin, TABLE_TOP + tool.length, x1 + margin, y1 + margin,
+                              TABLE_TOP + tool.length + 0.4]}
+
+
 def _sim_bridge(opts: GraphOptions, common: dict[str, Any]) -> NodeSpec:
-    """The sim bridge of a sim graph: timing, randomization (profile or file), seed, hidden arm."""
+    """The sim bridge of a sim graph: task, timing, randomization (profile or file), seed, hidden arm."""
     params = {**common, "timing": opts.timing, "randomization_profile": _randomization(opts.randomization),
-              "seed": opts.seed}
+              "seed": opts.seed, "task": opts.task}
     if opts.real_arm:
         from simreal_ros.robot import load_robot
         from simreal_ros.sim.real_arm import load_real_arm

@@ -9,8 +9,9 @@ topic                                       type                               p
 /simreal/state_covariance                   std_msgs/Float64MultiArray         state_estimator
 /simreal/belief                             std_msgs/Float64MultiArray         state_estimator
 /simreal/goal                               geometry_msgs/PointStamped         sim_bridge / user
+/simreal/object_pose                        geometry_msgs/PoseStamped          sim_bridge (push) / tracker
 /simreal/policy/command                     std_msgs/Float64MultiArray         policy_executor (labelled kind)
-/simreal/baseline/command                   std_msgs/Float64MultiArray         baseline_controller (labelled)
+/simreal/baseline/command                   std_msgs/Float64MultiArray         baseline_controller / push_baseline
 /simreal/excitation/command                 std_msgs/Float64MultiArray         excitation_controller (labelled)
 /forward_position_controller/commands       std_msgs/Float64MultiArray         safety_shield (sent, position mode)
 /forward_effort_controller/commands         std_msgs/Float64MultiArray         safety_shield (sent, effort mode)

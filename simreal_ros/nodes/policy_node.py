@@ -11,6 +11,13 @@ With ``trigger: timer`` a free-running timer steps. Skipped cycles publish nothi
 out-of-distribution alarm publishes its reason on the revert topic. ``/diagnostics`` carries rate, compute and state-age p50/p99, OOD
 score and skip counters.
 
+The node subscribes to the inputs its bundle's observation terms declare
+(:data:`~simreal_ros.policy.observation.TERM_INPUTS`): the state and the goal, and for the push
+task the tracked object pose (``geometry_msgs/PoseStamped`` on ``object_topic``, stamped at
+acquisition; a pose older than ``max_object_age`` skips the cycle). A bundle whose inputs the
+node cannot provide (an empty topic, or an input it has no subscription for) refuses to start,
+naming them.
+
 A bundle that does not match the robot (or a bad parameter) stops the process at start with
 exit status 1 and a message naming both sides.
 """
@@ -47,6 +54,8 @@ SPEC = [replace(s, read_only=True) for s in (
     Param("state_topic", "/simreal/state_estimate", "sensor_msgs/JointState input (estimate or /joint_states)"),
     Param("goal_topic", "/simreal/goal", "goal position of the flange in the base frame"),
     Param("goal_type", "point", "goal message type", choices=("point", "pose")),
+    Param("object_topic", "/simreal/object_pose", "tracked object pose (PoseStamped), subscribed when the bundle's "
+          "observation needs it; '' = not available"),
     Param("command_topic", "/simreal/policy/command", "proposed command to the shield (Float64MultiArray)"),
     Param("revert_topic", "/simreal/shield/revert", "std_msgs/String revert requests (OOD alarms)"),
     Param("diagnostics_period", 1.0, "s between /diagnostics messages", low=0.05, high=60.0),
@@ -78,6 +87,10 @@ class PolicyExecutorNode(Node):
         period = 1.0 / m.control_rate_hz
         self.policy = PolicyExecutor(bundle, self.robot,
                                      replace(config, compute_deadline=config.deadline_fraction * period))
+        missing = missing_inputs(self.policy.inputs, p)
+        if missing:
+            raise BundleError(f"policy '{m.name}' ({path}) observes {', '.join(missing)}, which this node cannot "
+                              f"provide: {'; '.join(missing.values())}")
         self.order = JointOrder(self.robot.joint_names)
         self.cmd_pub = self.create_publisher(Float64MultiArray, p["command_topic"], 10)
         self.revert_pub = self.create_publisher(String, p["revert_topic"], 10)
@@ -85,6 +98,8 @@ class PolicyExecutorNode(Node):
         self.create_subscription(JointState, p["state_topic"], self._on_state, LATEST_STATE_QOS)
         goal_type = PoseStamped if p["goal_type"] == "pose" else PointStamped
         subscribe_goal(self, goal_type, p["goal_topic"], self._on_goal)  # latched or plain publishers
+        if "object_pose" in self.policy.inputs:
+            self.create_subscription(PoseStamped, p["object_topic"], self._on_object, LATEST_STATE_QOS)
         # steady timer on wall time; with use_sim_time the timer follows the ROS (sim) clock
         sim_time = self.get_parameter("use_sim_time").value
         self.gate = CycleGate(period) if config.trigger == "estimate" else None
@@ -120,6 +135,13 @@ class PolicyExecutorNode(Node):
             now = self.get_clock().now().nanoseconds * 1e-9
             if self.gate.due(now):
                 self._cycle(now)
+
+    def _on_object(self, msg: PoseStamped) -> None:
+        pt = msg.pose.position
+        stamp = stamp_to_sec(msg.header.stamp) or self.get_clock().now().nanoseconds * 1e-9
+        if not self.policy.update_object([pt.x, pt.y, pt.z], stamp):
+            self.get_logger().warn(f"ignoring non-finite object pose on {self.params['object_topic']}",
+                                   throttle_duration_sec=2.0)
 
     def _on_goal(self, msg) -> None:
         pt = msg.point if isinstance(msg, PointStamped) else msg.pose.position
@@ -167,6 +189,19 @@ class PolicyExecutorNode(Node):
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(msg)
+
+
+def missing_inputs(inputs, params) -> dict[str, str]:
+    """The bundle's inputs (:attr:`PolicyExecutor.inputs`) this node cannot provide, with why."""
+    topics = {"joint_state": "state_topic", "goal": "goal_topic", "object_pose": "object_topic"}
+    out = {}
+    for name in inputs:
+        key = topics.get(name)
+        if key is None:
+            out[name] = f"the policy node has no {name} subscription"
+        elif not params[key]:
+            out[name] = f"parameter '{key}' is empty"
+    return out
 
 
 NODE_CLASS = PolicyExecutorNode  # for the in-process graph runner (simreal_ros.bringup.runner)

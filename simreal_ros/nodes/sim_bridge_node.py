@@ -12,6 +12,11 @@ Also: ground truth (noise-free, for evaluation only) on ``ground_truth_topic``; 
 goal), both ``std_srvs/Trigger``; a goal request topic (``PointStamped``) to set a given goal;
 ``/diagnostics`` (sim time, real-time factor, dropped measurements, rejected commands).
 
+With ``task: push`` the scene has the puck, the pusher tool and the goal on the table: the goal
+is a point on the table, and the puck's pose comes the way a lab's tracker gives it
+(``geometry_msgs/PoseStamped`` on ``object_topic``, stamped at acquisition, at the task's
+tracker rate with its noise, latency and drops: :mod:`simreal_ros.sim.tracker`).
+
 Timing (see :mod:`simreal_ros.sim.driver`): ``paced`` follows the wall clock and stamps with
 ROS time; ``unpaced`` runs as fast as the executor allows, publishes ``/clock`` every period
 and stamps with sim time (consumers set ``use_sim_time``); ``sync_period > 0`` adds the
@@ -26,7 +31,7 @@ from dataclasses import replace
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PointStamped
+from geometry_msgs.msg import PointStamped, PoseStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
@@ -71,6 +76,8 @@ SPEC = [
     Param("goal_topic", "/simreal/goal", "goal output (PointStamped, latched)", read_only=True),
     Param("goal_request_topic", "/simreal/sim/goal_request", "PointStamped input: set this goal", read_only=True),
     Param("goal_frame", "base", "frame_id of the published goal", read_only=True),
+    Param("object_topic", "/simreal/object_pose", "push task: tracked puck pose output (PoseStamped)",
+          read_only=True),
     # the driver's settings: type, default, bounds and description declared once in DriverConfig
     *[replace(st, read_only=True) for st in settings_of(DriverConfig)],
     Param("randomization_profile", "nominal", "profile in config/randomization.yaml (nominal, default, wide)",
@@ -105,6 +112,8 @@ class SimBridgeNode(Node):
         self.js_pub = self.create_publisher(JointState, p["joint_state_topic"], reliable)
         self.truth_pub = self.create_publisher(JointState, p["ground_truth_topic"], reliable)
         self.goal_pub = self.create_publisher(PointStamped, p["goal_topic"], latched)
+        self.object_pub = (self.create_publisher(PoseStamped, p["object_topic"], reliable)
+                           if self.driver.world is not None else None)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.clock_pub = self.create_publisher(ClockMsg, "/clock", 10) if self.unpaced else None
         cmd_qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)  # lockstep: never lose one
@@ -129,7 +138,7 @@ class SimBridgeNode(Node):
         self.get_logger().info(
             f"{p['timing']} sim at {p['publish_rate_hz']:g} Hz ({p['command_mode']} commands on "
             f"{p['command_topic'] if p['command_mode'] == 'position' else p['effort_command_topic']}), "
-            f"randomization '{p['randomization_profile']}', seed {p['seed']}"
+            f"task {p['task']}, randomization '{p['randomization_profile']}', seed {p['seed']}"
             + (f", hidden real arm {p['real_arm']}" if p["real_arm"] else ""))
 
     # ------------------------------------------------------------------ stepping
@@ -178,6 +187,14 @@ class SimBridgeNode(Node):
             t = tick.truth
             self.truth_pub.publish(joint_state_msg(self.names, self._stamp(t.stamp), t.position, t.velocity,
                                                    t.effort))
+            for obj in tick.objects:
+                pose = PoseStamped()
+                pose.header.stamp = self._stamp(obj.stamp)
+                pose.header.frame_id = self.params["goal_frame"]
+                pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in obj.position)
+                q = pose.pose.orientation
+                q.w, q.x, q.y, q.z = (float(v) for v in obj.orientation)
+                self.object_pub.publish(pose)
 
     def _on_wait_timer(self) -> None:
         if self.timer.is_canceled():
