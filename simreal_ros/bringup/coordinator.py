@@ -1,8 +1,8 @@
 """The run coordinator of ``simreal sim``: sequences goals, watches progress, collects figures.
 
 A plain rclpy node (not part of the launch graph): it asks the sim bridge for a goal, waits
-until the flange (from the bridge's ground truth) is within the success radius and slow, or
-a timeout passes, then asks for the next one. It counts interventions, reads the policy
+until the flange (reach) or the puck (push; the bridge's true puck pose) is within the
+success radius and slow, or a timeout passes, then asks for the next one. It counts interventions, reads the policy
 executor's latency from ``/diagnostics`` and keeps the numbers for the summary.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PointStamped
+from geometry_msgs.msg import PointStamped, PoseStamped
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -74,8 +74,13 @@ class RunFigures:
 class Coordinator(Node):
     """Drive a sequence of goals through the sim bridge and watch the arm reach them."""
 
-    def __init__(self, success_radius: float = 0.02, success_speed: float = 0.05, **kwargs) -> None:
+    def __init__(self, success_radius: float = 0.02, success_speed: float = 0.05, task: str = "reach",
+                 **kwargs) -> None:
         super().__init__("simreal_coordinator", **kwargs)
+        self.task = task
+        self.puck: np.ndarray | None = None
+        self._puck_last: tuple[float, np.ndarray] | None = None
+        self.puck_speed = float("inf")
         self.robot = load_robot()
         self.order = JointOrder(self.robot.joint_names)
         self.success_radius, self.success_speed = success_radius, success_speed
@@ -87,6 +92,8 @@ class Coordinator(Node):
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(JointState, "/simreal/sim/ground_truth", self._on_truth, 10)
         self.create_subscription(PointStamped, "/simreal/goal", self._on_goal, latched)
+        if task == "push":
+            self.create_subscription(PoseStamped, "/simreal/sim/object_ground_truth", self._on_puck, 10)
         self.create_subscription(DiagnosticArray, "/simreal/shield/interventions", self._on_interventions, 50)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self.create_subscription(Float64MultiArray, "/forward_position_controller/commands", self._on_sent, 50)
@@ -99,6 +106,14 @@ class Coordinator(Node):
         self.flange = self.robot.fk(q)[:3, 3]
         if dq is not None:
             self.flange_speed = float(np.linalg.norm(self.robot.jacobian(q)[:3] @ dq))
+
+    def _on_puck(self, msg: PoseStamped) -> None:
+        p = np.array([msg.pose.position.x, msg.pose.position.y])
+        t = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+        if self._puck_last is not None and t > self._puck_last[0]:
+            self.puck_speed = float(np.linalg.norm(p - self._puck_last[1]) / (t - self._puck_last[0]))
+        self._puck_last = (t, p)
+        self.puck = p
 
     def _on_goal(self, msg: PointStamped) -> None:
         self.goal = np.array([msg.point.x, msg.point.y, msg.point.z])
@@ -133,12 +148,17 @@ class Coordinator(Node):
         self.figures.at_start = {k: dict(v) for k, v in self.figures.latest.items()}
 
     def distance(self) -> float:
+        if self.task == "push":
+            if self.puck is None or self.goal is None:
+                return float("inf")
+            return float(np.linalg.norm(self.goal[:2] - self.puck))
         if self.flange is None or self.goal is None:
             return float("inf")
         return float(np.linalg.norm(self.goal - self.flange))
 
     def reached(self) -> bool:
-        return self.distance() < self.success_radius and self.flange_speed < self.success_speed
+        speed = self.puck_speed if self.task == "push" else self.flange_speed
+        return self.distance() < self.success_radius and speed < self.success_speed
 
     def request_next_goal(self):
         """Ask the sim bridge for a new goal; returns the service future (or None if not ready)."""

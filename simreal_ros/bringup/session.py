@@ -15,7 +15,7 @@ STARTUP_TIMEOUT_S = 60.0
 class _Spinner:
     """The coordinator's own context and executor, spun in a background thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, task: str = "reach") -> None:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
 
@@ -23,7 +23,13 @@ class _Spinner:
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.node = Coordinator(context=self.context)
+        if task == "push":  # the task's own success rule (config/push_task.yaml)
+            from simreal_ros.sim.push_task import load_push_task
+
+            t = load_push_task()
+            self.node = Coordinator(t.success_radius, t.success_speed, task="push", context=self.context)
+        else:
+            self.node = Coordinator(context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._stop = threading.Event()
@@ -70,7 +76,7 @@ def run_session(nodes: list[NodeSpec], opts: GraphOptions, run_dir: Path, goals:
     graph = ProcessGraph(nodes, run_dir, compose) if processes else InProcessGraph(nodes, run_dir)
     graph.start()
     alive = (lambda: not graph.failed()) if processes else (lambda: True)
-    spinner = _Spinner()
+    spinner = _Spinner(opts.task)
     coord = spinner.node
     started = time.monotonic()
     try:
@@ -140,6 +146,7 @@ def _finish(summary: dict[str, Any], fig, opts: GraphOptions, nodes: list[NodeSp
         "policy_commands": fig.policy_commands,
         "policy_latency_p99_ms": fig.policy_latency_p99_ms,
         **fig.timing(),
+        "task": opts.task,
         "shield_mode": opts.shield_mode,
         "nodes": [n.name for n in nodes],
         "goals": [g.__dict__ for g in fig.goals],

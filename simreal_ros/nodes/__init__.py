@@ -21,6 +21,7 @@ topic                                       type                               p
 /simreal/shield/shadow_interventions        diagnostic_msgs/DiagnosticArray    safety_shield (shadow mode)
 /simreal/shield/revert                      std_msgs/String (reason)           monitors -> shield
 /simreal/sim/ground_truth                   sensor_msgs/JointState             sim_bridge (eval only)
+/simreal/sim/object_ground_truth            geometry_msgs/PoseStamped          sim_bridge (push, eval only)
 /simreal/sim/goal_request                   geometry_msgs/PointStamped         user -> sim_bridge
 /simreal/recorder/status                    (in the bag only)                  recorder counters
 /diagnostics                                diagnostic_msgs/DiagnosticArray    every node

@@ -78,6 +78,8 @@ SPEC = [
     Param("goal_frame", "base", "frame_id of the published goal", read_only=True),
     Param("object_topic", "/simreal/object_pose", "push task: tracked puck pose output (PoseStamped)",
           read_only=True),
+    Param("object_ground_truth_topic", "/simreal/sim/object_ground_truth", "push task: true puck pose every "
+          "publish period (PoseStamped), for evaluation only", read_only=True),
     # the driver's settings: type, default, bounds and description declared once in DriverConfig
     *[replace(st, read_only=True) for st in settings_of(DriverConfig)],
     Param("randomization_profile", "nominal", "profile in config/randomization.yaml (nominal, default, wide)",
@@ -112,8 +114,10 @@ class SimBridgeNode(Node):
         self.js_pub = self.create_publisher(JointState, p["joint_state_topic"], reliable)
         self.truth_pub = self.create_publisher(JointState, p["ground_truth_topic"], reliable)
         self.goal_pub = self.create_publisher(PointStamped, p["goal_topic"], latched)
-        self.object_pub = (self.create_publisher(PoseStamped, p["object_topic"], reliable)
-                           if self.driver.world is not None else None)
+        push = self.driver.world is not None
+        self.object_pub = self.create_publisher(PoseStamped, p["object_topic"], reliable) if push else None
+        self.object_truth_pub = (self.create_publisher(PoseStamped, p["object_ground_truth_topic"], reliable)
+                                 if push else None)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.clock_pub = self.create_publisher(ClockMsg, "/clock", 10) if self.unpaced else None
         cmd_qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)  # lockstep: never lose one
@@ -188,13 +192,19 @@ class SimBridgeNode(Node):
             self.truth_pub.publish(joint_state_msg(self.names, self._stamp(t.stamp), t.position, t.velocity,
                                                    t.effort))
             for obj in tick.objects:
-                pose = PoseStamped()
-                pose.header.stamp = self._stamp(obj.stamp)
-                pose.header.frame_id = self.params["goal_frame"]
-                pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in obj.position)
-                q = pose.pose.orientation
-                q.w, q.x, q.y, q.z = (float(v) for v in obj.orientation)
-                self.object_pub.publish(pose)
+                self.object_pub.publish(self._pose(obj.stamp, obj.position, obj.orientation))
+            if self.object_truth_pub is not None:
+                p, q = self.driver.world.puck_pose()
+                self.object_truth_pub.publish(self._pose(tick.time, p, q))
+
+    def _pose(self, stamp: float, position, orientation) -> PoseStamped:
+        pose = PoseStamped()
+        pose.header.stamp = self._stamp(stamp)
+        pose.header.frame_id = self.params["goal_frame"]
+        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in position)
+        o = pose.pose.orientation
+        o.w, o.x, o.y, o.z = (float(v) for v in orientation)
+        return pose
 
     def _on_wait_timer(self) -> None:
         if self.timer.is_canceled():

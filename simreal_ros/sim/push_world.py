@@ -179,6 +179,11 @@ class PushWorld:
         a, d = self.sim.puck_qpos_adr, self.sim.puck_dof_adr
         return self.arm.data.qpos[a:a + 3].copy(), self.arm.data.qvel[d:d + 3].copy()
 
+    def puck_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """True puck position (3,) and orientation quaternion w, x, y, z (evaluation only)."""
+        a = self.sim.puck_qpos_adr
+        return self.arm.data.qpos[a:a + 3].copy(), self.arm.data.qpos[a + 3:a + 7].copy()
+
     def tool_tip(self) -> np.ndarray:
         """True tool tip position (evaluation only)."""
         g = self.sim.tool_geom
