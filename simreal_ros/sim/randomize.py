@@ -235,6 +235,14 @@ class Draw:
         return out
 
 
+def _payload_com(rng: np.random.Generator, intervals) -> np.ndarray:
+    """U[low, high] per axis; no draw at all for the zero intervals of every shipped profile, so
+    the generator's stream (the sim's noise and drops come next) is what it was before calibrated
+    profiles added this knob."""
+    lo, hi = np.array([iv[0] for iv in intervals]), np.array([iv[1] for iv in intervals])
+    return rng.uniform(lo, hi) if np.any(hi > lo) else lo.copy()
+
+
 def draw(rng: np.random.Generator, ranges: RandomizationRanges, n_joints: int) -> Draw:
     """Draw one set of values. Pure: depends only on ``rng``'s state and ``ranges``."""
     d, s = ranges.dynamics, ranges.sensor
@@ -274,7 +282,7 @@ def draw(rng: np.random.Generator, ranges: RandomizationRanges, n_joints: int) -
         observation_latency=float(u(s.observation_latency)),
         action_latency=float(u(s.action_latency)),
         drop_probability=float(u(s.drop_probability)),
-        payload_com=rng.uniform([iv[0] for iv in d.payload_com], [iv[1] for iv in d.payload_com]),
+        payload_com=_payload_com(rng, d.payload_com),
         link_inertia=d.link_inertia,
     )
 
