@@ -361,7 +361,8 @@ def test_sim_with_view_serves_the_running_stack(tmp_path, robot):
     tf = {t: msg["transforms"] for t, msg in client.messages("/tf")}
     checked = 0
     for t, transforms in list(tf.items())[:: max(1, len(tf) // 20)]:
-        assert {x["child_frame_id"] for x in transforms} | {robot.base_link} == urdf_links
+        # every URDF link, plus the base frame the goal is stamped in (config/view.yaml base_frame)
+        assert {x["child_frame_id"] for x in transforms} | {robot.base_link} == urdf_links | {"base"}
         if t in recorded:
             np.testing.assert_allclose(_chain(transforms, robot.base_link)[robot.flange_link],
                                        robot.fk(recorded[t]), atol=1e-6)
@@ -393,6 +394,8 @@ def test_sim_with_view_serves_the_running_stack(tmp_path, robot):
 
     # the goal the sim bridge set
     goals = {(m.point.x, m.point.y, m.point.z) for _, m in bag["/simreal/goal"]}
+    frames = {x["child_frame_id"] for x in next(iter(tf.values()))} | {robot.base_link}
     for _, msg in client.messages("/simreal/goal"):
+        assert msg["entities"][0]["frame_id"] in frames  # the 3D panel can place it
         p = msg["entities"][0]["spheres"][0]["pose"]["position"]
         assert (p.get("x", 0.0), p.get("y", 0.0), p.get("z", 0.0)) in goals

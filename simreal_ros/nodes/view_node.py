@@ -1,8 +1,8 @@
 """``live_view`` node: the running stack in Foxglove, served on a local WebSocket (``view:=true``).
 
 Subscribes to the measured joint states, the policy's and baseline's proposals, what the
-shield sent, its interventions and status (``/diagnostics``), the goal and, when
-``object_topic`` is set, a pushed object's pose; republishes them as Foxglove channels
+shield sent, its interventions and status (``/diagnostics``), the goal and the push task's
+object pose (``object_topic``); republishes them as Foxglove channels
 (:data:`simreal_ros.view.server.CHANNELS`) with the robot description and every link's
 transform from the package's own kinematics. Connect Foxglove to ``ws://127.0.0.1:8765`` and
 import ``config/foxglove_layout.json``. Publishes nothing on ROS. A bad parameter or a port
@@ -39,7 +39,8 @@ SPEC = [replace(s, read_only=True) for s in (
     Param("interventions_topic", "/simreal/shield/interventions", "diagnostic_msgs/DiagnosticArray"),
     Param("shield_name", "safety_shield", "the shield's status name on /diagnostics (its mode, source, revert)"),
     Param("goal_topic", "/simreal/goal", "geometry_msgs/PointStamped goal of the flange"),
-    Param("object_topic", "", "geometry_msgs/PoseStamped of a pushed object, drawn as a puck ('' = off)"),
+    Param("object_topic", "/simreal/object_pose", "geometry_msgs/PoseStamped of the pushed object (the push "
+          "task's puck), drawn as a cylinder ('' = off)"),
     *settings_of(ViewConfig),
 )]
 _CORE_KEYS = tuple(s.name for s in settings_of(ViewConfig))

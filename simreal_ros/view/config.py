@@ -15,6 +15,8 @@ class ViewConfig:
                         "only)")
     port: int = setting(8765, "TCP port of the Foxglove WebSocket server (0: any free port, logged)", low=0,
                         high=65535)
+    base_frame: str = setting("base", "frame the goal and object poses are stamped in (the sim bridge's goal_frame): "
+                              "sent on /tf as identical to the URDF's root link; '' = none")
     state_rate_hz: float = setting(30.0, "joint states and link transforms are sent at most this often",
                                    unit="Hz", low=1.0, high=1000.0)
     description_period: float = setting(2.0, "the robot description (URDF) is re-sent this often, and to every "

@@ -76,12 +76,17 @@ def link_frames(robot: RobotModel) -> list[tuple[str, str]]:
     return pairs
 
 
-def link_transforms(robot: RobotModel, q: Sequence[float], stamp_ns: int = 0) -> FrameTransforms:
-    """``foxglove.FrameTransforms``: each link in its parent link's frame at joint positions ``q``."""
+def link_transforms(robot: RobotModel, q: Sequence[float], stamp_ns: int = 0, base_alias: str = "") -> FrameTransforms:
+    """``foxglove.FrameTransforms``: each link in its parent link's frame at joint positions ``q``
+    (and ``base_alias``, when given, as a frame identical to the root link)."""
     world = robot.link_transforms(q)  # base -> each joint's child link (after its rotation), then the flange
     pairs = link_frames(robot)
     ts = timestamp(stamp_ns)
     out, parent_T = [], np.eye(4)
+    if base_alias and base_alias != robot.base_link:
+        translation, rotation = _pose(np.eye(4))
+        out.append(FrameTransform(timestamp=ts, parent_frame_id=robot.base_link, child_frame_id=base_alias,
+                                  translation=translation, rotation=rotation))
     for (parent, child), T in zip(pairs, world):
         translation, rotation = _pose(np.linalg.solve(parent_T, T))
         out.append(FrameTransform(timestamp=ts, parent_frame_id=parent, child_frame_id=child,

@@ -5,8 +5,7 @@ one process do not share channels) and one channel per entry of :data:`CHANNELS`
 ``publish_*`` method converts plain values with :mod:`simreal_ros.view.convert` and logs them
 with the message's own stamp; a channel nobody subscribes to costs nothing.
 
-To show another stream (e.g. the push task's puck, once the sim publishes it): add a
-:class:`ViewChannel` here, a converter in :mod:`.convert` and the subscription in
+To show another stream: add a :class:`ViewChannel` here, a converter in :mod:`.convert` and the subscription in
 ``nodes/view_node.py``'s ``SOURCES``; ``config/foxglove_layout.json`` can then show it.
 """
 
@@ -68,7 +67,7 @@ CHANNELS: tuple[ViewChannel, ...] = (
                 "the shield's mode, source, blend alpha, revert and fault state (its /diagnostics)", STATUS_SCHEMA),
     ViewChannel("goal", "/simreal/goal", "foxglove.SceneUpdate", "the flange goal (a sphere in the base frame)"),
     ViewChannel("object", "/simreal/object", "foxglove.SceneUpdate",
-                "the pushed object (puck) of the push task, when a pose topic is configured"),
+                "the pushed object (the push task's puck, from /simreal/object_pose)"),
 )
 #: channels whose last message is sent again to each new subscriber (ROS latched topics, slow streams)
 LATCHED = ("description", "goal", "object", "shield_status")
@@ -169,7 +168,7 @@ class LiveView:
         if self.subscribed("joint_states"):
             self._log("joint_states", convert.joint_states(self._names, position, velocity, effort, stamp_ns), stamp_ns)
         if self.subscribed("tf"):
-            self._log("tf", convert.link_transforms(self.robot, position, stamp_ns), stamp_ns)
+            self._log("tf", convert.link_transforms(self.robot, position, stamp_ns, self.config.base_frame), stamp_ns)
 
     def publish_command(self, key: str, position: Sequence[float], stamp_ns: int) -> None:
         """Joint targets (robot order) of ``key``: ``policy``, ``baseline`` or ``sent``."""
