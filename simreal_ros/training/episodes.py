@@ -33,6 +33,7 @@ class EpisodeResult:
     command_jerk_rms: float  # rad/s^3, RMS third difference of the sent targets
     command_accel_rms: float  # rad/s^2
     shield_interventions: int  # cycles in which the shield changed the proposed command
+    commands: int  # commands sent (one per control cycle)
     shield_kinds: dict[str, int]
     limit_violations: int  # sent commands (check_limits) + true joint positions/velocities
     violation_kinds: dict[str, int]
@@ -248,6 +249,6 @@ def run_episode(env: ReachEnv, runner, seed: int, use_shield: bool, name: str,
     return EpisodeResult(
         controller=name, seed=seed, success=bool(status["is_success"]), final_distance=float(status["distance"]),
         time_to_target=first_success, command_jerk_rms=jerk, command_accel_rms=accel,
-        shield_interventions=interventions, shield_kinds=kinds, limit_violations=sum(viol_kinds.values()),
+        shield_interventions=interventions, commands=len(sent_hist) - 1, shield_kinds=kinds, limit_violations=sum(viol_kinds.values()),
         violation_kinds=viol_kinds, reverts=off_policy, reverted=shield.shield.modes.reverted if use_shield else None,
         distances=dists, frames=frames)

@@ -147,6 +147,8 @@ def aggregate(episodes: list[dict[str, Any]]) -> dict[str, Any]:
         "command_accel_rms_mean": float(np.mean([e["command_accel_rms"] for e in episodes])),
         "shield_interventions_total": int(sum(e["shield_interventions"] for e in episodes)),
         "shield_interventions_per_episode": float(np.mean([e["shield_interventions"] for e in episodes])),
+        "shield_interventions_per_100_commands": float(100.0 * sum(e["shield_interventions"] for e in episodes)
+                                                       / max(1, sum(e.get("commands", 0) for e in episodes))),
         "episodes_with_interventions": int(sum(e["shield_interventions"] > 0 for e in episodes)),
         "shield_intervention_kinds": kinds,
         "limit_violations": int(sum(e["limit_violations"] for e in episodes)),
@@ -256,6 +258,7 @@ def record_in_manifest(bundle: str | Path, episodes: int = 100, seed: int = 10_0
                           **{ctl: {k: cond[ctl][k] for k in ("success_rate", "final_distance_median_m",
                                                               "time_to_target_median_s", "command_jerk_rms_mean",
                                                               "shield_interventions_per_episode",
+                                                              "shield_interventions_per_100_commands",
                                                               "limit_violations", "episodes_reverted")}
                              for ctl in CONTROLLERS}}
     manifest.provenance = {**manifest.provenance, "evaluation": summary}
@@ -269,6 +272,7 @@ def _print_table(report: dict[str, Any]) -> None:
             ("time to target median (s)", "time_to_target_median_s", "{:.2f}"),
             ("command jerk RMS (rad/s^3)", "command_jerk_rms_mean", "{:.1f}"),
             ("shield interventions/episode", "shield_interventions_per_episode", "{:.2f}"),
+            ("interventions/100 commands", "shield_interventions_per_100_commands", "{:.2f}"),
             ("limit violations", "limit_violations", "{}"), ("episodes reverted", "episodes_reverted", "{}")]
     for cname, cond in report["conditions"].items():
         print(f"\n{cname} ({cond['randomization']}), {report['episodes']} episodes")

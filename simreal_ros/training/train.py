@@ -270,7 +270,7 @@ def train(args: argparse.Namespace) -> Path:
     out = export_bundle(model, venv, Path(args.out), args.name, provenance, action_scale, rate, spec.obs_terms,
                         **fields)
     print(f"trained {args.timesteps} steps in {wall:.0f} s; bundle written to {out}")
-    if args.eval_episodes > 0 and args.task == "reach":
+    if args.eval_episodes > 0:
         from simreal_ros.training.evaluate import record_in_manifest
 
         record_in_manifest(out, episodes=args.eval_episodes, seed=args.seed + 10_000,
