@@ -272,6 +272,48 @@ def test_lifecycle_without_autostart_publishes_only_when_active(processes, ros_n
     assert len(arm.sent) == n and arm.last_diag().get("lifecycle") == "inactive"
 
 
+def test_deactivate_while_moving_brakes_on_the_lifecycle_publishers_then_deactivates_itself(processes, ros_node):
+    """Gap 3 of issue 9: lifecycle publishers drop messages once deactivated, so a deactivate
+    while the arm moves is answered 'not yet' (the node stays active and brakes), and the node
+    deactivates itself once its command stands still. (The old node went inactive at once
+    and braked on plain publishers.)"""
+    from lifecycle_msgs.msg import State, Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    arm = Arm(ros_node)
+    start_shield(processes)
+    start_proposer(processes, target_far())
+    change = ros_node.create_client(ChangeState, "/safety_shield/change_state")
+    get = ros_node.create_client(GetState, "/safety_shield/get_state")
+    assert ros_node.spin_until(change.service_is_ready, 30) and ros_node.spin_until(get.service_is_ready, 30)
+
+    def transition(tid: int) -> bool:
+        fut = change.call_async(ChangeState.Request(transition=Transition(id=tid)))
+        assert ros_node.spin_until(fut.done, 10)
+        return fut.result().success
+
+    def state() -> int:
+        fut = get.call_async(GetState.Request())
+        assert ros_node.spin_until(fut.done, 10)
+        return fut.result().current_state.id
+
+    assert transition(Transition.TRANSITION_CONFIGURE) and transition(Transition.TRANSITION_ACTIVATE)
+    # deactivate while the command moves fast toward the far target
+    assert ros_node.spin_until(lambda: len(arm.sent) > 2 and np.abs(arm.sent[-1] - arm.sent[-2]).max() > 0.06, 20)
+    n = len(arm.sent)
+    assert not transition(Transition.TRANSITION_DEACTIVATE)  # deferred: braking, still active
+    assert ros_node.spin_until(lambda: state() == State.PRIMARY_STATE_INACTIVE, 10)
+    assert len(arm.sent) > n, "it braked on its (still enabled) publishers"
+    times, sent = stamped_commands(arm.stamped, ROBOT)
+    assert check_limits(ROBOT, times, sent, position_margin=0.01) == []
+    m, n_diag = len(arm.sent), len(arm.diag)
+    assert ros_node.spin_until(lambda: len(arm.diag) >= n_diag + 2, 10)
+    assert len(arm.sent) == m and arm.last_diag().get("lifecycle") == "inactive"
+    # at rest, a deactivate succeeds at once (and a reactivation forwards again)
+    assert transition(Transition.TRANSITION_ACTIVATE)
+    assert ros_node.spin_until(lambda: len(arm.sent) > m + 2, 10)
+
+
 def test_a_torque_command_never_drives_a_position_shield(processes, ros_node):
     """Defect 6: the node ignored the command label, so N m values became radian targets."""
     arm = Arm(ros_node)

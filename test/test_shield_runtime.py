@@ -69,9 +69,9 @@ def test_after_deactivation_it_brakes_then_stops_publishing():
         run.on_state(q, np.zeros(N), t, t)
         q = run.on_command("policy", target, "position", t)[1].output.command
     moving = q.copy()
-    run.deactivate()
+    assert not run.deactivate()  # moving: braking is needed (the node defers its deactivation)
     assert run.running and not run.active
-    events, n_pub = [], 0
+    events, n_pub, stopped = [], 0, 0
     for k in range(30, 200):
         t = k * PERIOD
         run.on_state(q, np.zeros(N), t, t)
@@ -79,6 +79,7 @@ def test_after_deactivation_it_brakes_then_stops_publishing():
         if cycle is None:
             continue
         events += cycle.events
+        stopped += cycle.stopped
         if cycle.publish:
             n_pub += 1
             q = cycle.output.command
@@ -86,6 +87,18 @@ def test_after_deactivation_it_brakes_then_stops_publishing():
     assert (OK, "inactive: holding") in events and not run.running  # ... then stopped
     assert run.on_timer(t + PERIOD) is None
     assert run.status(t)[2]["lifecycle"] == "inactive"
+    assert stopped == 1 and run.deactivate()  # one cycle said braking ended; still: nothing left to brake
+
+
+def test_deactivation_at_rest_needs_no_braking():
+    run = make()
+    run.activate("active")
+    t = 0.0
+    for k in range(5):
+        t = k * PERIOD
+        run.on_state(READY, np.zeros(N), t, t)
+        run.on_command("policy", READY, "position", t)
+    assert run.shield.at_rest and run.deactivate() and not run.running
 
 
 def test_a_rejected_state_says_why_and_an_estop_is_an_error_status():

@@ -6,8 +6,24 @@ enforced). Lifecycle:
 * configure: validates every parameter (an error names the key and the allowed range and
   the transition fails), loads the robot's limits, creates topics, services and timers;
 * activate: starts forwarding (the core restarts from the measured state);
-* deactivate: holds: the shield brakes within limits, publishes until the command is
-  stationary, then stops publishing;
+* deactivate: stops forwarding. Everything that commands the arm goes out on lifecycle
+  publishers (command, sent state, interventions, shadow topics), which drop messages once
+  deactivated; only ``/diagnostics`` is a plain publisher, so the inactive node still reports
+  its status. Dropping the brake would leave the arm's controller holding a moving target (a
+  step input), so the publishers are only deactivated once the sent targets stand still:
+
+  - arm at rest: the transition succeeds at once;
+  - still moving: the shield brakes (mode ``hold``) with the publishers enabled, and the
+    ``deactivate`` request is answered with failure (the node stays ``active``: it still
+    commands the arm). When the command is stationary the node triggers its own deactivate,
+    which then succeeds (a manager sees it on ``~/transition_event``).
+
+  Why not complete the transition later: rclpy 9.1.2 runs a transition callback synchronously
+  on the executor thread and completes the transition with its return value
+  (``LifecycleNodeMixin.__change_state``); there is no asynchronous transition. Waiting inside
+  the callback would block that executor, so no joint state would arrive and no brake command
+  could be published. ``shutdown`` cannot be deferred (the process ends): it tears down at
+  once, wherever the arm is.
 * ``autostart: true`` runs configure + activate from a one-shot timer at start (no lifecycle
   manager is needed); a failed configure then ends the process with exit status 1.
 
@@ -83,6 +99,8 @@ class ShieldNode(LifecycleNode):
         self.run: ShieldRuntime | None = None
         self.exit_code: int | None = None
         self._entities: list = []
+        self._lifecycle_pubs: list = []
+        self._deactivate_deferred = False
         self._syncing = False
         self._warned_no_velocity = False
         sim_time = self.get_parameter("use_sim_time").value
@@ -118,17 +136,19 @@ class ShieldNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.params, self.robot = p, robot
         self.order = JointOrder(robot.joint_names)
-        e = self._entities
-        self.cmd_pub = self.create_publisher(Float64MultiArray, p["command_topic"], 10)
-        self.iv_pub = self.create_publisher(DiagnosticArray, p["interventions_topic"], 50)
-        self.shadow_pub = self.create_publisher(Float64MultiArray, p["shadow_topic"], 10)
-        self.shadow_iv_pub = self.create_publisher(DiagnosticArray, p["shadow_interventions_topic"], 50)
+        e, lp = self._entities, self._lifecycle_pubs
+        # enabled only while active (see the module docstring); /diagnostics always
+        self.cmd_pub = self.create_lifecycle_publisher(Float64MultiArray, p["command_topic"], 10)
+        self.iv_pub = self.create_lifecycle_publisher(DiagnosticArray, p["interventions_topic"], 50)
+        self.shadow_pub = self.create_lifecycle_publisher(Float64MultiArray, p["shadow_topic"], 10)
+        self.shadow_iv_pub = self.create_lifecycle_publisher(DiagnosticArray, p["shadow_interventions_topic"], 50)
+        lp += [self.cmd_pub, self.iv_pub, self.shadow_pub, self.shadow_iv_pub]
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        e += [self.cmd_pub, self.iv_pub, self.shadow_pub, self.shadow_iv_pub, self.diag_pub]
+        e.append(self.diag_pub)
         self.sent_pub = None
         if p["sent_state_topic"]:
-            self.sent_pub = self.create_publisher(JointState, p["sent_state_topic"], 50)
-            e.append(self.sent_pub)
+            self.sent_pub = self.create_lifecycle_publisher(JointState, p["sent_state_topic"], 50)
+            lp.append(self.sent_pub)
         e.append(self.create_subscription(JointState, p["state_topic"], self._on_state, LATEST_STATE_QOS))
         e.append(self.create_subscription(Float64MultiArray, p["policy_topic"],
                                           lambda m: self._on_command("policy", m), LATEST_COMMAND_QOS))
@@ -155,9 +175,14 @@ class ShieldNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.params["mode"] = self.get_parameter("mode").value
-        if self.run is not None:
-            self.run.deactivate()
-        self.get_logger().info("inactive: braking, then holding")
+        if self.run is not None and not self.run.deactivate():
+            # still moving: brake with the publishers enabled; _publish deactivates once still
+            self._deactivate_deferred = True
+            self.get_logger().warning("deactivate deferred: braking (still active); the node deactivates itself "
+                                      "once the command stands still")
+            return TransitionCallbackReturn.FAILURE
+        self._deactivate_deferred = False
+        self.get_logger().info("inactive: holding")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -169,6 +194,10 @@ class ShieldNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _teardown(self) -> None:
+        for pub in self._lifecycle_pubs:
+            self.destroy_lifecycle_publisher(pub)
+        self._lifecycle_pubs = []
+        self._deactivate_deferred = False
         for ent in self._entities:
             for destroy in (self.destroy_publisher, self.destroy_subscription, self.destroy_service,
                             self.destroy_timer):
@@ -233,6 +262,10 @@ class ShieldNode(LifecycleNode):
                 logger.warning(text)
             else:
                 logger.info(text)
+        if cycle.stopped and self._deactivate_deferred:
+            self._deactivate_deferred = False
+            if self.trigger_deactivate() != TransitionCallbackReturn.SUCCESS:
+                logger.error("deferred deactivate failed")
         if not cycle.publish:
             return
         out = cycle.output

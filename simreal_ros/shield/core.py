@@ -246,6 +246,18 @@ class Shield:
     def last_output(self) -> ShieldOutput | None:
         return self._last
 
+    @property
+    def at_rest(self) -> bool:
+        """Position mode: the sent targets stand still (their velocity and acceleration are 0),
+        so the arm's controller holding the last one needs nothing more. Effort mode: never
+        known here (a torque does not say whether the arm moves)."""
+        st = self._motion
+        if st is None:
+            return True
+        if self.config.command_mode != "position":
+            return False
+        return not (st.v.any() or st.a.any())
+
     def command_fresh(self, source: str, now: float) -> bool:
         """Is there a valid command from ``source`` younger than the command timeout?"""
         return self._cmd[source] is not None and self._cmd_fresh[source].fresh(now)

@@ -28,13 +28,15 @@ class Cycle:
 
     ``events``: ``(level, text)`` pairs worth a log line (a revert latched, a new hold reason,
     the end of braking after deactivation); ``status_changed``: the mode, fault, e-stop,
-    revert or hold reason changed (publish the status now, not only on the timer).
+    revert or hold reason changed (publish the status now, not only on the timer);
+    ``stopped``: the braking after :meth:`ShieldRuntime.deactivate` ended with this cycle.
     """
 
     output: ShieldOutput
     events: list[tuple[str, str]] = field(default_factory=list)
     status_changed: bool = False
     publish: bool = True
+    stopped: bool = False
 
 
 class ShieldRuntime:
@@ -68,12 +70,16 @@ class ShieldRuntime:
         self.active = True
         return self.shield.set_mode(mode)
 
-    def deactivate(self) -> None:
-        """Brake (mode hold), keep publishing until still, then stop publishing."""
+    def deactivate(self) -> bool:
+        """Stop forwarding: brake (mode hold). Returns True when nothing is left to brake (the
+        sent targets stand still: publishing can stop now); False: keep stepping and
+        publishing until the command is stationary (:attr:`stopping`; the cycle that ends it
+        has ``stopped`` set)."""
         if self.active:
             self.shield.set_mode("hold")
-            self.stopping = True
+            self.stopping = not self.shield.at_rest
         self.active = False
+        return not self.stopping
 
     @property
     def running(self) -> bool:
@@ -124,7 +130,7 @@ class ShieldRuntime:
             return None
         if self.stopping and self._last_sent is not None and np.array_equal(out.command, self._last_sent):
             self.stopping = False  # stationary: stop publishing
-            return Cycle(out, [(OK, "inactive: holding")], publish=False)
+            return Cycle(out, [(OK, "inactive: holding")], publish=False, stopped=True)
         events: list[tuple[str, str]] = []
         self._last_pub_time = out.time
         self._last_sent = out.command
