@@ -31,7 +31,8 @@ def worst_outside(seed: int, seconds: float = 3.0) -> tuple[float, float]:
     half = rng.uniform(0.05, 0.3, 3)
     lo, hi = p0 - half * rng.uniform(0.2, 1.0, 3), p0 + half * rng.uniform(0.2, 1.0, 3)
     shield = Shield(ROBOT, ShieldConfig(control_period=dt, max_step_gap=2 * dt, revert_fraction=1.0,
-                                        cartesian_box_enabled=True, cartesian_box=(*lo, *hi)))
+                                        cartesian_box_enabled=True, cartesian_box=(*lo, *hi),
+                                        cartesian_box_links=False, cartesian_box_clearance=0.0))
     t = 0.0
     shield.update_state(q, np.zeros(N), t, t)
     shield.step(t)

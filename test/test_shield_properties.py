@@ -291,7 +291,9 @@ def test_commands_inside_every_limit_pass_unchanged(case):
     # q = c + amp (1 - cos wt)^2 / 4 starts at rest (value, velocity, acceleration and jerk
     # all 0); for the unit shape |f1| < 0.65, |f2| <= 1, |f3| < 2, so with these amplitudes
     # the derivatives and the torques at perfect tracking stay below 30 % of every limit,
-    # away from the braking zone.
+    # away from the braking zone. The coupling pass runs at every step (coupling_min_step 0):
+    # these torque steps are small enough that it never scales them (its screen passes).
+    assert cfg.coupling_min_step == 0.0
     w = rng.uniform(0.5, 3.0, N)
     room = (lim.q_hi - lim.q_lo) / 2 - pf.screen
     amp = np.minimum.reduce([2 * room, 0.3 * lim.v / w, 0.3 * lim.a / w**2, 0.15 * lim.j / w**3,

@@ -42,11 +42,18 @@ class ShieldConfig:
                                      "overshoot the sent target (position mode): targets move at most "
                                      "(1 - margin) x the limit, and a measured speed above the limit makes the "
                                      "target pull the joint back", low=0.0, high=0.5)
-    coupling_min_step: float = setting(0.03, "steps at least this long check the arm's inertial coupling (position "
+    coupling_min_step: float = setting(0.0, "steps at least this long check the arm's inertial coupling (position "
                                        "mode): the net torques of the targets are scaled down until no joint's "
                                        "predicted speed exceeds its limit (a held 20 Hz target step of the heavy "
-                                       "joints drove the wrist to 1.15 x its limit); 0: every step",
+                                       "joints drove the wrist to 1.15 x its limit; at 50 Hz, joint 1 reversing "
+                                       "drove joint 3 to 1.002 x); 0: every step",
                                        unit="s", low=0.0, high=10.0)
+    overshoot_inertia_scale: float = setting(2.0, "near a position limit the target is kept where the arm, were "
+                                             "the target held, would not overshoot past the limit (position mode); "
+                                             "the arm's inertia is taken as this multiple of the robot "
+                                             "description's (unknown payload and its sag, armature, coupling: 1.4 x "
+                                             "fitted one measured overshoot, 1.5 x still let two 20 s runs pass the "
+                                             "limit by 2 mrad)", low=1.0, high=10.0)
     command_timeout: float = setting(0.1, "no fresh command for this long -> controlled stop and hold", unit="s",
                                      low=0.0, low_open=True, high=10.0)
     state_timeout: float = setting(0.25, "no fresh joint state (one whose stamp advanced) for this long -> stop and "
@@ -73,11 +80,18 @@ class ShieldConfig:
                                      "whose position is more than implausible_position rad outside the limits, is "
                                      "implausible: a latched fault", low=1.0, high=100.0)
     implausible_position: float = setting(0.2, "see max_state_speed", unit="rad", low=0.0, high=10.0)
-    cartesian_box_enabled: bool = setting(False, "keep the flange (sent target, its braking path and the measured "
-                                          "arm) inside cartesian_box")
-    cartesian_box: tuple[float, ...] = setting((-1.0, -1.0, 0.0, 1.0, 1.0, 1.5), "xmin ymin zmin xmax ymax zmax of "
-                                               "the flange, robot base frame", unit="m", low=-10.0, high=10.0,
-                                               length=6, check=_box_check)
+    cartesian_box_enabled: bool = setting(False, "keep the arm (the flange, and with cartesian_box_links its links) "
+                                          "inside cartesian_box: the sent target and its braking path")
+    cartesian_box_links: bool = setting(True, "the box also holds the collision geometry of every moving link (the "
+                                        "URDF's collision shapes, bounded by capsules), not only the flange point")
+    cartesian_box: tuple[float, ...] = setting((-1.0, -1.0, 0.1, 1.0, 1.0, 1.5), "xmin ymin zmin xmax ymax zmax, "
+                                               "robot base frame (zmin: the sim scene's table top)", unit="m",
+                                               low=-10.0, high=10.0, length=6, check=_box_check)
+    cartesian_box_clearance: float = setting(0.04, "targets and their braking paths keep this far inside "
+                                             "cartesian_box: room for the arm's tracking error (it overshoots a "
+                                             "target that stops at the box, sags under an unknown payload: 23 mm "
+                                             "measured with bang-bang requests in the sim)", unit="m", low=0.0,
+                                             high=0.5)
 
     def __post_init__(self) -> None:
         validate_fields(self)

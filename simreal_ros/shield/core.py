@@ -126,14 +126,16 @@ class Shield:
                                                       robot.limits.velocity),
                                           coupling=JointCoupling(robot, robot.limits.velocity, self.D)
                                           if cfg.command_mode == "position" else None,
-                                          coupling_min_dt=cfg.coupling_min_step)
+                                          coupling_min_dt=cfg.coupling_min_step,
+                                          overshoot_inertia_scale=cfg.overshoot_inertia_scale)
         self._v_plausible = cfg.max_state_speed * robot.limits.velocity
         self._q_plausible = (robot.limits.position_min - cfg.implausible_position,
                              robot.limits.position_max + cfg.implausible_position)
         self._box = None
         if cfg.box is not None:
             self._box = BoxGuard(robot, cfg.box, PositionFilter(self.limits, self.K, self.D),
-                                 path_step=max(cfg.control_period, 0.02))
+                                 path_step=max(cfg.control_period, 0.02), links=cfg.cartesian_box_links,
+                                 clearance=cfg.cartesian_box_clearance)
 
     # ------------------------------------------------------------------ inputs
     def _valid(self, values, names, what: str) -> np.ndarray | None:

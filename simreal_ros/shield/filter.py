@@ -18,6 +18,10 @@ tracking       ``q_m + [-L, L]``, ``L = D v_track / K`` (the target leads the me
                most the steady-state lag at ``v_track``: the impedance torque
                ``K (q' - q_m) - D dq_m`` then never accelerates a joint past ``v_track``,
                whatever its inertia and however long the target is held)
+overshoot      near a position limit: targets from which the arm, a mass on the impedance
+               spring, would not overshoot past the limit were the target held (inertia
+               from the mass matrix x ``overshoot_inertia_scale``, plus the push of the
+               other joints' torques through it; see :meth:`PositionFilter._overshoot_row`)
 =============  ==============================================================
 
 The request is clipped to the intersection. If the intervals do not meet (only possible
@@ -34,7 +38,8 @@ also brakes when a *measured* joint moving towards a limit could not stop inside
 own (untightened) limit: ``q_m + (D/K) dq_m`` (the controller's lag behind a stopped target)
 plus the stopping distance from ``dq_m`` at the planned deceleration.
 
-Coupling (steps of at least ``coupling_min_dt``): the intervals are per joint, the arm is not.
+Coupling (steps of at least ``coupling_min_dt``, by default every step): the intervals are per
+joint, the arm is not.
 A held target step of the heavy joints accelerates them far past the acceleration limit
 (60 N m on ~0.5 kg m^2) and the mass matrix passes that on to the light wrist. The command's
 net torques ``K (q' - q_m) - D dq_m`` are then scaled down by one factor until no joint's
@@ -53,7 +58,8 @@ from simreal_ros.shield.coupling import JointCoupling
 from simreal_ros.shield.limits import ShieldLimits, stopping_distance
 
 #: Row labels of the interval stacks, in priority order.
-POSITION_ROWS = ("jerk", "acceleration", "velocity", "velocity", "position", "effort", "effort_rate", "tracking")
+POSITION_ROWS = ("jerk", "acceleration", "velocity", "velocity", "position", "effort", "effort_rate", "tracking",
+                 "position")
 N_HARD = 5  # rows that the shield alone controls (always jointly feasible)
 EFFORT_ROWS = ("effort", "effort_rate", "position")
 
@@ -127,9 +133,11 @@ class PositionFilter:
 
     def __init__(self, lim: ShieldLimits, K: np.ndarray, D: np.ndarray, track_lead: np.ndarray | None = None,
                  arm_limits: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-                 coupling: JointCoupling | None = None, coupling_min_dt: float = 0.0) -> None:
+                 coupling: JointCoupling | None = None, coupling_min_dt: float = 0.0,
+                 overshoot_inertia_scale: float | None = None) -> None:
         self.lim, self.K, self.D = lim, np.asarray(K, dtype=float), np.asarray(D, dtype=float)
         self.coupling, self.coupling_min_dt = coupling, coupling_min_dt
+        self.inertia_scale = overshoot_inertia_scale if coupling is not None else None
         n = lim.v.shape[0]
         self.track_lead = np.full(n, np.inf) if track_lead is None else np.asarray(track_lead, dtype=float)
         self.track_lead2 = np.vstack([self.track_lead, self.track_lead])
@@ -152,6 +160,7 @@ class PositionFilter:
         else:
             inner_arm, mid_arm = np.full(n, np.inf), np.zeros(n)
         self.two_over_j = 2.0 / lim.j
+        self._t_grid = np.geomspace(1e-3, 2.0, 48)[:, None]  # s: where the overshoot's peak is sought
         # no braking check needed farther than this from a limit (stopping distance at
         # full velocity and acceleration)
         self.screen = stopping_distance(lim, lim.v, lim.a) + 1e-9
@@ -191,7 +200,48 @@ class PositionFilter:
             # the torque rate is over the real step (after a gap the motion restarts, the torque does not)
             out.append(self.inf2 if tau is None else sgn * (c + tau * self.Kinv0) + self.dtau_span2 * (dt or dtp))
             out.append(sgn * qm + self.track_lead2)
+            out.append(self._overshoot_row(qm, dqm, tau))
         return np.array(out)
+
+    def _overshoot_row(self, qm: np.ndarray, dqm: np.ndarray, tau: np.ndarray | None) -> np.ndarray:
+        """Near a position limit: the targets from which the arm, were the target held, would
+        not overshoot past the (margin-tightened) position limit. Per joint, the arm is a mass
+        ``I`` (the mass matrix's diagonal at ``qm`` x ``overshoot_inertia_scale``) on the
+        impedance spring and damper: ``x(t) = (qm - r) phi(t) + dqm psi(t)`` about the target
+        ``r``, so ``r + x(t) <= q_hi`` at every ``t`` bounds ``r`` from above by
+        ``(q_hi - qm phi - dqm psi) / (1 - phi)`` (``phi < 1`` for ``t > 0``); likewise below.
+        A heavy, underdamped joint 1 went 7 mrad past its limit while its target was held 25
+        mrad inside. The other joints push through the inertia too: the last cycle's net torques
+        ``tau`` accelerate joint j by ``tau_j / M_jj``, a torque ``c_i = -sum M_ij tau_j / M_jj``
+        on joint i, which shifts where it settles by ``c_i / K_i`` (a braking heavy arm drove
+        the wrist 20 mrad past its held target). Away from every limit: no bound."""
+        if self.inertia_scale is None or self.arm is None:
+            return self.inf2
+        mid, inner = self.arm_screen
+        if (np.abs(qm - mid) < inner).all():
+            return self.inf2
+        lim = self.lim
+        M = self.coupling.mass(qm)
+        m = np.diag(M)
+        inertia = m * self.inertia_scale
+        K, D = self.K, self.D
+        disc = np.sqrt((D * D - 4.0 * K * inertia).astype(complex))
+        disc = np.where(np.abs(disc) < 1e-9, 1e-9, disc)  # critically damped: nudge apart
+        s1, s2 = (-D + disc) / (2.0 * inertia), (-D - disc) / (2.0 * inertia)
+        e1, e2 = np.exp(s1 * self._t_grid), np.exp(s2 * self._t_grid)
+        phi = ((s2 * e1 - s1 * e2) / (s2 - s1)).real  # x0 = 1, v0 = 0
+        psi = ((e2 - e1) / (s2 - s1)).real  # x0 = 0, v0 = 1
+        w = 1.0 - phi
+        ok = w > 1e-9
+        w = np.where(ok, w, 1.0)
+        free = qm * phi + dqm * psi
+        shift = 0.0
+        if tau is not None:
+            acc = tau / m
+            shift = -(M @ acc - m * acc) / K  # c / K
+        hi = np.where(ok, (lim.q_hi - free) / w, np.inf).min(axis=0) - shift
+        lo = np.where(ok, (lim.q_lo - free) / w, -np.inf).max(axis=0) - shift
+        return np.vstack([hi, -lo])
 
     def _fast(self, st: MotionState, request: np.ndarray, dt: float, dtp: float, gap: bool, meas):
         """The common case in scalar Python, with the same formulas (and rounding) as the
