@@ -347,7 +347,9 @@ def push_flange_box() -> dict[str, Any]:
     t, tool = load_push_task(), load_tool()
     x0, y0, x1, y1 = t.workspace
     margin = 0.02
-    return {"cartesian_box_enabled": True,
+    # the flange alone (cartesian_box_links off: the arm's links are outside this workspace box) and
+    # no clearance: the tool tip is meant to reach the table
+    return {"cartesian_box_enabled": True, "cartesian_box_links": False, "cartesian_box_clearance": 0.0,
             "cartesian_box": [x0 - margin, y0 - margin, TABLE_TOP + tool.length, x1 + margin, y1 + margin,
                               TABLE_TOP + tool.length + 0.4]}
 
