@@ -11,7 +11,7 @@ Contacts are on: bang-bang requests drive the arm toward the table and the floor
 shield's Cartesian box is the scene's free space (everything above the table top, read from
 the MuJoCo scene) and holds every moving link's collision geometry; no contact between the
 arm and the scene may happen at any physics step. (With contacts on and no box, impacts
-reached 1.28 x the velocity limit on the wrist and 7.8 mrad past joint 6's limit; with a
+reached 1.28 x the velocity limit on the wrist and 7.8 mrad past a position limit; with a
 flange-only box the wrist and link 7 still touched the table in 6 of 36 cases.)
 
 The case set (profiles x control periods x seeds) was fixed before any result was seen;
