@@ -157,3 +157,49 @@ def test_bad_parameter_refuses_to_start_naming_the_key(processes):
     assert proc.wait(timeout=30) == 1
     out = processes.output(proc)
     assert "belief.window" in out and "5.0" in out and "0.002" in out, out
+
+
+def test_every_sample_is_filtered_but_estimates_are_published_at_most_at_max_estimate_rate(processes, ros_node):
+    """A 500 Hz stream (sample stamps 2 ms apart) with max_estimate_rate_hz 100: every sample is
+    accepted by the filter (diagnostics), estimates come about every 10 ms of sample time, never
+    closer than 7.5 ms (the gate's grid and its 0.25 period tolerance)."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import JointState
+
+    from simreal_ros.nodes.common import joint_state_msg, sec_to_stamp, stamp_to_sec
+
+    proc = processes.start("-m", "simreal_ros.nodes.estimator_node", "--ros-args", "-p", "max_estimate_rate_hz:=100.0",
+                           "-p", "belief_enabled:=false", "-p", "diagnostics_period:=0.1", name="gated")
+    node = ros_node
+    got: list = []
+    accepted: list[int] = []
+    node.create_subscription(JointState, "/simreal/state_estimate", got.append, 1000)
+    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: accepted.extend(
+        int(kv.value) for st in m.status if st.name == "state_estimator" for kv in st.values
+        if kv.key == "accepted"), 10)
+    pub = node.create_publisher(JointState, "/joint_states", 1000)
+    assert node.spin_until(lambda: pub.get_subscription_count() > 0, timeout=30), processes.output(proc)
+    names = [f"panda_joint{i}" for i in range(1, 8)]
+
+    def sample(t: float):
+        return joint_state_msg(names, sec_to_stamp(t), np.full(7, 0.1 * t - 10.0), np.full(7, 0.1), np.zeros(7))
+
+    t = 99.9
+    while not (got and accepted):  # until both directions are matched (a sample before that is lost)
+        pub.publish(sample(t))
+        t += 0.002
+        assert node.spin_until(lambda: False, 0.02) or t < 110.0, processes.output(proc)
+    node.spin_until(lambda: False, 0.3)
+    got.clear()
+    before, n = accepted[-1], 500
+    for k in range(n):  # 1 s of a 500 Hz stream in sample time, paced at ~1 kHz (not a measurement)
+        pub.publish(sample(t + 0.002 * (k + 1)))
+        node.executor_.spin_once(timeout_sec=0.0)
+        time.sleep(0.001)
+    assert node.spin_until(lambda: accepted[-1] - before >= n, timeout=20), (before, accepted[-3:])
+    node.spin_until(lambda: False, 0.3)
+    assert accepted[-1] - before == n  # every sample filtered
+    stamps = np.array([stamp_to_sec(m.header.stamp) for m in got])
+    gaps = np.diff(stamps)
+    assert np.all(gaps >= 0.0075 - 1e-6), gaps.min()
+    assert 95 <= len(stamps) <= 101, len(stamps)  # 1 s at 100 Hz (not 500 estimates)

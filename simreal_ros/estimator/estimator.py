@@ -55,6 +55,11 @@ class EstimatorConfig:
                                               "unidentified payload or armature makes it wrong)", low=0, high=1000000)
     publish_rate_hz: float = setting(0.0, "estimate rate; 0 = one estimate per input sample, else a timer at this "
                                      "rate predicting to its time", unit="Hz", low=0.0, high=10000.0)
+    max_estimate_rate_hz: float = setting(0.0, "input-rate mode (publish_rate_hz 0): most estimates per second of "
+                                          "sample time; every sample is filtered, a sample arriving before the next "
+                                          "estimate is due is not published (for a 1 kHz driver: the filter step is "
+                                          "cheap, two messages per sample are not); 0 = every sample", unit="Hz",
+                                          low=0.0, high=10000.0)
     belief_rate_hz: float = setting(10.0, "belief publications per second of sample time (the prior too); 0 = at "
                                     "every belief update", unit="Hz", low=0.0, high=10000.0)
 

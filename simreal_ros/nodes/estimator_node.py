@@ -4,7 +4,8 @@ Subscribes to raw joint samples (``sensor_msgs/JointState`` on ``/joint_states``
 acquisition) and runs :class:`~simreal_ros.estimator.StateEstimator`. Publishes:
 
 * ``/simreal/state_estimate`` (``sensor_msgs/JointState``): filtered position, velocity and
-  effort in the robot's joint order, predicted to ``stamp + latency`` (input-rate mode) or to
+  effort in the robot's joint order, predicted to ``stamp + latency`` (input-rate mode: one per
+  sample, or at most ``max_estimate_rate_hz`` on the sample clock) or to
   the node clock's now (timer mode, ``publish_rate_hz > 0``; nothing is published while the
   newest sample is older than ``kalman.max_gap``); the header stamp is that time.
 * ``/simreal/state_covariance`` (``std_msgs/Float64MultiArray``): an ``n x 5`` row-major
@@ -30,7 +31,6 @@ from dataclasses import replace
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
@@ -41,8 +41,17 @@ from simreal_ros.estimator.estimator import (
     covariance_vector,
     estimator_settings,
 )
-from simreal_ros.nodes.common import JointOrder, doubles, joint_state_msg, run_node, sec_to_stamp, stamp_to_sec
+from simreal_ros.nodes.common import (
+    SAMPLES_QOS,
+    JointOrder,
+    doubles,
+    joint_state_msg,
+    run_node,
+    sec_to_stamp,
+    stamp_to_sec,
+)
 from simreal_ros.nodes.params import Param, declare_and_read
+from simreal_ros.policy.executor import CycleGate
 from simreal_ros.robot import load_robot
 
 NODE_NAME = "state_estimator"
@@ -90,11 +99,13 @@ class StateEstimatorNode(Node):
         self.cov_pub = self.create_publisher(Float64MultiArray, p["covariance_topic"], 10)
         self.belief_pub = self.create_publisher(Float64MultiArray, p["belief_topic"], 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(JointState, p["input_topic"], self._on_joint_state, qos_profile_sensor_data)
+        self.create_subscription(JointState, p["input_topic"], self._on_joint_state, SAMPLES_QOS)
         if p["publish_rate_hz"] > 0:
             self.create_timer(1.0 / p["publish_rate_hz"], self._on_timer)
         self.create_timer(p["diagnostics_period"], self._on_diagnostics)
         self._belief_period = 1.0 / p["belief_rate_hz"] if p["belief_rate_hz"] > 0 else 0.0
+        # on the sample clock: the grid keeps the mean rate, a restarted stream restarts it
+        self._estimate_gate = CycleGate(1.0 / p["max_estimate_rate_hz"]) if p["max_estimate_rate_hz"] > 0 else None
         self._belief_published: tuple[int, float] = (0, -np.inf)
         self.bad_messages = 0
         self.stale_skips = 0
@@ -114,10 +125,16 @@ class StateEstimatorNode(Node):
             return
         if res.outcome in ("restart", "gap_reset"):
             self.get_logger().warn(f"joint state stream {res.outcome.replace('_', ' ')}: filter re-initialised")
+            if self._estimate_gate is not None:
+                self._estimate_gate = CycleGate(self._estimate_gate.period)
         if res.outcome in ("duplicate", "out_of_order"):
             return
         if self.params["publish_rate_hz"] == 0:
-            self._publish_estimate(None)
+            stamp = self.core.last_stamp
+            if self._estimate_gate is None or self._estimate_gate.due(stamp):
+                if self._estimate_gate is not None:
+                    self._estimate_gate.ran(stamp)
+                self._publish_estimate(None)
         self._maybe_publish_belief()
 
     def _on_timer(self) -> None:
