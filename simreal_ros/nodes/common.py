@@ -27,11 +27,6 @@ from simreal_ros.nodes.spin import EXECUTORS, SPIN_SETTINGS, SpinConfig, apply_n
 #: rclpy's sensor-data profile, whose depth of 5 queues 5 samples); proposals keep reliable.
 LATEST_STATE_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
 LATEST_COMMAND_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
-#: Every-sample inputs (the estimator's raw joint states: a filter step per sample): best effort,
-#: keep-last 50 (50 ms at 1 kHz), so a short scheduling gap delays samples instead of losing them
-#: (rclpy's sensor-data depth of 5 lost 2 % of a 500 Hz stream here) while a long stall still
-#: drops the oldest.
-SAMPLES_QOS = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
 def make_executor(kind: str, context=None):

@@ -31,6 +31,7 @@ from dataclasses import replace
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
@@ -42,7 +43,6 @@ from simreal_ros.estimator.estimator import (
     estimator_settings,
 )
 from simreal_ros.nodes.common import (
-    SAMPLES_QOS,
     JointOrder,
     doubles,
     joint_state_msg,
@@ -99,7 +99,7 @@ class StateEstimatorNode(Node):
         self.cov_pub = self.create_publisher(Float64MultiArray, p["covariance_topic"], 10)
         self.belief_pub = self.create_publisher(Float64MultiArray, p["belief_topic"], 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(JointState, p["input_topic"], self._on_joint_state, SAMPLES_QOS)
+        self.create_subscription(JointState, p["input_topic"], self._on_joint_state, qos_profile_sensor_data)
         if p["publish_rate_hz"] > 0:
             self.create_timer(1.0 / p["publish_rate_hz"], self._on_timer)
         self.create_timer(p["diagnostics_period"], self._on_diagnostics)
