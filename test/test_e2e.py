@@ -118,8 +118,8 @@ def test_killing_the_policy_brakes_and_holds_and_recording_goes_on(tmp_path, ros
             if st.name == "safety_shield":
                 status.update({kv.key: kv.value for kv in st.values})
 
-    def policy_drives() -> bool:
-        return status.get("source") == "policy" and not status.get("reverted")
+    def policy_drives() -> bool:  # active and not reverted to the baseline (a momentary hold is not a hand-over)
+        return status.get("mode") == "active" and not status.get("reverted")
 
     ros_node.create_subscription(JointState, TRUTH, on_truth, 1)
     ros_node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
