@@ -118,3 +118,20 @@ def test_push_session_through_the_whole_graph_records_the_tracked_puck(tmp_path)
     assert len(poses) > 50
     assert all(abs(m.pose.position.z - (TABLE_TOP + 0.015)) < 0.003 for _, m in poses)
     assert len(data[POLICY_TOPIC]) > 10  # the policy ran in shadow on the same inputs
+
+
+def test_shipped_push_policy_drives_the_whole_graph(tmp_path):
+    """`simreal sim --task push` with the shipped policy in command (shield active): the puck reaches
+    the goals through DDS, every sent command respects every limit."""
+    from simreal_ros.bringup.graph import GraphOptions, build_graph
+    from simreal_ros.bringup.session import run_session
+
+    opts = GraphOptions(task="push", output_dir=str(tmp_path), bag_name="run")
+    nodes = build_graph(opts)
+    assert next(n for n in nodes if n.name == "policy_executor").parameters["bundle"].endswith("push_default")
+    s = run_session(nodes, opts, tmp_path / "logs", goals=2, duration=0.0, goal_timeout=25.0, processes=True,
+                    progress=False)
+    assert s["error"] is None, s
+    assert s["goals_reached"] == 2, s["goals"]
+    assert s["limit_violations"] == 0, s["limit_violation_examples"]
+    assert s["policy_commands"] > 20
