@@ -37,3 +37,20 @@ def test_shipped_push_policy_records_its_training_and_evaluation():
     assert ev["nominal"]["policy"]["success_rate"] >= 0.9 and ev["randomized"]["policy"]["success_rate"] >= 0.8
     assert ev["nominal"]["policy"]["limit_violations"] == 0 and ev["randomized"]["policy"]["limit_violations"] == 0
     assert ev["nominal"]["policy"]["shield_interventions_per_100_commands"] <= 1.0
+
+
+def test_the_reality_gap_bites_on_a_slippery_table():
+    """Direct transfer: the shipped policy, trained under the default profile, mostly fails on a
+    hidden table far slipperier than it trained on (the starting point for calibration and
+    fine-tuning), where the closed-loop scripted pusher still succeeds."""
+    from pathlib import Path
+
+    from simreal_ros.training.evaluate import REAL_PREFIX
+
+    table = Path(__file__).parent / "data" / "hidden_table_slippery.yaml"
+    seeds = list(range(31_000, 31_008))
+    policy = aggregate(run_episodes(SHIPPED, f"{REAL_PREFIX}{table}", "policy", seeds, workers=2))
+    pusher = aggregate(run_episodes(SHIPPED, f"{REAL_PREFIX}{table}", "baseline", seeds, workers=2))
+    assert pusher["success_rate"] >= 7 / 8
+    assert policy["success_rate"] <= 0.5, policy
+    assert policy["limit_violations"] == 0 and pusher["limit_violations"] == 0
