@@ -515,6 +515,9 @@ def fit(sessions: list[Session], config: FitConfig | None = None, robot: RobotMo
     estimates["observation_latency"] = obs
     if not obs.identified:
         warnings.append(f"observation_latency: {obs.reason}")
+    if "maximum iterations" in log.getvalue():
+        warnings.insert(0, f"the optimizer stopped at max_iters ({cfg.max_iters}) before converging: the "
+                           "estimates and their std are not reliable (raise max_iters or fit fewer kinds)")
     belief = [_belief(s, robot) for s in sessions] if cfg.belief and with_effort else []
     stats = {"wall_time_s": time.perf_counter() - t_wall, "iterations": iters[0], "rollouts": rp.rollouts,
              "rollout_steps": rp.rollout_steps, "rollout_time_s": rp.rollout_time,
