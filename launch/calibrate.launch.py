@@ -12,34 +12,14 @@ randomization:=nominal|default|wide|<file>  seed:=0  real_arm:=<yaml> (sim)  rea
 
 from __future__ import annotations
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import LifecycleNode, Node
+from typing import TYPE_CHECKING
 
-from launch import LaunchContext, LaunchDescription
-from simreal_ros.bringup.graph import CALIBRATE_ARGS, GraphOptions, build_calibrate_graph
+from simreal_ros.bringup.graph import CALIBRATE_ARGS, build_calibrate_graph
+from simreal_ros.bringup.launch_actions import launch_description
 
-
-def _nodes(context: LaunchContext) -> list:
-    opts = GraphOptions.from_strings({a.name: LaunchConfiguration(a.name).perform(context) for a in CALIBRATE_ARGS})
-    actions = []
-    for spec in build_calibrate_graph(opts):
-        kind = LifecycleNode if spec.lifecycle else Node
-        actions.append(kind(
-            package="simreal_ros",
-            executable=spec.executable,
-            name=spec.name,
-            namespace="",
-            parameters=[*(str(f) for f in spec.param_files), spec.parameters],
-            remappings=list(spec.remappings),
-            output="screen",
-            emulate_tty=True,
-        ))
-    return actions
+if TYPE_CHECKING:
+    from launch import LaunchDescription
 
 
 def generate_launch_description() -> LaunchDescription:
-    declared = [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description,
-                                      **({"choices": list(a.choices)} if a.choices else {}))
-                for a in CALIBRATE_ARGS]
-    return LaunchDescription([*declared, OpaqueFunction(function=_nodes)])
+    return launch_description(CALIBRATE_ARGS, build_calibrate_graph)

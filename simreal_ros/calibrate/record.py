@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from simreal_ros.bringup.graph import EXCITATION_NODE, GraphOptions, NodeSpec, shield_config
+from simreal_ros.bringup.session import _wait
 
 STARTUP_TIMEOUT_S = 60.0
 #: seconds recorded after the excitation said it finished (the hold, at rest)
@@ -86,17 +87,6 @@ class _Watcher:
         self.node.destroy_node()
         self.executor.shutdown()
         rclpy.try_shutdown(context=self.context)
-
-
-def _wait(cond, timeout: float, alive) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        if not alive():
-            return False
-        time.sleep(0.02)
-    return cond()
 
 
 def record_session(nodes: list[NodeSpec], opts: GraphOptions, bag: Path, run_dir: Path,

@@ -51,7 +51,7 @@ import numpy as np
 import yaml
 
 from simreal_ros.robot.strict_yaml import load_yaml, yaml_error_text
-from simreal_ros.sim.randomize import Draw, apply_dynamics
+from simreal_ros.sim.randomize import Draw, LinkInertia, apply_dynamics
 
 #: top-level sections: name -> what it holds
 SECTIONS = {"arm": "the arm's dynamics and sensors", "table": "the push task's table, puck and object tracker"}
@@ -78,14 +78,7 @@ class LinkInertial:
     def principal(self) -> tuple[np.ndarray, np.ndarray]:
         """(principal moments, quaternion of the principal axes in the link frame): what MuJoCo
         stores in ``body_inertia`` / ``body_iquat`` (its compiler does the same for ``fullinertia``)."""
-        ixx, iyy, izz, ixy, ixz, iyz = self.inertia
-        tensor = np.array([[ixx, ixy, ixz], [ixy, iyy, iyz], [ixz, iyz, izz]])
-        moments, axes = np.linalg.eigh(tensor)
-        if np.linalg.det(axes) < 0:
-            axes[:, 0] = -axes[:, 0]
-        quat = np.zeros(4)
-        mujoco.mju_mat2Quat(quat, axes.ravel())
-        return moments, quat
+        return LinkInertia("", self.mass, self.com, self.inertia).principal()
 
 
 @dataclass(frozen=True)
