@@ -377,7 +377,11 @@ def test_sim_with_view_serves_the_running_stack(tmp_path, robot):
     proposals = {tuple(m.data) for _, m in bag["/simreal/policy/command"]}
     policy_views = [tuple(j.get("position", 0.0) for j in m["joints"]) for _, m in client.messages(
         "/simreal/policy/command")]
-    assert sum(p in proposals for p in policy_views) >= 0.9 * len(policy_views) > 10  # no stamps: by value
+    # no stamps: by value; the first and last tenth may have come before the recorder subscribed or
+    # after it stopped (a run's proposals start as soon as the policy is up), the rest must be in the bag
+    cut = len(policy_views) // 10
+    middle = policy_views[cut:len(policy_views) - cut]
+    assert sum(p in proposals for p in middle) >= 0.95 * len(middle) > 10, (len(middle), len(policy_views))
 
     # interventions: each view message is one recorded shield cycle, entry for entry
     recorded_iv = {stamp(m): [{kv.key: kv.value for kv in st.values} for st in m.status]
