@@ -115,7 +115,7 @@ def record(args: argparse.Namespace) -> int:
         nodes = build_calibrate_graph(opts)
     except ValueError as exc:
         return _error(str(exc))
-    from simreal_ros.calibrate.record import record_session
+    from simreal_ros.bringup.calibrate_session import record_session
 
     summary = record_session(nodes, opts, bag, bag.parent / f"{bag.name}_logs", progress=not args.no_progress)
     if args.json:

@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import replace
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PointStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -29,7 +29,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from simreal_ros.baseline import BaselineConfig, BaselineController
-from simreal_ros.nodes.common import JointOrder, array_msg, run_node, subscribe_goal
+from simreal_ros.nodes.common import JointOrder, array_msg, publish_status, run_node, subscribe_goal
 from simreal_ros.nodes.params import Param, declare_and_read
 from simreal_ros.robot import load_robot
 from simreal_ros.settings import settings_of
@@ -146,11 +146,7 @@ class BaselineControllerNode(Node):
         if self.core.goal is not None and self._q is not None:
             values["distance_m"] = self.core.distance(self._q)
             values["ik_error_m"] = self.core.ik_error
-        status.values = [KeyValue(key=k, value=f"{v:.4g}" if isinstance(v, float) else str(v))
-                         for k, v in values.items()]
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(msg)
+        publish_status(self, self.diag_pub, status, values)
 
 
 def main(args=None) -> int:

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
+from diagnostic_msgs.msg import DiagnosticArray, KeyValue
 from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -212,3 +213,13 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, nam
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return code
+
+
+def publish_status(node: Node, pub, status, values: dict) -> None:
+    """Publish ``status`` (a ``DiagnosticStatus`` with level and message set) with ``values`` as
+    its key/values (floats to 4 significant digits) in one ``DiagnosticArray`` stamped now."""
+    status.values = [KeyValue(key=str(k), value=f"{v:.4g}" if isinstance(v, float) else str(v))
+                     for k, v in values.items()]
+    msg = DiagnosticArray(status=[status])
+    msg.header.stamp = node.get_clock().now().to_msg()
+    pub.publish(msg)

@@ -29,7 +29,7 @@ import sys
 from dataclasses import replace
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
@@ -46,6 +46,7 @@ from simreal_ros.nodes.common import (
     JointOrder,
     doubles,
     joint_state_msg,
+    publish_status,
     run_node,
     sec_to_stamp,
     stamp_to_sec,
@@ -181,11 +182,7 @@ class StateEstimatorNode(Node):
         if belief is not None and belief.updates:
             values["payload_kg"] = belief.payload
             values["payload_std_kg"] = float(belief.std[2 * self.robot.n_joints])
-        status.values = [KeyValue(key=k, value=f"{v:.4g}" if isinstance(v, float) else str(v))
-                         for k, v in values.items()]
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(msg)
+        publish_status(self, self.diag_pub, status, values)
 
 
 NODE_CLASS = StateEstimatorNode  # for the in-process graph runner (simreal_ros.bringup.runner)

@@ -20,7 +20,7 @@ import sys
 from dataclasses import replace
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -28,7 +28,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from simreal_ros.estimator.excitation import ExcitationConfig, ExcitationRun, ExcitationRunConfig
-from simreal_ros.nodes.common import JointOrder, array_msg, run_node
+from simreal_ros.nodes.common import JointOrder, array_msg, publish_status, run_node
 from simreal_ros.nodes.params import Param, declare_and_read
 from simreal_ros.robot import load_robot
 from simreal_ros.settings import from_settings, settings_of
@@ -141,10 +141,7 @@ class ExcitationNode(Node):
             values.update(phase=phase, elapsed_s=f"{t:.3f}", approach_s=f"{self.run.approach_time:.3f}",
                           end_s=f"{self.run.end_time:.3f}")
         values["duration_s"] = f"{self.config.duration:g}"
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(msg)
+        publish_status(self, self.diag_pub, status, values)
 
 
 def main(args=None) -> int:

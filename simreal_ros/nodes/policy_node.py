@@ -28,14 +28,22 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PointStamped, PoseStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
-from simreal_ros.nodes.common import LATEST_STATE_QOS, JointOrder, array_msg, run_node, stamp_to_sec, subscribe_goal
+from simreal_ros.nodes.common import (
+    LATEST_STATE_QOS,
+    JointOrder,
+    array_msg,
+    publish_status,
+    run_node,
+    stamp_to_sec,
+    subscribe_goal,
+)
 from simreal_ros.nodes.params import Param, declare_and_read
 from simreal_ros.policy.bundle import BundleError, load_bundle
 from simreal_ros.policy.executor import CycleGate, ExecutorConfig, PolicyExecutor
@@ -185,10 +193,7 @@ class PolicyExecutorNode(Node):
         else:
             status.level, status.message = DiagnosticStatus.OK, "running"
         s["bad_state_messages"] = self.bad_states
-        status.values = [KeyValue(key=k, value=f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in s.items()]
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(msg)
+        publish_status(self, self.diag_pub, status, s)
 
 
 def missing_inputs(inputs, params) -> dict[str, str]:

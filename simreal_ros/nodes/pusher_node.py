@@ -17,7 +17,7 @@ import sys
 from dataclasses import replace
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PointStamped, PoseStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -25,7 +25,15 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from simreal_ros.baseline.pusher import PusherConfig, ScriptedPusher
-from simreal_ros.nodes.common import LATEST_STATE_QOS, JointOrder, array_msg, run_node, stamp_to_sec, subscribe_goal
+from simreal_ros.nodes.common import (
+    LATEST_STATE_QOS,
+    JointOrder,
+    array_msg,
+    publish_status,
+    run_node,
+    stamp_to_sec,
+    subscribe_goal,
+)
 from simreal_ros.nodes.params import Param, declare_and_read
 from simreal_ros.robot import load_robot
 from simreal_ros.robot.mujoco_model import TABLE_TOP
@@ -126,10 +134,7 @@ class PushBaselineNode(Node):
         status = DiagnosticStatus(name=NODE_NAME, hardware_id=self.robot.name)
         status.level = DiagnosticStatus.OK if self._q is not None else DiagnosticStatus.WARN
         status.message = self.pusher.phase if self._q is not None else "waiting for the joint state"
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in self.counts.items()]
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(msg)
+        publish_status(self, self.diag_pub, status, self.counts)
 
 
 def main(args=None) -> int:

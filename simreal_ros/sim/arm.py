@@ -280,3 +280,26 @@ class ArmSim:
 
     def has_warnings(self) -> bool:
         return any(w.number > 0 for w in self.data.warning)
+
+
+class SceneCamera:
+    """Offscreen frames of an arm's scene from a fixed free camera (the envs' ``rgb_array`` render).
+
+    Args:
+        model: the MuJoCo model. lookat (m), distance (m), azimuth and elevation (deg): the view.
+        height, width: frame size in pixels.
+    """
+
+    def __init__(self, model: mujoco.MjModel, lookat, distance: float, azimuth: float, elevation: float,
+                 height: int = 360, width: int = 480) -> None:
+        self.renderer = mujoco.Renderer(model, height, width)
+        self.camera = mujoco.MjvCamera()
+        self.camera.lookat[:] = lookat
+        self.camera.distance, self.camera.azimuth, self.camera.elevation = distance, azimuth, elevation
+
+    def render(self, data: mujoco.MjData) -> np.ndarray:
+        self.renderer.update_scene(data, camera=self.camera)
+        return self.renderer.render()
+
+    def close(self) -> None:
+        self.renderer.close()

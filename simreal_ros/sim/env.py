@@ -21,7 +21,7 @@ import numpy as np
 from simreal_ros.policy.action import action_to_target
 from simreal_ros.policy.observation import DEFAULT_TERMS, ObsInputs, build_observation, term_sizes
 from simreal_ros.robot import RobotModel
-from simreal_ros.sim.arm import MEASUREMENT_PERIOD, PHYSICS_DT, ArmSim, ArmSimConfig, Measurement, ticks
+from simreal_ros.sim.arm import MEASUREMENT_PERIOD, PHYSICS_DT, ArmSim, ArmSimConfig, Measurement, SceneCamera, ticks
 from simreal_ros.sim.randomize import RandomizationRanges, load_ranges
 
 #: spread (rad) around the ready pose of the joint configurations whose FK gives goals
@@ -177,15 +177,9 @@ class ReachEnv(gym.Env):
     def render(self):
         if self.render_mode != "rgb_array":
             return None
-        import mujoco
-
-        if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.arm.model, 360, 480)
-            self._camera = mujoco.MjvCamera()  # the arm's workspace fills the frame; the goal marker shows
-            self._camera.lookat[:] = [0.35, 0.0, 0.4]
-            self._camera.distance, self._camera.azimuth, self._camera.elevation = 1.4, 140.0, -20.0
-        self._renderer.update_scene(self.arm.data, camera=self._camera)
-        return self._renderer.render()
+        if self._renderer is None:  # the arm's workspace fills the frame; the goal marker shows
+            self._renderer = SceneCamera(self.arm.model, [0.35, 0.0, 0.4], 1.4, 140.0, -20.0)
+        return self._renderer.render(self.arm.data)
 
     def close(self):
         if self._renderer is not None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
-import mujoco
 import numpy as np
 
 from simreal_ros.policy.observation import ObsInputs, build_observation
@@ -30,9 +29,9 @@ from simreal_ros.robot import RobotModel
 from simreal_ros.robot.mujoco_model import TABLE_TOP, PushScene
 from simreal_ros.robot.planar import PlanarReference
 from simreal_ros.robot.tool import ToolSpec, load_tool
-from simreal_ros.sim.arm import MEASUREMENT_PERIOD, PHYSICS_DT, ArmSim, ArmSimConfig, Measurement, ticks
+from simreal_ros.sim.arm import MEASUREMENT_PERIOD, PHYSICS_DT, ArmSim, ArmSimConfig, Measurement, SceneCamera, ticks
 from simreal_ros.sim.push_task import PushTaskConfig, load_push_task
-from simreal_ros.sim.push_world import FALL_DEPTH, ContactDraw, PushWorld, draw_contact  # noqa: F401 (re-exported)
+from simreal_ros.sim.push_world import ContactDraw, PushWorld
 from simreal_ros.sim.randomize import RandomizationRanges, load_ranges
 from simreal_ros.sim.tracker import TrackedPose
 
@@ -227,13 +226,9 @@ class PushEnv(gym.Env):
     def render(self):
         if self.render_mode != "rgb_array":
             return None
-        if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.arm.model, 360, 480)
-            self._camera = mujoco.MjvCamera()
-            self._camera.lookat[:] = [0.52, 0.0, TABLE_TOP]
-            self._camera.distance, self._camera.azimuth, self._camera.elevation = 1.0, 200.0, -50.0
-        self._renderer.update_scene(self.arm.data, camera=self._camera)
-        return self._renderer.render()
+        if self._renderer is None:  # the table with puck, goal and tool
+            self._renderer = SceneCamera(self.arm.model, [0.52, 0.0, TABLE_TOP], 1.0, 200.0, -50.0)
+        return self._renderer.render(self.arm.data)
 
     def close(self):
         if self._renderer is not None:
