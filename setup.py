@@ -77,6 +77,7 @@ setup(
             "ruff>=0.5",
             "websockets==17.4",  # the Foxglove WebSocket client of the live-view test
             "mujoco[sysid]==4.0.0",  # the calibration tests fit with mujoco.sysid
+            "minari[hdf5]==0.5.4",  # the dataset tests open what simreal dataset writes
         ],
         # Scale-out: evaluation episodes and training rollouts as Ray tasks/actors (--ray)
         "scale": ["ray==2.60.0"],
@@ -85,6 +86,9 @@ setup(
         # Calibration (simreal calibrate fit): MuJoCo's system-identification toolbox and its
         # optional dependencies (scipy, absl-py, plotly, tabulate, ...)
         "calibrate": ["mujoco[sysid]==4.0.0"],
+        # Learning from recorded sessions (simreal dataset): Minari, the offline-RL dataset
+        # format (HDF5 storage); 0.5.4 installs beside gymnasium 1.4
+        "learn": ["minari[hdf5]==0.5.4"],
     },
     zip_safe=True,
     maintainer="simreal_ros developers",
