@@ -89,6 +89,13 @@ setup(
         # Learning from recorded sessions (simreal dataset): Minari, the offline-RL dataset
         # format (HDF5 storage); 0.5.4 installs beside gymnasium 1.4
         "learn": ["minari[hdf5]==0.5.4"],
+        # Fine-tuning and off-policy evaluation (simreal finetune, simreal ope): d3rlpy 2.8.1 itself is
+        # installed with `pip install --no-deps d3rlpy==2.8.1 gym==0.26.2` (./run does): it pins
+        # gymnasium==1.0.0, which would downgrade our gymnasium 1.4.0, and runs with 1.4.0 (tested);
+        # gym 0.26.2 only for its imports (no gym-notices: it prints a banner on import). These are
+        # its other runtime dependencies, pinned. Needs the train extra (torch, onnx).
+        "finetune": ["h5py==3.16.0", "structlog==26.1.0", "dataclasses-json==0.6.7", "marshmallow==3.26.2",
+                     "scikit-learn==1.9.1", "cloudpickle>=1.2", "minari[hdf5]==0.5.4"],
     },
     zip_safe=True,
     maintainer="simreal_ros developers",

@@ -1,0 +1,141 @@
+"""simreal finetune / simreal ope on short real runs: the shipped push policy, MuJoCo episodes on a hidden
+slippery table as the logged session, d3rlpy's TD3+BC and FQE, ONNX Runtime, the real shield core."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("d3rlpy")
+
+from simreal_ros.finetune.data import DataError, Steps, bundle_hash, simulate  # noqa: E402
+from simreal_ros.policy.bundle import load_bundle, read_manifest  # noqa: E402
+from simreal_ros.robot import load_robot  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PUSH = ROOT / "policies" / "push_default"
+SLIPPERY = ROOT / "test" / "data" / "hidden_table_slippery.yaml"
+TINY = dict(steps=40, critic_warmup=10, distill_steps=40, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def logged() -> Steps:
+    """Two episodes of the shipped push policy with exploration noise on the hidden slippery table."""
+    return simulate(load_bundle(PUSH), "push", 2, seed=5, noise_std=0.15, real=SLIPPERY)
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, logged):
+    """A copy of the shipped bundle (hashed before), fine-tuned briefly with one simulated episode."""
+    from simreal_ros.finetune.finetune import finetune
+
+    base = tmp_path_factory.mktemp("ft")
+    parent = base / "push_default"
+    shutil.copytree(PUSH, parent)
+    before = bundle_hash(parent)
+    summary = finetune(parent, logged, base / "new", randomization="nominal", sim_episodes=1, progress=False,
+                       command="test", **TINY)
+    return parent, before, base / "new", summary
+
+
+def test_finetune_writes_a_bundle_of_the_same_shape_and_leaves_the_parent_alone(tuned, logged):
+    parent, before, new, summary = tuned
+    assert bundle_hash(parent) == before
+    assert sorted(p.name for p in parent.iterdir()) == ["manifest.yaml", "policy.onnx"]
+    b = load_bundle(new, load_robot())  # real ONNX Runtime, checked against the manifest
+    pm, nm = read_manifest(parent)[0].to_dict(), b.manifest.to_dict()
+    for key in ("robot", "control_rate_hz", "observation", "action", "default_pose"):
+        assert nm[key] == pm[key], key
+    assert nm["name"] == "push_default_ft"
+    prov = nm["provenance"]
+    assert prov["tool"] == "simreal finetune" and prov["parent"]["sha256"] == before
+    assert prov["parent"]["name"] == "push_default"
+    assert prov["calibration"]["randomization"] == "nominal" and prov["calibration"]["simulated_transitions"] > 0
+    ft = prov["finetuning"]
+    assert ft["library"].startswith("d3rlpy 2.8") and ft["algorithm"] == "TD3+BC"
+    assert ft["hyperparameters"]["actor_lr"] == 3e-5 and ft["hyperparameters"]["steps"] == TINY["steps"]
+    assert ft["transitions"]["logged"] == len(logged) and ft["wall_time_s"] > 0
+    # the actor starts from the parent's own weights: only tanh-vs-clip differs before distillation
+    # (a freshly initialised actor is about 0.5 away on these states)
+    assert "read from its ONNX graph" in ft["initialization"]
+    assert ft["distance_to_parent"]["initial"]["mean_abs"] < 0.15
+    assert ft["distance_to_parent"]["after_distillation"]["mean_abs"] < ft["distance_to_parent"]["initial"][
+        "mean_abs"]
+    # the exported model is the trained actor, near the parent on the logged states
+    obs = b.manifest.normalize(logged.observations)
+    ref = np.clip(load_bundle(parent).infer(obs), -1, 1)
+    new_actions = b.infer(obs)
+    assert np.all(np.abs(new_actions) <= 1.0)
+    assert 0 < np.mean(np.abs(new_actions - ref)) < 0.2
+    assert summary["distance_to_parent"]["final"]["mean_abs"] == pytest.approx(
+        float(np.mean(np.abs(new_actions - ref))), abs=1e-3)
+
+
+def test_out_equal_to_or_inside_the_bundle_or_not_empty_is_refused(tmp_path, logged):
+    from simreal_ros.finetune.finetune import finetune
+
+    parent = tmp_path / "p"
+    shutil.copytree(PUSH, parent)
+    before = bundle_hash(parent)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("keep")
+    for out, why in ((parent, "inside"), (parent / "sub", "inside"), (tmp_path / "full", "not an empty")):
+        with pytest.raises(DataError, match=why):
+            finetune(parent, logged, out, progress=False, **TINY)
+    assert bundle_hash(parent) == before and (tmp_path / "full" / "x").read_text() == "keep"
+
+
+def test_ope_reports_fqe_with_intervals_and_the_replay_through_the_shield(tuned, logged, tmp_path):
+    from simreal_ros.finetune.ope import ope
+
+    parent, _, new, _ = tuned
+    rep = ope(new, logged, against=parent, fqe_steps=30, bootstrap=200, out=tmp_path / "ope.json", progress=False)
+    assert json.loads((tmp_path / "ope.json").read_text())["episodes"] == 2
+    for role in ("policy", "against"):
+        p = rep["policies"][role]
+        lo, hi = p["fqe_value_ci95"]
+        assert lo <= p["fqe_value_mean"] <= hi
+        r = p["replay"]
+        assert r["transitions"] == len(logged)
+        assert r["predicted_limit_violations"] == 0
+        assert set(r["shield_intervention_kinds"]) <= {"position", "velocity", "acceleration", "jerk", "tracking",
+                                                        "cartesian", "effort", "effort_rate"}
+        assert 0 <= r["ood_excursion_rate"] <= 1
+    # the parent's proposals on the logged states are the logged proposals themselves
+    assert rep["policies"]["against"]["replay"]["proposal_mean_abs_diff_to_logged_proposals"] < 1e-5
+    assert rep["policies"]["policy"]["replay"]["proposal_mean_abs_diff_to_logged_proposals"] > 1e-4
+    lo, hi = rep["difference"]["fqe_value_ci95"]
+    assert lo <= rep["difference"]["fqe_value_mean"] <= hi
+
+
+def test_replay_counts_what_the_shield_does_with_a_wild_policy(tmp_path, logged):
+    """A random network's proposals are far from what was executed and make the shield work."""
+    from simreal_ros.finetune.ope import replay
+    from simreal_ros.policy.export import write_random_bundle
+    from simreal_ros.sim.push_env import PUSH_TERMS
+
+    robot = load_robot()
+    pm = read_manifest(PUSH)[0]
+    wild = write_random_bundle(tmp_path / "wild", robot, terms=PUSH_TERMS, seed=3, action_type="tool_planar_delta",
+                               action_scale=pm.action_scale, control_rate_hz=pm.control_rate_hz,
+                               action_planar=pm.action_planar, mean=pm.obs_mean.tolist(), std=pm.obs_std.tolist())
+    calm = replay(load_bundle(PUSH), logged, robot)
+    rough = replay(load_bundle(wild), logged, robot)
+    assert rough["proposal_mean_abs_diff_to_executed"] > 3 * calm["proposal_mean_abs_diff_to_executed"]
+    assert rough["shield_interventions"] > calm["shield_interventions"]
+
+
+def test_cli_bad_bundle_is_one_line(tmp_path):
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    for cmd in (["finetune", str(tmp_path / "nope"), "--data", str(tmp_path), "--out", str(tmp_path / "o")],
+                ["ope", str(tmp_path / "nope"), "--data", str(tmp_path)]):
+        res = subprocess.run([sys.executable, "-m", "simreal_ros.cli", *cmd], capture_output=True, text=True,
+                             env=env, timeout=120)
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr and "nope" in res.stderr
