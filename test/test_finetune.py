@@ -3,6 +3,7 @@ slippery table as the logged session, d3rlpy's TD3+BC and FQE, ONNX Runtime, the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 
 pytest.importorskip("d3rlpy")
 
-from simreal_ros.finetune.data import DataError, Steps, bundle_hash, simulate  # noqa: E402
+from simreal_ros.finetune.data import DataError, Steps, bundle_hash, simulate, write_dataset  # noqa: E402
 from simreal_ros.policy.bundle import load_bundle, read_manifest  # noqa: E402
 from simreal_ros.robot import load_robot  # noqa: E402
 
@@ -31,7 +32,14 @@ def logged() -> Steps:
 
 
 @pytest.fixture(scope="module")
-def tuned(tmp_path_factory, logged):
+def dataset(tmp_path_factory, logged) -> Path:
+    """``logged`` as a dataset directory, written and read back by simreal_ros.dataset (Minari)."""
+    out = tmp_path_factory.mktemp("ds") / "slippery_session"
+    return write_dataset(logged, load_bundle(PUSH), "push", out, {"simulated": {"real": str(SLIPPERY)}})
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, dataset):
     """A copy of the shipped bundle (hashed before), fine-tuned briefly with one simulated episode."""
     from simreal_ros.finetune.finetune import finetune
 
@@ -39,12 +47,12 @@ def tuned(tmp_path_factory, logged):
     parent = base / "push_default"
     shutil.copytree(PUSH, parent)
     before = bundle_hash(parent)
-    summary = finetune(parent, logged, base / "new", randomization="nominal", sim_episodes=1, progress=False,
+    summary = finetune(parent, [dataset], base / "new", randomization="nominal", sim_episodes=1, progress=False,
                        command="test", **TINY)
     return parent, before, base / "new", summary
 
 
-def test_finetune_writes_a_bundle_of_the_same_shape_and_leaves_the_parent_alone(tuned, logged):
+def test_finetune_writes_a_bundle_of_the_same_shape_and_leaves_the_parent_alone(tuned, logged, dataset):
     parent, before, new, summary = tuned
     assert bundle_hash(parent) == before
     assert sorted(p.name for p in parent.iterdir()) == ["manifest.yaml", "policy.onnx"]
@@ -56,6 +64,8 @@ def test_finetune_writes_a_bundle_of_the_same_shape_and_leaves_the_parent_alone(
     prov = nm["provenance"]
     assert prov["tool"] == "simreal finetune" and prov["parent"]["sha256"] == before
     assert prov["parent"]["name"] == "push_default"
+    assert [d["path"] for d in prov["datasets"]] == [str(dataset.resolve())]
+    assert prov["datasets"][0]["transitions"] == len(logged) and prov["datasets"][0]["episodes"] == 2
     assert prov["calibration"]["randomization"] == "nominal" and prov["calibration"]["simulated_transitions"] > 0
     ft = prov["finetuning"]
     assert ft["library"].startswith("d3rlpy 2.8") and ft["algorithm"] == "TD3+BC"
@@ -91,11 +101,11 @@ def test_out_equal_to_or_inside_the_bundle_or_not_empty_is_refused(tmp_path, log
     assert bundle_hash(parent) == before and (tmp_path / "full" / "x").read_text() == "keep"
 
 
-def test_ope_reports_fqe_with_intervals_and_the_replay_through_the_shield(tuned, logged, tmp_path):
+def test_ope_reports_fqe_with_intervals_and_the_replay_through_the_shield(tuned, logged, dataset, tmp_path):
     from simreal_ros.finetune.ope import ope
 
     parent, _, new, _ = tuned
-    rep = ope(new, logged, against=parent, fqe_steps=30, bootstrap=200, out=tmp_path / "ope.json", progress=False)
+    rep = ope(new, [dataset], against=parent, fqe_steps=30, bootstrap=200, out=tmp_path / "ope.json", progress=False)
     assert json.loads((tmp_path / "ope.json").read_text())["episodes"] == 2
     for role in ("policy", "against"):
         p = rep["policies"][role]
@@ -131,11 +141,45 @@ def test_replay_counts_what_the_shield_does_with_a_wild_policy(tmp_path, logged)
     assert rough["shield_interventions"] > calm["shield_interventions"]
 
 
-def test_cli_bad_bundle_is_one_line(tmp_path):
+def _variant(dataset: Path, out: Path, **meta) -> Path:
+    """``dataset`` rewritten with other metadata (another task, robot or observation)."""
+    from simreal_ros.dataset import load, write
+
+    t = load(dataset)
+    return write(dataclasses.replace(t, meta=dataclasses.replace(t.meta, **meta)), out)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    for cmd in (["finetune", str(tmp_path / "nope"), "--data", str(tmp_path), "--out", str(tmp_path / "o")],
-                ["ope", str(tmp_path / "nope"), "--data", str(tmp_path)]):
-        res = subprocess.run([sys.executable, "-m", "simreal_ros.cli", *cmd], capture_output=True, text=True,
-                             env=env, timeout=120)
-        assert res.returncode == 2, res.stderr
-        assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr and "nope" in res.stderr
+    return subprocess.run([sys.executable, "-m", "simreal_ros.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_bad_input_is_refused_with_one_line_naming_it(tmp_path, dataset, logged):
+    """Another task, another robot, another observation, an empty or missing dataset, a missing bundle:
+    both commands exit 2 with one line naming the dataset (or bundle) and what does not fit."""
+    meta = __import__("simreal_ros.dataset", fromlist=["read_meta"]).read_meta(dataset)
+    swapped = list(meta.obs_terms)
+    swapped[2], swapped[3] = swapped[3], swapped[2]  # tool_xy <-> object_xy: same sizes, other meaning
+    cases = {
+        "reach": (_variant(dataset, tmp_path / "reach_ds", task="reach"), "task 'reach'"),
+        "robot": (_variant(dataset, tmp_path / "robot_ds", robot="fr3"), "robot 'fr3'"),
+        "obs": (_variant(dataset, tmp_path / "obs_ds", obs_terms=tuple(swapped)), "observes"),
+        "empty": (tmp_path / "empty_ds", "not a dataset directory"),
+    }
+    (tmp_path / "empty_ds").mkdir()
+    for name, (ds, why) in cases.items():
+        for cmd in (["finetune", str(PUSH), "--data", str(dataset), str(ds), "--out", str(tmp_path / f"o_{name}"),
+                     "--steps", "1"], ["ope", str(PUSH), "--data", str(ds), "--out", str(tmp_path / "r.json")]):
+            res = _cli(*cmd)
+            assert res.returncode == 2, (name, cmd[0], res.stderr[-2000:])
+            assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
+            assert why in res.stderr and str(ds) in res.stderr, (name, res.stderr)
+        assert not (tmp_path / f"o_{name}").exists()
+    res = _cli("finetune", str(tmp_path / "nope"), "--data", str(dataset), "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "nope" in res.stderr, res.stderr
+    with pytest.raises(DataError, match="no rows"):
+        from simreal_ros.finetune.finetune import finetune
+
+        finetune(PUSH, Steps(**{f.name: getattr(logged, f.name)[:0] for f in dataclasses.fields(Steps)}),
+                 tmp_path / "o2", progress=False, **TINY)

@@ -164,7 +164,8 @@ def simulate(bundle: Any, task_name: str, episodes: int, seed: int, noise_std: f
                 for key, val in (("observations", obs), ("actions", action), ("proposed_actions", proposal),
                                  ("has_proposal", True), ("rewards", reward), ("next_observations", nxt),
                                  ("terminals", terminated), ("timeouts", done and not terminated),
-                                 ("intervened", False), ("episode", k), ("stamps", i * period)):
+                                 ("intervened", False), ("episode", k),
+                                 ("stamps", (k * (env.max_steps + 10) + i) * period)):
                     rows[key].append(val)
                 obs = nxt
                 if done:
@@ -195,3 +196,26 @@ def episodes_for_d3rlpy(steps: Steps, manifest: Any) -> list:
             r = np.concatenate([r, np.zeros(1, np.float32)])
         out.append(Episode(observations=o, actions=act, rewards=r.reshape(-1, 1), terminated=terminated))
     return out
+
+
+def write_dataset(steps: Steps, bundle: Any, task_name: str, out: str | Path, provenance: dict[str, Any]) -> Path:
+    """Write ``steps`` of ``bundle`` as a ``simreal dataset`` directory (:func:`simreal_ros.dataset.write`):
+    simulated sessions in the recorded sessions' format (``observation_source`` ``simulated``)."""
+    from simreal_ros.dataset import INTERVENTION_KINDS, DatasetMeta, Transitions, write
+
+    m = bundle.manifest
+    meta = DatasetMeta(task=task_name, robot=m.robot_name, joint_names=tuple(m.joint_names),
+                       obs_terms=tuple(m.term_names), obs_sizes=tuple(int(s) for _, s in m.obs_terms),
+                       action_type=m.action_type, action_scale=float(m.action_scale),
+                       action_clip=float(m.action_clip), action_max_change=getattr(m, "action_max_change", None),
+                       control_rate_hz=float(m.control_rate_hz), bundle_name=m.name,
+                       bundle_hash=bundle_hash(bundle.directory), observation_source="simulated",
+                       provenance=provenance)
+    n = len(steps)
+    t = Transitions(observations=steps.observations, actions=steps.actions, proposed_actions=steps.proposed_actions,
+                    rewards=steps.rewards, next_observations=steps.next_observations, terminals=steps.terminals,
+                    timeouts=steps.timeouts, intervened=steps.intervened,
+                    intervention_kinds=np.zeros((n, len(INTERVENTION_KINDS)), bool), has_proposal=steps.has_proposal,
+                    stamps=steps.stamps, state_stamps=steps.stamps, episode=steps.episode, meta=meta)
+    return write(t, out, description=f"simreal_ros {task_name}: {len(steps.episode_bounds)} simulated episodes of "
+                                     f"'{m.name}'")

@@ -150,13 +150,7 @@ def finetune(bundle: str | Path, data: list[str | Path] | Steps, out: str | Path
              name: str | None = None, seed: int = 0, progress: bool = True, command: str | None = None,
              **overrides: Any) -> dict[str, Any]:
     """Fine-tune ``bundle`` on the datasets ``data``; write the new bundle to ``out``; return a summary."""
-    import d3rlpy
-    import torch
-    from d3rlpy.dataset import InfiniteBuffer, MixedReplayBuffer, ReplayBuffer
-    from tqdm import tqdm
-
     from simreal_ros.finetune.data import bundle_hash, episodes_for_d3rlpy, load_logged, normalized, simulate
-    from simreal_ros.finetune.networks import Reference, export_actor, load_actor_weights, read_mlp
     from simreal_ros.policy.bundle import BundleError, PolicyManifest, load_bundle, save_bundle
     from simreal_ros.robot import load_robot
     from simreal_ros.training.tasks import task_of_manifest
@@ -204,6 +198,13 @@ def finetune(bundle: str | Path, data: list[str | Path] | Steps, out: str | Path
 
         load_ranges(profile=randomization)  # a bad profile or file: one line before anything runs
         sim_profile = randomization if hp["sim_episodes"] > 0 else None
+
+    import d3rlpy  # after the input checks: a refusal is quick
+    import torch
+    from d3rlpy.dataset import InfiniteBuffer, MixedReplayBuffer, ReplayBuffer
+    from tqdm import tqdm
+
+    from simreal_ros.finetune.networks import Reference, export_actor, load_actor_weights, read_mlp
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)

@@ -102,8 +102,8 @@ def load_actor_weights(policy, mlp: Mlp) -> None:
                          f"{[tuple(w.shape) for w in mlp.weights]}")
     with torch.no_grad():
         for m, w, b in zip(linears, mlp.weights, mlp.biases):
-            m.weight.copy_(torch.as_tensor(w))
-            m.bias.copy_(torch.as_tensor(b))
+            m.weight.copy_(torch.tensor(np.array(w)))
+            m.bias.copy_(torch.tensor(np.array(b)))
 
 
 def export_actor(policy, obs_dim: int, action_clip: float, path: str | Path) -> Path:

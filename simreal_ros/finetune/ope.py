@@ -7,17 +7,20 @@
    episodes were logged, not the FQE fit's own error (one fit per policy). With ``--against`` the
    parent is evaluated the same way on the same data, and the difference gets a paired interval
    (the same resampled episodes). The logged behaviour's own discounted return is shown beside it.
-2. Replay on the logged states: what the policy would have proposed (against what was executed
-   and, where logged, what the logging policy proposed); its proposals turned into commands as the
-   executor does and run through the real shield core (:class:`simreal_ros.training.shielding.EpisodeShield`,
-   the deployed settings) along each logged episode's states, with the logged executed command as
-   the fallback: how often the shield would have intervened, on which limits, and whether the
-   commands it would have sent violate any limit (:func:`simreal_ros.shield.limits.check_limits`);
-   the OOD monitor (:class:`simreal_ros.policy.ood.OodMonitor`, the executor's settings) on every
-   logged observation against the bundle's training statistics.
+2. Replay on the logged states, one step at a time: what the policy would have proposed (against
+   what was executed and, where logged, what the logging policy proposed); that proposal turned
+   into a command as the executor does (a planar action moves the tool reference from where the
+   logged run had it) and given to the real shield core (:class:`simreal_ros.training.shielding.EpisodeShield`,
+   the deployed settings) in the state the logged commands had left it in: how often the shield
+   would have intervened, on which limits, and whether the command it would then have sent
+   violates a limit after the ones sent before it (:func:`simreal_ros.shield.limits.check_limits`).
+   The logged commands' own interventions on the same shield are beside it. The OOD monitor
+   (:class:`simreal_ros.policy.ood.OodMonitor`, the executor's settings) runs on every logged
+   observation against the bundle's training statistics.
 
-The states are the logged ones: the policy's commands do not move the replayed arm, so the replay
-says what the policy would do where the logging controller went, not where it would itself go.
+The states are the logged ones: a one-step counterfactual. The policy's commands do not move the
+replayed arm, so the replay says what the policy would do where the logging controller went, not
+where it would itself go (that needs the simulator: ``simreal evaluate``).
 
 Writes ``--out`` (JSON, default ``ope.json``) and prints a table. Exit status 0; 2 for bad input
 (the error names it).
@@ -26,6 +29,7 @@ Writes ``--out`` (JSON, default ``ope.json``) and prints a table. Exit status 0;
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -143,7 +147,7 @@ def replay(bundle, steps: Steps, robot) -> dict[str, Any]:
     ex = ExecutorConfig()
     kinds: dict[str, int] = {}
     viol_kinds: dict[str, int] = {}
-    interventions = commands = not_policy = ood_excursions = ood_alarms = 0
+    interventions = commands = not_policy = ood_excursions = ood_alarms = logged_interventions = 0
     term_excursions: dict[str, int] = {n: 0 for n in sl}
     episodes_with_interventions = 0
     for a, b in steps.episode_bounds:
@@ -152,21 +156,25 @@ def replay(bundle, steps: Steps, robot) -> dict[str, Any]:
         dqs = obs[:, sl["joint_vel"]]
         t = steps.stamps[a:b].astype(float)
         if len(t) > 1 and not np.all(np.diff(t) > 0):
-            t = a * period + period * np.arange(b - a)
+            t = period * np.arange(b - a)
         t = t - t[0] + 1.0  # the shield's clock starts after its first held period
-        shield = EpisodeShield(robot, period, mode="active")
-        new_ref = PlanarReference(robot, m.planar_frame(robot), m.action_planar["max_lead"]) \
-            if m.action_type == "tool_planar_delta" else None
-        old_ref = PlanarReference(robot, m.planar_frame(robot), m.action_planar["max_lead"]) \
-            if new_ref is not None else None
+        logged_shield = EpisodeShield(robot, period, mode="active")
+        planar = m.action_type == "tool_planar_delta"
+        new_ref = PlanarReference(robot, m.planar_frame(robot), m.action_planar["max_lead"]) if planar else None
+        old_ref = PlanarReference(robot, m.planar_frame(robot), m.action_planar["max_lead"]) if planar else None
         ood = OodMonitor(sl, m.obs_mean, m.obs_std, ex.ood_threshold, ex.ood_window, ex.ood_min_count)
         sent, times = [qs[0].copy()], [t[0] - period]
         hit = False
         for i in range(b - a):
-            q, dq = qs[i], dqs[i]
+            q, dq, now = qs[i], dqs[i], float(t[i])
+            if planar:  # the new policy moves the reference from where the logged run had it
+                new_ref.point = None if old_ref.point is None else old_ref.point.copy()
             cmd = _commands(robot, m, new_ref, q, proposals[a + i])
-            fallback = _commands(robot, m, old_ref, q, steps.actions[a + i])
-            out = shield.step(float(t[i]), q, dq, float(t[i]), cmd, fallback)
+            logged_cmd = _commands(robot, m, old_ref, q, steps.actions[a + i])
+            probe = copy.deepcopy(logged_shield)  # the shield as the logged commands left it
+            out = probe.step(now, q, dq, now, cmd, logged_cmd)
+            passed = logged_shield.step(now, q, dq, now, logged_cmd, logged_cmd)
+            logged_interventions += bool(passed.kinds)
             commands += 1
             if out.kinds:
                 interventions += 1
@@ -175,18 +183,20 @@ def replay(bundle, steps: Steps, robot) -> dict[str, Any]:
                     kinds[k] = kinds.get(k, 0) + 1
             if out.source != "policy":
                 not_policy += 1
-            sent.append(np.asarray(out.command, dtype=float))
-            times.append(float(t[i]))
+            sc = probe.config  # the command it would send, after the ones sent before it
+            for v in check_limits(robot, times[-3:] + [now], np.asarray(sent[-3:] + [np.asarray(out.command)]),
+                                  max_step_gap=sc.max_step_gap, min_step=sc.min_step,
+                                  position_margin=sc.position_margin, starts_at_rest=len(sent) < 3):
+                if v.index == len(times[-3:]):
+                    viol_kinds[v.kind] = viol_kinds.get(v.kind, 0) + 1
+            sent.append(np.asarray(passed.command, dtype=float))
+            times.append(now)
             rep = ood.update(obs[i])
             ood_excursions += int(rep.excursion)
             ood_alarms += int(rep.raised)
             for n in rep.terms_over:
                 term_excursions[n] += 1
         episodes_with_interventions += int(hit)
-        sc = shield.config
-        for v in check_limits(robot, times, np.asarray(sent), max_step_gap=sc.max_step_gap, min_step=sc.min_step,
-                              position_margin=sc.position_margin, starts_at_rest=False):
-            viol_kinds[v.kind] = viol_kinds.get(v.kind, 0) + 1
     executed = np.clip(steps.actions, -m.action_clip, m.action_clip)
     has = steps.has_proposal.astype(bool)
     return {
@@ -199,6 +209,7 @@ def replay(bundle, steps: Steps, robot) -> dict[str, Any]:
         "episodes_with_interventions": episodes_with_interventions,
         "shield_intervention_kinds": kinds,
         "cycles_not_driven_by_policy": not_policy,
+        "logged_commands_interventions_per_100": 100.0 * logged_interventions / max(1, commands),
         "predicted_limit_violations": int(sum(viol_kinds.values())),
         "predicted_limit_violation_kinds": viol_kinds,
         "ood_threshold": ex.ood_threshold,
