@@ -69,6 +69,7 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
     LaunchArg("trigger", "estimate", "what starts a policy cycle: estimate (a new state, at most at the manifest "
               "rate) or timer (free-running)", TRIGGERS),
     LaunchArg("executor", "events", "callback executor of every node: events or single_threaded", EXECUTORS),
+    LaunchArg("real_arm", "", "sim only: hidden 'real' arm/table file of exact values (simreal_ros/sim/real_arm.py)"),
 )
 
 
@@ -76,9 +77,8 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
 #: the excitation controller drives instead of the policy/baseline, and the run is always recorded.
 CALIBRATE_ARGS: tuple[LaunchArg, ...] = (
     *(a for a in LAUNCH_ARGS if a.name in ("mode", "output_dir", "timing", "randomization", "seed",
-                                           "real_driver_config")),
+                                           "real_driver_config", "real_arm")),
     LaunchArg("duration", "30", "s of excitation (excitation_controller's duration; then it holds the centre)"),
-    LaunchArg("real_arm", "", "sim only: hidden 'real' arm file of exact values (simreal_ros/sim/real_arm.py)"),
 )
 
 
@@ -235,6 +235,8 @@ def build_graph(opts: GraphOptions) -> list[NodeSpec]:
         ValueError: the policy manifest, a parameter file or an override cannot make a valid
             shield (the message names the file and the key).
     """
+    if opts.mode == "real" and opts.real_arm:
+        raise ValueError("launch argument 'real_arm' is for mode:=sim (the robot is the real arm)")
     sim_time = opts.mode == "sim" and opts.timing == "unpaced"
     common = {"use_sim_time": sim_time, "executor": opts.executor}
     nodes: list[NodeSpec] = []
