@@ -91,7 +91,8 @@ def print_summary(s: dict) -> None:
     age, skipped, cycles = s.get("policy_state_age_p99_ms"), s.get("policy_skipped_cycles"), s.get("policy_cycles")
     print(f"policy state age p99 {'n/a' if age is None else f'{age:.1f} ms'} (measurement stamp -> policy cycle)")
     print(f"policy cycles skipped {'n/a' if not cycles else f'{skipped} of {cycles} ({100.0 * skipped / cycles:.1f}%)'}"
-          " after start-up")
+          " after start-up" + (f" ({', '.join(f'{r} {n}' for r, n in s['policy_skipped_by_reason'].items())})"
+                               if s.get("policy_skipped_by_reason") else ""))
     holds = s.get("shield_command_timeouts")
     print(f"shield holds         {'n/a' if holds is None else holds} for lack of a fresh command after start-up")
     print(f"limit violations     {s['limit_violations']} (recorded sent commands checked against the limits)")

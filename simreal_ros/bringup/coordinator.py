@@ -41,9 +41,29 @@ class RunFigures:
     policy_latency_p99_ms: float | None = None
     diagnostics_seen: dict[str, str] = field(default_factory=dict)  # node -> last level name
     #: the last /diagnostics key/values of each node (by the name before ':'), and a copy taken
-    #: when the graph was up (:meth:`Coordinator.mark_started`): the run's figures are differences
+    #: when the graph was up (:meth:`mark_started`): the run's figures are differences
     latest: dict[str, dict[str, str]] = field(default_factory=dict)
     at_start: dict[str, dict[str, str]] = field(default_factory=dict)
+    _baseline_pending: bool = False
+
+    def observe(self, node: str, values: dict[str, str]) -> None:
+        """A /diagnostics report of ``node`` (the name before ':'); takes the pending baseline."""
+        self.latest[node] = values
+        self._take_baseline()
+
+    def mark_started(self) -> None:
+        """The graph is up: the run's counters (skipped cycles, holds) count from the first policy
+        report taken while it proposes (its ``commands`` counter above 0; now, if the latest is one).
+        A report from before the policy's first state holds none of the start-up's ``no_state``
+        cycles that follow it: taken as the baseline, they counted as the run's skipped cycles
+        (3 of 98 in an idle run, all ``no_state``)."""
+        self._baseline_pending = True
+        self._take_baseline()
+
+    def _take_baseline(self) -> None:
+        if self._baseline_pending and (self._count("policy_executor", "commands") or 0) > 0:
+            self.at_start = {k: dict(v) for k, v in self.latest.items()}
+            self._baseline_pending = False
 
     def _count(self, node: str, key: str, which: dict | None = None) -> int | None:
         values = (self.latest if which is None else which).get(node)
@@ -61,12 +81,17 @@ class RunFigures:
 
     def timing(self) -> dict[str, float | int | None]:
         """The policy's state age p99 (ms, its last stats window), the share of its cycles skipped
-        and the shield's holds for lack of a fresh command, both counted after start-up."""
+        (and their reasons, the executor's ``skipped_<reason>`` counters) and the shield's holds for
+        lack of a fresh command, all counted after start-up."""
         cycles, skipped = self.since_start("policy_executor", "cycles"), self.since_start("policy_executor", "skipped")
-        age = self.latest.get("policy_executor", {}).get("state_age_p99_ms")
+        latest = self.latest.get("policy_executor", {})
+        age = latest.get("state_age_p99_ms")
+        reasons = {k[len("skipped_"):]: n for k in latest if k.startswith("skipped_")
+                   if (n := self.since_start("policy_executor", k))}
         return {"policy_state_age_p99_ms": float(age) if age is not None else None,
                 "policy_cycles": cycles,
                 "policy_skipped_cycles": skipped,
+                "policy_skipped_by_reason": reasons,
                 "policy_skipped_pct": (100.0 * skipped / cycles) if cycles else None,
                 "shield_command_timeouts": self.since_start("safety_shield", "command_timeouts")}
 
@@ -133,7 +158,7 @@ class Coordinator(Node):
         for status in msg.status:
             level = status.level if isinstance(status.level, int) else int.from_bytes(status.level, "little")
             self.figures.diagnostics_seen[status.name] = levels.get(level, str(level))
-            self.figures.latest[status.name.split(":")[0]] = {kv.key: kv.value for kv in status.values}
+            self.figures.observe(status.name.split(":")[0], {kv.key: kv.value for kv in status.values})
             for kv in status.values:
                 if "p99" in kv.key and ("latency" in kv.key or "compute" in kv.key) and "policy" in status.name:
                     try:
@@ -144,8 +169,8 @@ class Coordinator(Node):
 
     # ------------------------------------------------------------------ state
     def mark_started(self) -> None:
-        """The graph is up: the run's counters (skipped cycles, holds) count from here."""
-        self.figures.at_start = {k: dict(v) for k, v in self.figures.latest.items()}
+        """The graph is up: the run's counters count from here (:meth:`RunFigures.mark_started`)."""
+        self.figures.mark_started()
 
     def distance(self) -> float:
         if self.task == "push":

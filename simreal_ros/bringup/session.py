@@ -97,7 +97,7 @@ def run_session(nodes: list[NodeSpec], opts: GraphOptions, run_dir: Path, goals:
             summary["error"] = (f"the graph did not come up within {STARTUP_TIMEOUT_S:.0f} s (no {', '.join(missing)})"
                                 + (f"; exited: {failed} (see logs in {run_dir})" if failed else ""))
             return _finish(summary, coord.figures, opts, nodes)
-        # start-up is over once the policy has reported at least once while proposing
+        # start-up is over once the policy has reported while proposing (RunFigures.mark_started)
         _wait(lambda: "policy_executor" in coord.figures.latest and "safety_shield" in coord.figures.latest, 5.0, alive)
         coord.mark_started()
         bar = tqdm(total=goals, desc="goals", unit="goal", disable=not progress, dynamic_ncols=True)

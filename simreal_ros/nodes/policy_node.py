@@ -6,7 +6,10 @@ runs :class:`~simreal_ros.policy.executor.PolicyExecutor` at the manifest's rate
 the proposed command (``std_msgs/Float64MultiArray``, robot joint order) to the shield. With
 ``trigger: estimate`` (the default) a cycle runs when a new state arrives and a cycle is due
 (:class:`~simreal_ros.policy.executor.CycleGate`), so the state is as fresh as the transport
-makes it; a timer of the same period steps when no state-triggered cycle ran for 1.5 periods.
+makes it; a state already older than ``max_state_age`` starts no cycle (after a stall the
+inputs arrive as a burst of old samples and then the fresh ones: the cycle waits for those
+instead of skipping as stale); a timer of the same period steps when no state-triggered cycle
+ran for 1.5 periods.
 With ``trigger: timer`` a free-running timer steps. Skipped cycles publish nothing. A sustained
 out-of-distribution alarm publishes its reason on the revert topic. ``/diagnostics`` carries rate, compute and state-age p50/p99, OOD
 score and skip counters.
@@ -141,7 +144,10 @@ class PolicyExecutorNode(Node):
             return
         if self.gate is not None:
             now = self.get_clock().now().nanoseconds * 1e-9
-            if self.gate.due(now):
+            # a state already too old to act on does not use up the cycle: a fresher one may follow
+            # at once (the rest of a burst after a stall); the watchdog still steps (and counts the
+            # skip) when none comes
+            if self.gate.due(now) and self.policy.state_fresh(now):
                 self._cycle(now)
 
     def _on_object(self, msg: PoseStamped) -> None:

@@ -222,6 +222,10 @@ class PolicyExecutor:
         self._object, self._object_stamp = p, float(stamp)
         return True
 
+    def state_fresh(self, now: float) -> bool:
+        """A state is held and a cycle at ``now`` would not skip it as stale (``max_state_age``)."""
+        return self._stamp is not None and abs(float(now) - self._stamp) <= self.max_state_age
+
     @property
     def goal(self) -> np.ndarray | None:
         return None if self._goal is None else self._goal.copy()
