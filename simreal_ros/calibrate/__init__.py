@@ -37,6 +37,13 @@ API (what ``simreal calibrate fit BAG... --out DIR`` calls)::
   ``effort_rmse`` in N m), ``sources`` (provenance), ``stats`` (wall time, iterations, rollouts),
   ``belief`` (the state estimator's online friction/payload belief per session) and ``warnings``.
 
+Push sessions (tracked puck poses on ``/simreal/object_pose``) also give the contact:
+:mod:`simreal_ros.calibrate.contact` (``read_push_bag``, ``fit_contact`` -> ``ContactCalibration``:
+puck-table friction by replaying the measured tool path against a MuJoCo puck with
+``mujoco.sysid``, puck mass from the arm's torques), written by ``write_outputs(cal, out,
+contact=...)`` into ``calibration.contact`` and the profile's ``contact`` section (``cal`` may be
+``None``: contact only).
+
 Parameter names: ``friction/<joint>``, ``damping/<joint>``, ``armature/<joint>``,
 ``stiffness_scale/<joint>``, ``damping_scale/<joint>``, ``payload_mass``, ``payload_com``,
 ``link_mass/<link>``, ``link_com/<link>``, ``link_inertia/<link>``, ``action_latency``,

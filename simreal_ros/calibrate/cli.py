@@ -8,6 +8,8 @@ controller through the shield, every node in its own process) and writes one bag
 shield's sent commands; excitation, policy or baseline sessions), says per session what drove
 the arm and which joints moved, and runs the ``mujoco.sysid`` fitter
 (:mod:`simreal_ros.calibrate.fit`), writing ``calibration.yaml`` and the report into ``--out``.
+Bags of push sessions (tracked puck poses on ``/simreal/object_pose``) also give the contact:
+puck-table friction and puck mass (:mod:`simreal_ros.calibrate.contact`, ``--contact``).
 
 Exit codes: 0 done; 1 ``record``: a recorded sent command violates a limit; 2 bad input (an
 option, a bag that gives no session: one line on stderr naming it) or a graph that did not run.
@@ -30,6 +32,7 @@ from simreal_ros.bringup.graph import CALIBRATE_ARGS, GraphOptions, build_calibr
 _ARG = {a.name: a for a in CALIBRATE_ARGS}
 #: a joint whose peak speed stays below this in a session tells little about its friction/damping
 MOVING_SPEED = 0.05  # rad/s
+CONTACT_CHOICES = ("auto", "on", "only", "off")
 
 
 def _fit_module():
@@ -69,6 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--min-duration", type=float, default=3.0, help="s: shorter continuous parts are dropped "
                                                                    "(default: %(default)s)")
     p.add_argument("--read-only", action="store_true", help="read and describe the sessions, do not fit")
+    p.add_argument("--contact", choices=CONTACT_CHOICES, default="auto",
+                   help="the push task's contact (puck-table friction, puck mass) from the tracked puck poses: auto = "
+                        "from the bags that have them; on = every bag must; only = contact only, not the arm; off "
+                        "(default: %(default)s)")
     from simreal_ros.scale import add_ray_argument
 
     add_ray_argument(p, "the fit's rollouts")
@@ -165,11 +172,72 @@ def _print_sessions(rows: list[dict[str, Any]]) -> None:
         print(f"  note: {note}")
 
 
+def _contact_logs(args: argparse.Namespace) -> list:
+    """The push logs of the bags (``--contact``); ContactInputError names a bag that has none
+    when they are required."""
+    from simreal_ros.calibrate.contact import OBJECT_TOPIC, ContactInputError, read_push_bag
+
+    mode = getattr(args, "contact", "auto")
+    if mode == "off":
+        return []
+    logs = []
+    for bag in args.bags:
+        try:
+            logs.append(read_push_bag(bag))
+        except ContactInputError as exc:
+            if mode != "auto" or OBJECT_TOPIC not in str(exc):
+                raise
+    return logs
+
+
+def _fit_contact(args: argparse.Namespace, logs: list) -> Any:
+    from simreal_ros.calibrate.contact import fit_contact
+
+    cc = fit_contact(logs)
+    print(f"contact: {cc.stats['pushes']} pushes in {', '.join(x.name for x in logs)} ({cc.stats['contact_s']:.1f} s "
+          f"in contact, {cc.stats['free_slide_s']:.1f} s sliding free); puck path RMSE {cc.rmse_before * 1e3:.1f} mm "
+          f"(prior) -> {cc.rmse_after * 1e3:.1f} mm", file=sys.stderr if args.json else sys.stdout)
+    return cc
+
+
+def _print_contact(cc: Any) -> None:
+    for e in cc.estimates.values():
+        if e.identified:
+            print(f"  {e.name:28s} {_fmt(e.value)} +- {_fmt(e.std)} {e.unit} (prior {_fmt(e.prior)})")
+        else:
+            print(f"  not identified: {e.name}: {e.reason}")
+
+
 def fit(args: argparse.Namespace) -> int:
     from simreal_ros.calibrate.bag import ReadOptions, read_bags, sessions_of
+    from simreal_ros.calibrate.contact import ContactInputError
     from simreal_ros.calibrate.session import SessionError
     from simreal_ros.scale import RayUnavailableError
 
+    if getattr(args, "contact", "auto") == "only":
+        try:
+            logs = _contact_logs(args)
+        except ContactInputError as exc:
+            return _error(str(exc))
+        if args.read_only:
+            return 0
+        cc = _fit_contact(args, logs)
+        from simreal_ros.calibrate.outputs import write_outputs
+
+        paths = write_outputs(None, args.out, contact=cc)
+        summary = {"contact": {k: e.as_dict() for k, e in cc.estimates.items()},
+                   "outputs": {k: str(v) for k, v in paths.items()}, "warnings": list(cc.warnings)}
+        if args.json:
+            print(json.dumps(summary, indent=2, default=float))
+        else:
+            _print_contact(cc)
+            for k, v in paths.items():
+                print(f"{k:12s} {v}")
+        return 0
+    try:
+        contact_logs = _contact_logs(args)
+    except ContactInputError as exc:
+        return _error(str(exc))
     try:
         options = ReadOptions(state_topic=args.state_topic, max_gap=args.max_gap, min_duration=args.min_duration)
         read = read_bags(args.bags, options=options)
@@ -197,10 +265,13 @@ def fit(args: argparse.Namespace) -> int:
         cal = fit_fn(sessions_of(read), config, progress=not args.no_progress, ray=args.ray)
     except (SessionError, ValueError, RayUnavailableError) as exc:
         return _error(str(exc))
-    paths = write_outputs(cal, args.out)
+    cc = _fit_contact(args, contact_logs) if contact_logs else None
+    paths = write_outputs(cal, args.out, contact=cc) if cc is not None else write_outputs(cal, args.out)
     summary["outputs"] = {k: str(v) for k, v in paths.items()}
-    summary["warnings"] = list(cal.warnings)
+    summary["warnings"] = list(cal.warnings) + (list(cc.warnings) if cc is not None else [])
     summary["estimates"] = {k: e.as_dict() for k, e in cal.estimates.items()}
+    if cc is not None:
+        summary["contact"] = {k: e.as_dict() for k, e in cc.estimates.items()}
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
         return 0
@@ -210,6 +281,8 @@ def fit(args: argparse.Namespace) -> int:
         print(f"  {e.name:28s} {_fmt(e.value)} +- {_fmt(e.std)} {e.unit} (prior {_fmt(e.prior)})")
     for w in cal.warnings:  # what the data cannot identify, with the reason
         print(f"  not identified: {w}")
+    if cc is not None:
+        _print_contact(cc)
     for k, v in paths.items():
         print(f"{k:12s} {v}")
     return 0

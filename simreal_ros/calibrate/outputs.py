@@ -9,9 +9,11 @@
       link_inertials: {link: {mass, com, inertia}}                         # the fitted model's
       replay: {position_rmse_rad: {before, after}, effort_rmse_nm: {...}}
       fit: {...}, warnings: [...]
+      contact: {...}        # push sessions: table_friction, puck_mass (simreal_ros/calibrate/contact.py)
     randomization:          # a profile: simreal sim|train|evaluate --randomization DIR/calibration.yaml
       dynamics: {...}
       sensor: {...}
+      contact: {...}        # with a contact fit: friction and mass scales centred on its estimates
 
 A knob the data did not identify takes the ``default`` profile's range (the nominal model's
 uncertainty); noise and drop rates are not calibrated and come from the ``default`` profile too.
@@ -89,8 +91,38 @@ def _rmse(cal: Calibration) -> dict[str, Any]:
     return out
 
 
-def calibration_document(cal: Calibration) -> dict[str, Any]:
-    """``calibration.yaml`` as plain data."""
+def calibration_document(cal: Calibration | None, contact: Any = None) -> dict[str, Any]:
+    """``calibration.yaml`` as plain data; ``contact`` (a
+    :class:`~simreal_ros.calibrate.contact.ContactCalibration`) adds ``calibration.contact`` and
+    centres the profile's ``contact`` ranges on its estimates. Without ``cal`` (a contact-only
+    fit) the profile's arm sections are the ``default`` profile's (the arm was not calibrated)."""
+    if cal is None:
+        return _contact_only_document(contact)
+    doc = _arm_document(cal)
+    if contact is not None:
+        from simreal_ros.calibrate.contact import contact_document, contact_profile
+
+        doc["calibration"]["contact"] = contact_document(contact)
+        doc["randomization"]["contact"] = contact_profile(contact)
+    return doc
+
+
+def _contact_only_document(contact: Any) -> dict[str, Any]:
+    from simreal_ros import __version__
+    from simreal_ros.calibrate.contact import _as_plain, contact_document, contact_profile
+
+    default = load_ranges(profile="default")
+    return {"calibration": {"package_version": __version__,
+                            "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                            "note": "contact only: the arm was not calibrated (its profile sections are the default "
+                                    "profile's)",
+                            "contact": contact_document(contact), "warnings": list(contact.warnings)},
+            "randomization": {"dynamics": {k: v for k, v in _as_plain(asdict(default.dynamics)).items()
+                                           if k != "link_inertia" or v},
+                              "sensor": _as_plain(asdict(default.sensor)), "contact": contact_profile(contact)}}
+
+
+def _arm_document(cal: Calibration) -> dict[str, Any]:
     cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cal.config).items()}
     return {
         "calibration": {
@@ -115,16 +147,21 @@ def calibration_document(cal: Calibration) -> dict[str, Any]:
     }
 
 
-def write_outputs(cal: Calibration, out_dir: str | Path, report: bool = True) -> dict[str, Path]:
-    """Write ``calibration.yaml``, ``report.json`` and ``report.png`` into ``out_dir``; return the paths."""
+def write_outputs(cal: Calibration | None, out_dir: str | Path, report: bool = True,
+                  contact: Any = None) -> dict[str, Path]:
+    """Write ``calibration.yaml``, ``report.json`` and ``report.png`` into ``out_dir``; return the
+    paths. ``contact``: the push task's contact fit (also ``report_contact.png``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    doc = calibration_document(cal)
+    doc = calibration_document(cal, contact)
     paths = {"calibration": out / "calibration.yaml"}
     paths["calibration"].write_text(yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120))
-    if report:
+    if report and cal is not None:
         from simreal_ros.calibrate.report import write_report
         paths.update(write_report(cal, out, doc))
+    if report and contact is not None:
+        from simreal_ros.calibrate.contact import write_contact_report
+        paths.update(write_contact_report(contact, out))
     return paths
 
 

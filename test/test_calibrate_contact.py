@@ -1,0 +1,128 @@
+"""Contact calibration of the push task, end to end: ``simreal sim --task push --real-arm FILE``
+records a push session through the real graph (every node its own process, over DDS on
+loopback; the scripted pusher drives, the shield in shadow mode) on a hidden table the fitter
+never reads (test/data/hidden_table_slippery_heavy.yaml: puck-table friction 0.03, an eighth of
+the task's, and a 0.5 kg puck, 2.5 times the task's); ``simreal calibrate fit --contact only``
+reads the bag back with rosbags, replays the measured tool path against a MuJoCo puck
+(mujoco.sysid for the friction) and the arm's torques for the mass, and writes the estimates
+into calibration.yaml and its randomization profile."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from mcap_ros2._dynamic import serialize_dynamic
+
+from simreal_ros.bag import BagWriter
+from simreal_ros.bag.types import message_definition
+from simreal_ros.calibrate.contact import ContactInputError, PushLog, fit_contact, read_push_bag
+from simreal_ros.robot import load_robot
+from simreal_ros.sim.push_task import load_push_task
+from simreal_ros.sim.randomize import load_ranges
+
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(1500)]
+
+REPO = Path(__file__).resolve().parent.parent
+HIDDEN = REPO / "test" / "data" / "hidden_table_slippery_heavy.yaml"
+TRUE_FRICTION, TRUE_MASS = 0.03, 0.5
+
+
+def _cli(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "simreal_ros.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=os.environ.copy(), cwd=REPO)
+
+
+def _record(out: Path) -> Path:
+    proc = _cli("sim", "--task", "push", "--shield-mode", "shadow", "--real-arm", str(HIDDEN), "--record", "true",
+                "--output-dir", str(out), "--goals", "3", "--timing", "unpaced", "--no-progress", "--json", timeout=900)
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert summary.get("bag") and summary["limit_violations"] == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return Path(summary["bag"])
+
+
+@pytest.fixture(scope="module")
+def push_bag(tmp_path_factory) -> Path:
+    """One recorded push session. Known (2026-12-02, load ~20 on 2 cores): now and then the shield
+    faults at start-up on a joint state older than its 0.5 s watchdog and holds the arm for the
+    whole run (the bag then has no push); that recording is repeated once, and said so."""
+    bag = _record(tmp_path_factory.mktemp("push"))
+    log = read_push_bag(bag)
+    if np.ptp(log.obj_p[:, 0]) < 0.01 and np.ptp(log.obj_p[:, 1]) < 0.01:
+        print(f"the puck never moved in {bag} (the shield held the arm): recording again")
+        bag = _record(tmp_path_factory.mktemp("push_again"))
+    return bag
+
+
+def test_the_fit_recovers_the_hidden_friction_and_mass(push_bag, tmp_path):
+    out = tmp_path / "cal"
+    proc = _cli("calibrate", "fit", str(push_bag), "--contact", "only", "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = yaml.safe_load((out / "calibration.yaml").read_text())
+    contact = doc["calibration"]["contact"]
+    mu, m = contact["parameters"]["table_friction"], contact["parameters"]["puck_mass"]
+    print(f"pushes {contact['pushes']}, contact {contact['contact_s']} s, free sliding {contact['free_slide_s']} s; "
+          f"friction {mu['value']:.4f} +- {mu['std']:.2g} (hidden {TRUE_FRICTION}), mass {m['value']:.3f} +- "
+          f"{m['std']:.2g} kg (hidden {TRUE_MASS}); puck path RMSE {contact['replay']['puck_path_rmse_m']}")
+    assert mu["identified"] and m["identified"], contact["warnings"]
+    assert mu["value"] == pytest.approx(TRUE_FRICTION, rel=0.15)
+    assert m["value"] == pytest.approx(TRUE_MASS, rel=0.20)
+    assert mu["std"] > 0 and m["std"] > 0 and m["unit"] == "kg"
+    assert mu["provenance"] == [push_bag.name] and "mujoco.sysid" in mu["method"]
+    # the calibrated replay follows the tracked puck better than the task's friction
+    rmse = contact["replay"]["puck_path_rmse_m"]
+    assert rmse["after"] < 0.5 * rmse["before"]
+    # the profile's contact section is centred on the estimates (what simreal evaluate --randomization reads)
+    task = load_push_task()
+    ranges = load_ranges(profile=str(out / "calibration.yaml")).contact
+    assert np.mean(ranges.table_friction_scale) * task.table_friction == pytest.approx(mu["value"], rel=0.01)
+    assert np.mean(ranges.puck_mass_scale) * task.puck_mass == pytest.approx(m["value"], rel=0.01)
+    assert ranges.table_friction_scale[0] < mu["value"] / task.table_friction < ranges.table_friction_scale[1]
+    assert (out / "report_contact.png").stat().st_size > 10_000
+
+
+def test_without_a_push_nothing_is_identified_and_the_reason_is_given(push_bag):
+    log = read_push_bag(push_bag)
+    # the first second: the pusher is still approaching, the puck lies still
+    s, o = log.state_t < 1.0, log.obj_t < 1.0
+    idle = PushLog(log.name, log.sha256, log.state_t[s], log.q[s], log.dq[s], log.tau[s], log.obj_t[o],
+                   log.obj_p[o], log.obj_quat[o])
+    got = fit_contact([idle])
+    assert not got.segments
+    for e in got.estimates.values():
+        assert not e.identified and e.value is None and "never moved the puck" in e.reason, e
+    assert len(got.warnings) == 2
+
+
+def _joint_state_bag(path: Path) -> Path:
+    robot = load_robot()
+    kind = "sensor_msgs/msg/JointState"
+    enc = serialize_dynamic(kind, message_definition(kind)[0])[kind]
+    with BagWriter(path, status_interval_s=0) as w:
+        w.add_topic("/joint_states", kind)
+        for k in range(50):
+            ns = 1_796_000_000 * 10**9 + k * 4_000_000
+            w.write("/joint_states", enc({"header": {"stamp": {"sec": ns // 10**9, "nanosec": ns % 10**9},
+                                                     "frame_id": ""}, "name": list(robot.joint_names),
+                                          "position": list(robot.ready_pose), "velocity": [0.0] * 7,
+                                          "effort": [0.0] * 7}), ns)
+    return path
+
+
+def test_a_bag_without_object_poses_is_refused_naming_it(tmp_path):
+    bag = _joint_state_bag(tmp_path / "arm_only")
+    with pytest.raises(ContactInputError, match=f"{bag}: no tracked object poses on /simreal/object_pose"):
+        read_push_bag(bag)
+    for mode in ("only", "on"):
+        proc = _cli("calibrate", "fit", str(bag), "--contact", mode, "--out", str(tmp_path / "out"), timeout=120)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        line = proc.stderr.strip().splitlines()[-1]
+        assert line.startswith("error: ") and str(bag) in line and "/simreal/object_pose" in line, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "calibration.yaml").exists()
