@@ -5,7 +5,14 @@ never reads (test/data/hidden_table_slippery_heavy.yaml: puck-table friction 0.0
 the task's, and a 0.5 kg puck, 2.5 times the task's); ``simreal calibrate fit --contact only``
 reads the bag back with rosbags, replays the measured tool path against a MuJoCo puck
 (mujoco.sysid for the friction) and the arm's torques for the mass, and writes the estimates
-into calibration.yaml and its randomization profile."""
+into calibration.yaml and its randomization profile (``-m slow``). Measured 2026-12-02 at load
+~20: friction 0.0337 (+12 %), mass 0.483 kg (-3 %); on the 0.2 kg slippery table (no test)
+friction 0.0326 (+9 %).
+
+The replay is biased high in friction by about 10 % on these MuJoCo tables, consistently over
+pushes (a scatter between pushes of a few %); the cause is not found (same timestep, contact
+pair, puck geometry and friction coefficients as the scene's). ``model_error`` (5 %) widens
+every std by that much at least."""
 
 from __future__ import annotations
 
@@ -24,10 +31,14 @@ from simreal_ros.bag import BagWriter
 from simreal_ros.bag.types import message_definition
 from simreal_ros.calibrate.contact import ContactInputError, PushLog, fit_contact, read_push_bag
 from simreal_ros.robot import load_robot
+from simreal_ros.robot.mujoco_model import PushScene
+from simreal_ros.robot.tool import load_tool
+from simreal_ros.sim.arm import ArmSim, ArmSimConfig
 from simreal_ros.sim.push_task import load_push_task
-from simreal_ros.sim.randomize import load_ranges
+from simreal_ros.sim.push_world import PushWorld
+from simreal_ros.sim.randomize import ContactRanges, load_ranges
 
-pytestmark = [pytest.mark.ros, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.timeout(1500)]
 
 REPO = Path(__file__).resolve().parent.parent
 HIDDEN = REPO / "test" / "data" / "hidden_table_slippery_heavy.yaml"
@@ -60,6 +71,8 @@ def push_bag(tmp_path_factory) -> Path:
     return bag
 
 
+@pytest.mark.ros
+@pytest.mark.slow  # ~14 min at load 20 on 2 cores: 2-5 min recording, 7-10 min fitting
 def test_the_fit_recovers_the_hidden_friction_and_mass(push_bag, tmp_path):
     out = tmp_path / "cal"
     proc = _cli("calibrate", "fit", str(push_bag), "--contact", "only", "--out", str(out), "--json")
@@ -87,13 +100,31 @@ def test_the_fit_recovers_the_hidden_friction_and_mass(push_bag, tmp_path):
     assert (out / "report_contact.png").stat().st_size > 10_000
 
 
-def test_without_a_push_nothing_is_identified_and_the_reason_is_given(push_bag):
-    log = read_push_bag(push_bag)
-    # the first second: the pusher is still approaching, the puck lies still
-    s, o = log.state_t < 1.0, log.obj_t < 1.0
-    idle = PushLog(log.name, log.sha256, log.state_t[s], log.q[s], log.dq[s], log.tau[s], log.obj_t[o],
-                   log.obj_p[o], log.obj_quat[o])
-    got = fit_contact([idle])
+def _idle_log(seconds: float = 2.0) -> PushLog:
+    """What a bag of a session in which the tool never reaches the puck holds: the MuJoCo arm with
+    the push scene holding its start pose, its measurements and the tracker's samples."""
+    robot = load_robot()
+    task, tool = load_push_task(), load_tool()
+    arm = ArmSim(ArmSimConfig(push=PushScene(tool, task)), robot=robot, seed=0)
+    world = PushWorld(arm, task, tool, ContactRanges())
+    arm.reset(q0=world.frame.rest)
+    world.reset(np.random.default_rng(0), 1)
+    arm.set_command(world.frame.rest)
+    st, q, dq, tau, ot, op, oq = [], [], [], [], [], [], []
+    for _ in range(int(seconds / arm.config.measurement_period)):
+        arm.advance(arm.config.measurement_period)
+        for m in arm.pop_measurements():
+            st.append(m.stamp), q.append(m.position), dq.append(m.velocity), tau.append(m.effort)
+        for o in world.track():
+            ot.append(o.stamp), op.append(o.position), oq.append(o.orientation)
+    return PushLog("idle", "", np.array(st), np.array(q), np.array(dq), np.array(tau), np.array(ot), np.array(op),
+                   np.array(oq))
+
+
+def test_without_a_push_nothing_is_identified_and_the_reason_is_given():
+    log = _idle_log()
+    assert len(log.obj_t) >= 50 and len(log.state_t) >= 1000
+    got = fit_contact([log])
     assert not got.segments
     for e in got.estimates.values():
         assert not e.identified and e.value is None and "never moved the puck" in e.reason, e
