@@ -183,3 +183,32 @@ def test_bad_input_is_refused_with_one_line_naming_it(tmp_path, dataset, logged)
 
         finetune(PUSH, Steps(**{f.name: getattr(logged, f.name)[:0] for f in dataclasses.fields(Steps)}),
                  tmp_path / "o2", progress=False, **TINY)
+
+
+def test_cli_runs_both_commands_with_a_progress_bar_and_a_table(tmp_path, dataset):
+    new = tmp_path / "new"
+    res = _cli("finetune", str(PUSH), "--data", str(dataset), "--out", str(new), "--steps", "8", "--critic-warmup",
+               "4", "--distill-steps", "4", "--batch-size", "32", "--name", "push_cli")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "simreal finetune" in res.stderr and "bundle written to" in res.stdout  # tqdm's bar is on stderr
+    prov = read_manifest(new)[0].provenance
+    assert prov["command"].startswith("simreal finetune ") and "--steps 8" in prov["command"]
+    res = _cli("ope", str(new), "--data", str(dataset), "--against", str(PUSH), "--fqe-steps", "8", "--bootstrap",
+               "20", "--out", str(tmp_path / "ope.json"), "--no-progress")
+    assert res.returncode == 0, res.stderr[-3000:]
+    for label in ("FQE value", "95% CI", "shield interventions / 100 commands", "predicted limit violations",
+                  "OOD excursion rate", "push_cli", "push_default"):
+        assert label in res.stdout, (label, res.stdout)
+    assert json.loads((tmp_path / "ope.json").read_text())["policies"]["policy"]["name"] == "push_cli"
+
+
+def test_a_shadow_session_keeps_the_policy_proposals_beside_what_the_expert_did():
+    """driver='expert': the scripted pusher acts (it succeeds on the slippery table), the policy only proposes."""
+    b = load_bundle(PUSH)
+    s = simulate(b, "push", 1, seed=9, noise_std=0.0, real=SLIPPERY, driver="expert")
+    assert s.has_proposal.all() and s.terminals[-1]
+    ref = np.clip(b.infer(b.manifest.normalize(s.observations)), -1, 1)
+    np.testing.assert_allclose(s.proposed_actions, ref, atol=1e-6)
+    assert np.mean(np.abs(s.actions - s.proposed_actions)) > 0.05
+    with pytest.raises(ValueError, match="driver"):
+        simulate(b, "push", 1, seed=9, driver="baseline")

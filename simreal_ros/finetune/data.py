@@ -136,13 +136,18 @@ def normalized(manifest: Any, obs: np.ndarray) -> np.ndarray:
 
 def simulate(bundle: Any, task_name: str, episodes: int, seed: int, noise_std: float = 0.1,
              randomization: Any = "nominal", real: Any = None,
-             progress: Callable[[int], None] | None = None) -> Steps:
+             progress: Callable[[int], None] | None = None, driver: str = "policy") -> Steps:
     """Roll ``bundle`` out in the task's env: each step the policy's action plus Gaussian noise of
     ``noise_std`` (clipped to the action clip) is executed; the proposal is kept beside it.
+    ``driver="expert"``: the task's expert (the push task's scripted pusher, the reach task's
+    resolved-rate controller: :mod:`simreal_ros.training.tasks`) acts instead, the policy's
+    proposals kept beside it, as in a shadow session.
 
     ``randomization``: a profile name, a calibration file or ranges; ``real``: a hidden arm/table
     file instead (exact values, no randomization). Episode ``k`` uses seed ``seed + k``.
     """
+    if driver not in ("policy", "expert"):
+        raise ValueError(f"driver must be 'policy' or 'expert', got {driver!r}")
     from simreal_ros.training.tasks import task
 
     spec = task(task_name)
@@ -154,11 +159,13 @@ def simulate(bundle: Any, task_name: str, episodes: int, seed: int, noise_std: f
     try:
         for k in range(episodes):
             obs, _ = env.reset(seed=seed + k)
+            last = np.zeros(m.action_dim)
             for i in range(env.max_steps):
                 proposal = np.clip(np.asarray(bundle.infer(normalized(m, obs)), dtype=float).ravel(),
                                    -m.action_clip, m.action_clip)
-                action = np.clip(proposal + rng.normal(0.0, noise_std, proposal.shape), -m.action_clip,
-                                 m.action_clip)
+                base = proposal if driver == "policy" else np.asarray(spec.expert(env, last), dtype=float)
+                action = np.clip(base + rng.normal(0.0, noise_std, proposal.shape), -m.action_clip, m.action_clip)
+                last = action
                 nxt, reward, terminated, truncated, _ = env.step(action)
                 done = terminated or truncated or i == env.max_steps - 1
                 for key, val in (("observations", obs), ("actions", action), ("proposed_actions", proposal),

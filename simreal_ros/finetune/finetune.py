@@ -99,20 +99,27 @@ def check_out(out: Path, bundle_dir: Path) -> None:
 
 def _make_impl_class():
     """TD3+BC's implementation with the frozen reference's term and a switch for the Q term."""
+    import dataclasses
+
+    import torch
     from d3rlpy.algos.qlearning.torch.td3_plus_bc_impl import TD3PlusBCActorLoss, TD3PlusBCImpl
+
+    @dataclasses.dataclass(frozen=True)
+    class RefActorLoss(TD3PlusBCActorLoss):
+        ref_loss: torch.Tensor
 
     class RefTD3PlusBCImpl(TD3PlusBCImpl):
         reference: Any = None
         ref_weight: float = 1.0
         q_weight: float = 1.0
 
-        def compute_actor_loss(self, batch, action, *args) -> TD3PlusBCActorLoss:
+        def compute_actor_loss(self, batch, action, *args) -> RefActorLoss:
             q_t = self._q_func_forwarder.compute_expected_q(batch.observations, action.squashed_mu, "none")[0]
             lam = self._alpha / (q_t.abs().mean()).detach()
             bc_loss = ((batch.actions - action.squashed_mu) ** 2).mean()
             ref_loss = ((self.reference(batch.observations) - action.squashed_mu) ** 2).mean()
             loss = self.q_weight * lam * -q_t.mean() + bc_loss + self.ref_weight * ref_loss
-            return TD3PlusBCActorLoss(actor_loss=loss, bc_loss=ref_loss)
+            return RefActorLoss(actor_loss=loss, bc_loss=bc_loss, ref_loss=ref_loss)
 
     return RefTD3PlusBCImpl
 
