@@ -41,6 +41,9 @@ def test_the_excitation_replaces_policy_and_baseline_and_the_shield_keeps_every_
     assert unpaced["sim_bridge"].parameters["sync_period"] == pytest.approx(1.0 / exc_file["rate_hz"])
     assert all(n.parameters["use_sim_time"] for n in unpaced.values())
     assert "/simreal/excitation/command" in rec.parameters["topics"]
+    # the excitation starts once the recorder (this node name) records what the fit reads
+    assert exc.parameters["recorder"] == rec.name == "recorder"
+    assert set(exc_file["recorded_topics"]) <= set(rec.parameters["topics"])
     assert {"/joint_states", "/simreal/shield/sent", "/diagnostics"} <= set(rec.parameters["topics"])
     params = yaml.safe_load(overrides_yaml(list(nodes.values())))
     assert params["excitation_controller"]["ros__parameters"]["duration"] == 30.0
@@ -54,8 +57,10 @@ def test_real_mode_remaps_the_driver_and_starts_no_bridge(tmp_path):
     assert set(nodes["state_estimator"].remappings) == {("/joint_states", "/franka/joint_states")}
     assert set(nodes["safety_shield"].remappings) == {("/forward_position_controller/commands", "/franka/cmd")}
     assert ("/joint_states", "/franka/joint_states") in nodes["recorder"].remappings
-    # it starts from the command the shield holds: it hears the driver's command topic
-    assert set(nodes["excitation_controller"].remappings) == {("/forward_position_controller/commands", "/franka/cmd")}
+    # it starts from the command the shield holds (it hears the driver's command topic) once the recorder
+    # records the driver's joint states
+    assert set(nodes["excitation_controller"].remappings) == {("/forward_position_controller/commands", "/franka/cmd"),
+                                                             ("/joint_states", "/franka/joint_states")}
 
 
 def test_a_hidden_arm_and_a_randomization_file_reach_the_bridge_as_absolute_paths(tmp_path, monkeypatch):

@@ -90,3 +90,50 @@ def test_the_node_proposes_from_the_measured_pose_then_finishes_and_holds(proces
     np.testing.assert_allclose(held, np.broadcast_to(ROBOT.ready_pose, held.shape), atol=1e-9)
     assert phases.index("finished") > 0 and "excite" in phases[:phases.index("finished")]
     assert "excitation finished after" in processes.output(proc)
+
+
+@pytest.mark.ros
+def test_with_a_recorder_named_it_starts_only_once_that_node_records_what_the_fit_reads(processes, ros_node):
+    """The calibrate graph's recorder subscribes a topic only once it has seen a publisher and polls
+    for it; on a loaded machine it subscribed /joint_states seconds after the excitation began (the
+    bag lacked the approach). Here the shield holds and the state flows, but nothing is proposed
+    until a node named 'recorder' subscribes every topic the fit reads; the old node started at once."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+
+    cmds, status = [], []
+    ros_node.create_subscription(Float64MultiArray, "/simreal/excitation/command", lambda m: cmds.append(m), 100)
+    ros_node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: status.extend(
+        s.message for s in m.status if s.name == "excitation_controller"), 50)
+    state = ros_node.create_publisher(JointState, "/simreal/state_estimate", 10)
+    sent = ros_node.create_publisher(Float64MultiArray, "/forward_position_controller/commands", 10)
+
+    def publish():
+        state.publish(JointState(name=list(ROBOT.joint_names), position=[float(x) for x in START]))
+        sent.publish(Float64MultiArray(data=[float(x) for x in START]))
+
+    ros_node.create_timer(0.02, publish)
+    proc = processes.start("-m", "simreal_ros.nodes.excitation_node", "--ros-args", "--params-file",
+                           "config/excitation.yaml", "-p", "duration:=2.0", "-p", "ramp:=0.5", "-p",
+                           "diagnostics_period:=0.2", "-p", "recorder:=recorder", name="exc")
+    # a subscriber of some of the topics that is not the recorder does not count
+    others = [ros_node.create_subscription(JointState, t, lambda _m: None, 10)
+              for t in ("/joint_states", "/simreal/shield/sent")]
+    waiting = lambda: sum("waiting for recorder to record" in m for m in status) >= 5  # noqa: E731
+    assert ros_node.spin_until(waiting, 60), processes.output(proc)[-2000:]
+    assert cmds == [] and others
+    assert "/joint_states" in status[-1] and "/simreal/excitation/command" in status[-1], status[-1]
+    ctx = ros_node.context
+    recorder = rclpy.create_node("recorder", context=ctx)  # subscribes what the fit reads: then it starts
+    try:
+        for msg_type, topic in ((JointState, "/joint_states"), (JointState, "/simreal/shield/sent"),
+                                (JointState, "/simreal/state_estimate"),
+                                (Float64MultiArray, "/simreal/excitation/command"),
+                                (Float64MultiArray, "/forward_position_controller/commands")):
+            recorder.create_subscription(msg_type, topic, lambda _m: None, 10)
+        assert ros_node.spin_until(lambda: len(cmds) >= 5, 60), processes.output(proc)[-2000:]
+        np.testing.assert_allclose(np.array(cmds[0].data), START, atol=1e-9)  # from the held pose, no jump
+    finally:
+        recorder.destroy_node()

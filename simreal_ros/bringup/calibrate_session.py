@@ -6,6 +6,11 @@ The same nodes as ``ros2 launch simreal_ros calibrate.launch.py mode:=sim``
 node waits until the graph is up and recording, follows the excitation controller's phase on
 ``/diagnostics`` with a progress bar until it says ``finished``, lets the hold be recorded, then
 stops the graph (the recorder closes its bag) and reads the bag back.
+
+The excitation starts only once the recorder subscribes to what the fit reads (its ``recorder``
+parameter), and the graph is stopped only once the recorder's own counters (its status on
+``/diagnostics``) show every proposal of the run and of the hold: on a loaded machine the
+recorder subscribed seconds late (bags without the approach) and lagged seconds behind.
 """
 
 from __future__ import annotations
@@ -18,9 +23,13 @@ from typing import Any
 from simreal_ros.bringup.graph import EXCITATION_NODE, GraphOptions, NodeSpec, shield_config
 from simreal_ros.bringup.session import _wait
 
+RECORDER_NODE = "recorder"  # the graph's recorder: its status on /diagnostics counts what it wrote
+
 STARTUP_TIMEOUT_S = 60.0
 #: seconds recorded after the excitation said it finished (the hold, at rest)
 HOLD_S = 1.0
+#: wall seconds the recorder may take to write the end of the run before the recording fails
+RECORDER_LAG_S = 30.0
 #: wall seconds without a new sent command before the recording is given up as stalled
 STALL_S = 20.0
 
@@ -39,6 +48,8 @@ class _Watcher:
         self.topics = {"state": state_topic, "command": command_topic, "sent": sent_topic}
         self.counts = {"state": 0, "command": 0, "sent": 0}
         self.phase = ""
+        self.proposals = 0  # the excitation's own count of its proposals (its diagnostics)
+        self.recorded = -1  # the recorder's count of the proposals it wrote (its diagnostics; -1: none yet)
         self.progress = (0.0, 0.0)  # (elapsed, end) of the excitation, s
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
@@ -59,9 +70,12 @@ class _Watcher:
 
     def _on_diagnostics(self, msg) -> None:
         for st in msg.status:
+            values = {kv.key: kv.value for kv in st.values}
+            if st.name == RECORDER_NODE:
+                self.recorded = int(values.get(f"{self.topics['command']}.received", self.recorded))
             if st.name != EXCITATION_NODE:
                 continue
-            values = {kv.key: kv.value for kv in st.values}
+            self.proposals = int(values.get("commands", self.proposals))
             self.phase = values.get("phase", self.phase)
             try:
                 self.progress = (float(values.get("elapsed_s", 0.0)), float(values.get("end_s", 0.0)))
@@ -100,6 +114,7 @@ def record_session(nodes: list[NodeSpec], opts: GraphOptions, bag: Path, run_dir
 
     from simreal_ros.bringup.report import STAMPED_SENT_TOPIC, scan_bag
     from simreal_ros.bringup.runner import ProcessGraph
+    from simreal_ros.shield.config import read_node_parameters
 
     run_dir.mkdir(parents=True, exist_ok=True)
     exc = next(n for n in nodes if n.name == EXCITATION_NODE)
@@ -145,9 +160,14 @@ def record_session(nodes: list[NodeSpec], opts: GraphOptions, bag: Path, run_dir
                                 f"'{watcher.phase}', {watcher.counts['sent']} sent; logs in {run_dir})" if stalled else
                                 f"the excitation did not finish within {budget:.0f} s (phase '{watcher.phase}')")
             return summary
-        n_sent = watcher.counts["sent"]
-        _wait(lambda: watcher.counts["sent"] >= n_sent + 10, HOLD_S + 5.0, alive)  # the hold is recorded
-        time.sleep(HOLD_S)
+        # the recorder has the whole run and the hold (it subscribed before the first proposal, see
+        # the excitation's 'recorder' parameter, so its count of proposals is the excitation's)
+        rate = float({**read_node_parameters(exc.param_files[-1], EXCITATION_NODE), **exc.parameters}["rate_hz"])
+        target = watcher.proposals + round(HOLD_S * rate)
+        if not _wait(lambda: watcher.recorded >= target, HOLD_S + RECORDER_LAG_S, alive):
+            summary["error"] = (f"the recorder did not record the end of the run within {RECORDER_LAG_S:.0f} s "
+                                f"({watcher.recorded} of {target} proposals; logs in {run_dir})")
+            return summary
         summary["sent_commands_seen"] = watcher.counts["sent"]
     finally:
         watcher.close()

@@ -415,8 +415,9 @@ def build_calibrate_graph(opts: GraphOptions) -> list[NodeSpec]:
     nodes.append(NodeSpec("state_estimator", "state_estimator", "simreal_ros.nodes.estimator_node",
                           (_config("estimator.yaml"),), dict(common)))
     topic = exc.get("command_topic", "/simreal/excitation/command")
+    # it starts once the recorder subscribed to what the fit reads: the bag holds the whole run
     nodes.append(NodeSpec(EXCITATION_NODE, EXCITATION_NODE, "simreal_ros.nodes.excitation_node", (exc_file,),
-                          {**common, "duration": float(opts.duration)}))
+                          {**common, "duration": float(opts.duration), "recorder": "recorder"}))
     shield_file = _config("shield.yaml")
     # Every limit, the e-stop and the watchdogs as in bringup. No revert: it hands a misbehaving
     # policy over to the baseline, and none runs here; a clipped excitation is still good data

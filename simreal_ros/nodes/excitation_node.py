@@ -4,7 +4,11 @@ A thin adapter around :class:`~simreal_ros.estimator.excitation.ExcitationRun`. 
 the shield sends (its commands on ``sent_topic``: the shield holds the arm where it measured it
 when it started) and starts from the command the shield sends, so the first proposal is exactly
 what the arm is already asked to hold (without a shield, ``sent_topic`` '': from the first joint
-state on ``state_topic``). It approaches the excitation's centre smoothly, runs the excitation for ``duration`` s and then holds the centre, proposing joint position
+state on ``state_topic``). With ``recorder`` set (the calibrate graph: ``recorder``), it also
+waits until the node of that name subscribes to its state, command and sent topics and to
+``recorded_topics`` (the measured joint states, the shield's stamped sent commands), so the bag
+holds the run from its first proposal: a recorder discovers a topic only once it has a publisher
+and polls for it, and on a loaded machine it subscribed seconds after the excitation began. It approaches the excitation's centre smoothly, runs the excitation for ``duration`` s and then holds the centre, proposing joint position
 targets (``std_msgs/Float64MultiArray``, robot joint order, ``layout.dim[0].label`` =
 ``position``) on ``command_topic`` every ``1/rate_hz`` s, like any other controller: the
 calibrate graph points the shield's policy input at it, so every limit, the e-stop and the
@@ -46,6 +50,9 @@ SPEC = [replace(s, read_only=True) for s in (
           "commands the shield sends (robot order): the excitation starts from the one it holds "
           "('' = from the first joint state)"),
     Param("diagnostics_period", 1.0, "s between /diagnostics messages", low=0.05, high=60.0),
+    Param("recorder", "", "name of the recorder node to wait for before starting ('' = do not wait)"),
+    Param("recorded_topics", ["/joint_states", "/simreal/shield/sent"],
+          "with recorder set: topics (besides state, command and sent topic) it must subscribe first"),
     *settings_of(ExcitationRunConfig),
     *settings_of(ExcitationConfig),
 )]
@@ -67,6 +74,7 @@ class ExcitationNode(Node):
         self._announced = False
         self._sent: np.ndarray | None = None  # the shield's latest sent command
         self.counts = {"commands": 0, "bad_states": 0, "no_state": 0}
+        self._unrecorded: list[str] = []  # topics the recorder has not subscribed yet (with recorder set)
         self.cmd_pub = self.create_publisher(Float64MultiArray, p["command_topic"], 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointState, p["state_topic"], self._on_state, qos_profile_sensor_data)
@@ -110,6 +118,10 @@ class ExcitationNode(Node):
             start = self._q if not self.params["sent_topic"] else self._sent
             if start is None:  # nothing proposed until the shield holds the arm: no stale queued proposals
                 return
+            if self.params["recorder"]:  # and the recorder records from the first proposal
+                self._unrecorded = self._not_recorded()
+                if self._unrecorded:
+                    return
             try:
                 self.run = ExcitationRun(self.robot, start, self.config, self.run_config)
             except ValueError as exc:  # a start pose the excitation cannot centre around
@@ -127,12 +139,24 @@ class ExcitationNode(Node):
             self.get_logger().info(f"excitation finished after {t:.2f} s: holding the centre")
             self._on_diagnostics()
 
+    def _not_recorded(self) -> list[str]:
+        """The topics (resolved, so remapped) the recorder node does not subscribe to yet."""
+        p = self.params
+        topics = [p["state_topic"], p["command_topic"], p["sent_topic"], *p["recorded_topics"]]
+        out = []
+        for topic in dict.fromkeys(self.resolve_topic_name(t) for t in topics if t):
+            if not any(i.node_name == p["recorder"] for i in self.get_subscriptions_info_by_topic(topic)):
+                out.append(topic)
+        return out
+
     def _on_diagnostics(self) -> None:
         status = DiagnosticStatus(name=NODE_NAME, hardware_id=self.robot.name, level=DiagnosticStatus.OK)
         values = {k: str(v) for k, v in self.counts.items()}
         if self.run is None:
             status.level = DiagnosticStatus.WARN
-            status.message = "waiting for the joint state" if self._q is None else "waiting for the shield to forward"
+            status.message = ("waiting for the joint state" if self._q is None else
+                              "waiting for the shield to forward" if self._sent is None and self.params["sent_topic"]
+                              else f"waiting for {self.params['recorder']} to record {', '.join(self._unrecorded)}")
             values["phase"] = "waiting"
         else:
             t = self._now() - self._t0

@@ -13,6 +13,11 @@ holds everything up to the last flush (at most ``flush_interval_s`` lost) and
 
 Bag time (the log time of each message) is the node's ROS clock at receipt: sim time under
 ``use_sim_time``, as ``ros2 bag record --use-sim-time`` does.
+
+The counters written into the bag (per topic: messages received, late, dropped) are also
+published on ``/diagnostics`` every ``status_interval_s`` (status ``recorder``), so whoever
+runs a recording can tell when the recorder has what was sent (``simreal calibrate record``
+stops the graph only then: a loaded recorder lags seconds behind the graph).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.node import Node
@@ -30,7 +36,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from simreal_ros.bag.config import RecorderConfig
 from simreal_ros.bag.types import UnknownTypeError, qos_profile
 from simreal_ros.bag.writer import BagError, BagWriter
-from simreal_ros.nodes.common import run_node
+from simreal_ros.nodes.common import publish_status, run_node
 from simreal_ros.nodes.params import ParameterError, declare_and_read
 from simreal_ros.settings import from_settings, settings_of
 
@@ -70,6 +76,9 @@ class RecorderNode(Node):
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(p.discovery_period_s, self._discover, clock=steady)
         self.create_timer(min(0.1, p.flush_interval_s / 2), self._tick, clock=steady)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        if p.status_interval_s > 0:
+            self.create_timer(p.status_interval_s, self._publish_status, clock=steady)
         self._discover()
         self.get_logger().info(f"recording {len(self.wanted)} topics to {self.bag_path} (mcap, flush every "
                                f"{p.flush_interval_s:g} s)")
@@ -123,6 +132,16 @@ class RecorderNode(Node):
     def _tick(self) -> None:
         if not self.writer.closed:
             self.writer.tick(self.get_clock().now().nanoseconds)
+
+    def _publish_status(self) -> None:
+        if self.writer.closed:
+            return
+        values = self.writer.status()
+        dropped = int(values.get("dropped", "0")) or int(values.get("write_errors", "0"))
+        status = DiagnosticStatus(name=NODE_NAME, hardware_id=str(self.bag_path),
+                                  level=DiagnosticStatus.WARN if dropped else DiagnosticStatus.OK,
+                                  message="dropped messages or write errors" if dropped else "recording")
+        publish_status(self, self.diag_pub, status, values)
 
     # ------------------------------------------------------------------ shutdown
     def close(self) -> None:

@@ -223,6 +223,8 @@ def evaluate(bundle: str | Path | None = None, episodes: int = 100, randomizatio
             report["conditions"][cname][f"{ctl}_failed_seeds"] = [e["seed"] for e in eps if not e["success"]]
             bar.update(1)
     bar.close()
+    if real is not None:
+        report["prediction"] = prediction(report)
     report["wall_time_s"] = round(time.monotonic() - t0, 1)
     if out is not None:
         out = Path(out)
@@ -240,6 +242,23 @@ def evaluate(bundle: str | Path | None = None, episodes: int = 100, randomizatio
                 report["files"]["animation"] = str(gif)
         (out / "evaluation.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def prediction(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """How well the simulated conditions predict success on the hidden real arm, per controller:
+    ``predicted`` (the success rate on the ``--randomization`` profile, e.g. a calibration's),
+    ``actual`` (on the real arm, the same seeds), ``difference_pp`` (predicted - actual, percentage
+    points) and the nominal model's ``nominal`` / ``nominal_difference_pp`` beside them. With N
+    episodes a success rate's standard error is up to 50/sqrt(N) points (5 at N = 100)."""
+    cond = report["conditions"]
+    out = {}
+    for ctl in CONTROLLERS:
+        actual = cond["real"][ctl]["success_rate"]
+        predicted, nominal = cond["randomized"][ctl]["success_rate"], cond["nominal"][ctl]["success_rate"]
+        out[ctl] = {"profile": cond["randomized"]["randomization"], "predicted": predicted, "actual": actual,
+                    "difference_pp": round(100.0 * (predicted - actual), 2), "nominal": nominal,
+                    "nominal_difference_pp": round(100.0 * (nominal - actual), 2)}
+    return out
 
 
 def record_in_manifest(bundle: str | Path, episodes: int = 100, seed: int = 10_000, workers: int | None = 2,
@@ -283,6 +302,16 @@ def _print_table(report: dict[str, Any]) -> None:
                 v = cond[ctl][key]
                 vals.append("-" if v is None else (f"{v * 1e3:.1f}" if fmt == "mm" else fmt.format(v)))
             print(f"  {label:30s}{vals[0]:>12s}{vals[1]:>12s}")
+    pred = report.get("prediction")
+    if pred:  # the 'prediction' row: success on the real arm as the randomized and the nominal sims predict it
+        print(f"\nprediction of the real arm's success ({pred['policy']['profile']} vs real, same seeds)")
+        print(f"  {'':30s}{'policy':>12s}{'baseline':>12s}")
+        for label, fmt in (("predicted (randomized)", lambda p: f"{p['predicted']:.1%}"),
+                           ("actual (real)", lambda p: f"{p['actual']:.1%}"),
+                           ("difference (pp)", lambda p: f"{p['difference_pp']:+.1f}"),
+                           ("nominal predicts", lambda p: f"{p['nominal']:.1%}"),
+                           ("nominal difference (pp)", lambda p: f"{p['nominal_difference_pp']:+.1f}")):
+            print(f"  {label:30s}{fmt(pred['policy']):>12s}{fmt(pred['baseline']):>12s}")
 
 
 def limit_violations(report: dict[str, Any]) -> list[str]:
