@@ -18,8 +18,12 @@ Still seen (2026-12-02, load 18-23 on 2 cores, other helpers' ROS tests running)
 recordings did not start: a few seconds after start the estimator's publications (and the
 shield's and the excitation's) stopped reaching the other processes, while the bridge's kept
 reaching the recorder and the estimator; the processes ran on, idle (gdb: every thread waiting,
-none blocked in a publish). Cause not found. ``simreal calibrate record`` then fails after 60 s
-naming what never came (here: excitation proposals), and so does this test (no retry)."""
+none blocked in a publish). Likely cause, fixed in test/conftest.py: every test session's Fast DDS
+cleanup deleted the lock files of the live participants of all other sessions (and of these
+graphs), and Fast DDS takes a segment without its lock file for a dead one (test_fast_dds_cleanup.py;
+other helpers' worktrees clean this way until they rebase). Not proven to be the only cause.
+``simreal calibrate record`` then fails after 60 s naming what never came (here: excitation
+proposals), and so does this test (no retry)."""
 
 from __future__ import annotations
 
@@ -163,6 +167,7 @@ def _misses(rows, friction=0.10, damping=0.10, payload=0.05, latency=0.002, bias
 
 
 @pytest.mark.slow  # the fit alone took 147 s here under load (the ~60 s budget of the default run)
+@pytest.mark.timeout(1800)  # at load ~23 recording and fit took more than 600 s
 def test_the_fitter_recovers_the_hidden_arm_from_the_bag(recording):
     """Measured 2026-12-02 (load ~12 on 2 cores, 14.7 s recorded, fit 147 s, 2030 rollouts): friction
     of joints 1-6 within 8.4 %, joint 7's not identified (its stiction band holds it), payload 1.4997
@@ -186,6 +191,7 @@ def test_the_fitter_recovers_the_hidden_arm_from_the_bag(recording):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_every_parameter_of_an_arm_with_the_published_inertias(tmp_path):
     from simreal_ros.calibrate import FitConfig, fit
 

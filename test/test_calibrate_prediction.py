@@ -8,10 +8,10 @@ the graph is not the point here, test_calibrate_e2e.py records through it), the 
 the session, and ``simreal evaluate``'s 'prediction' row compares the shipped reach policy's success
 on the calibrated profile and on the nominal model with its success on the hidden arm (same seeds).
 
-Measured 2026-12-02 (load ~20 on 2 cores; the fit of friction, damping, payload, latency and bias took
-112 s, the three conditions' 50 episodes each 244 s): the shipped reach policy succeeds in 72 % of 50 episodes on the
-hidden arm, the calibrated profile predicts 72 % (0 points off), the nominal model 100 % (28 points
-off); the baseline 100 % everywhere.
+Measured 2026-12-02 with the reach policy shipped then (load ~20 on 2 cores; the fit of friction,
+damping, payload, latency and bias took 112 s, 50 episodes of the three conditions 244 s): it
+succeeds in 72 % of the episodes on the hidden arm, the calibrated profile predicts 72 % (0 points
+off), the nominal model 100 % (28 points off); the baseline 100 % everywhere.
 """
 
 from __future__ import annotations
