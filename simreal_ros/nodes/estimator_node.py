@@ -157,15 +157,12 @@ class StateEstimatorNode(Node):
     def _maybe_publish_belief(self) -> None:
         """At ``belief_rate_hz`` of sample time (the prior too, so consumers never wait for
         motion), or at every belief update when the rate is 0."""
-        belief = self.core.belief()
-        if belief is None:
-            return
         last_updates, last_stamp = self._belief_published
         stamp = self.core.last_stamp
-        if self._belief_period > 0:
-            if 0.0 <= stamp - last_stamp < self._belief_period - 1e-9:
-                return  # (a stamp before the last publication is a restarted stream: publish)
-        elif belief.updates == last_updates:
+        if self._belief_period > 0 and 0.0 <= stamp - last_stamp < self._belief_period - 1e-9:
+            return  # before the belief is read: not due (a stamp before the last publication is a restart)
+        belief = self.core.belief()
+        if belief is None or (self._belief_period <= 0 and belief.updates == last_updates):
             return
         self._belief_published = (belief.updates, stamp)
         self.belief_pub.publish(matrix_msg(np.stack([belief.values, belief.std]), self._belief_labels))
