@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bag": ("simreal_ros.bag.cli", "inspect and recover recorded bags"),
     "estimate": ("simreal_ros.estimator.cli", "score the state estimator and friction/payload belief in the sim"),
     "calibrate": ("simreal_ros.calibrate.cli", "record an excitation session, fit the simulator to recorded bags"),
+    "dataset": ("simreal_ros.dataset.cli", "turn recorded sessions into a Minari offline-RL dataset"),
     "finetune": ("simreal_ros.finetune.finetune", "improve a policy bundle from logged datasets (d3rlpy TD3+BC, "
                  "frozen reference)"),
     "ope": ("simreal_ros.finetune.ope", "off-policy evaluation of a bundle on logged datasets (FQE, shield replay)"),

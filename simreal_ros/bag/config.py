@@ -10,13 +10,14 @@ from typing import Any
 
 from simreal_ros.settings import setting, validate_fields
 
-#: what a run is judged by: measurements, estimate, belief, goal, proposed and sent commands (the
+#: what a run is judged by: measurements, estimate, belief, goal, proposed commands and what the
+#: policy computed for them (its per-cycle records and its bundle's identity), sent commands (the
 #: controller's topic and the shield's stamped copy that ``simreal bag check-limits`` reads),
 #: interventions, shadow-mode output, reverts, ground truth, diagnostics (see the topic map in
 #: simreal_ros.nodes)
 DEFAULT_TOPICS = (
     "/joint_states", "/simreal/state_estimate", "/simreal/state_covariance", "/simreal/belief", "/simreal/goal",
-    "/simreal/policy/command", "/simreal/baseline/command", "/forward_position_controller/commands",
+    "/simreal/policy/command", "/simreal/policy/record", "/simreal/policy/bundle", "/simreal/baseline/command", "/forward_position_controller/commands",
     "/simreal/shield/sent", "/simreal/shield/interventions", "/simreal/shield/shadow_command",
     "/simreal/shield/shadow_interventions", "/simreal/shield/revert", "/simreal/sim/ground_truth", "/diagnostics",
 )

@@ -29,7 +29,8 @@ Conventions (stable; the fine-tuning and OPE commands rely on them):
   False: a baseline-only session, or a skipped cycle).
 - ``rewards[i]`` is the task's reward function (:mod:`simreal_ros.sim.rewards`) at the state
   after the step, from what the robot measured (joint states, the tracked object pose).
-- ``terminals[i]``: the task ended there (push: the puck at the goal, or off the table);
+- ``terminals[i]``: the task ended there (push: the puck at the goal, or off the table; also
+  when the goal was reached right after the episode's last cycle, see :mod:`simreal_ros.dataset.build`);
   ``timeouts[i]``: the episode was cut there otherwise (the goal changed, the recording ended, a
   gap). Exactly one of them closes every episode.
 - ``intervened[i]``: the shield changed the executed command in that step;

@@ -11,6 +11,10 @@ topic                                       type                               p
 /simreal/goal                               geometry_msgs/PointStamped         sim_bridge / user
 /simreal/object_pose                        geometry_msgs/PoseStamped          sim_bridge (push) / tracker
 /simreal/policy/command                     std_msgs/Float64MultiArray         policy_executor (labelled kind)
+/simreal/policy/record                      std_msgs/Float64MultiArray         policy_executor (each cycle; fields
+                                                                               labelled in layout.dim, see
+                                                                               simreal_ros.policy.record)
+/simreal/policy/bundle                      std_msgs/String (JSON, latched)    policy_executor (bundle identity)
 /simreal/baseline/command                   std_msgs/Float64MultiArray         baseline_controller / push_baseline
 /simreal/excitation/command                 std_msgs/Float64MultiArray         excitation_controller (labelled)
 /forward_position_controller/commands       std_msgs/Float64MultiArray         safety_shield (sent, position mode)

@@ -11,7 +11,11 @@ inputs arrive as a burst of old samples and then the fresh ones: the cycle waits
 instead of skipping as stale); a timer of the same period steps when no state-triggered cycle
 ran for 1.5 periods.
 With ``trigger: timer`` a free-running timer steps. Skipped cycles publish nothing. A sustained
-out-of-distribution alarm publishes its reason on the revert topic. ``/diagnostics`` carries rate, compute and state-age p50/p99, OOD
+out-of-distribution alarm publishes its reason on the revert topic. Every cycle (skipped ones
+too) publishes what it computed on ``record_topic`` (:mod:`simreal_ros.policy.record`: stamps,
+skip reason, observation, raw and clipped action), and the bundle's identity (name, content
+hash, terms, action semantics) is latched as JSON on ``bundle_topic``: what ``simreal dataset``
+builds transitions from. ``/diagnostics`` carries rate, compute and state-age p50/p99, OOD
 score and skip counters.
 
 The node subscribes to the inputs its bundle's observation terms declare
@@ -36,20 +40,23 @@ from geometry_msgs.msg import PointStamped, PoseStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray, String
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 
 from simreal_ros.nodes.common import (
+    GOAL_QOS,
     LATEST_STATE_QOS,
     JointOrder,
     array_msg,
+    doubles,
     publish_status,
     run_node,
     stamp_to_sec,
     subscribe_goal,
 )
 from simreal_ros.nodes.params import Param, declare_and_read
-from simreal_ros.policy.bundle import BundleError, load_bundle
-from simreal_ros.policy.executor import CycleGate, ExecutorConfig, PolicyExecutor
+from simreal_ros.policy.bundle import BundleError, content_hash, load_bundle
+from simreal_ros.policy.executor import SKIP_REASONS, CycleGate, ExecutorConfig, PolicyExecutor
+from simreal_ros.policy.record import RecordBuffer, bundle_identity
 from simreal_ros.resources import ResourceNotFoundError, resource
 from simreal_ros.robot import load_robot
 from simreal_ros.settings import from_settings, settings_of
@@ -69,6 +76,10 @@ SPEC = [replace(s, read_only=True) for s in (
           "observation needs it; '' = not available"),
     Param("command_topic", "/simreal/policy/command", "proposed command to the shield (Float64MultiArray)"),
     Param("revert_topic", "/simreal/shield/revert", "std_msgs/String revert requests (OOD alarms)"),
+    Param("record_topic", "/simreal/policy/record", "what each cycle computed (Float64MultiArray, labelled fields, "
+          "simreal_ros.policy.record); '' = not published"),
+    Param("bundle_topic", "/simreal/policy/bundle", "the bundle's identity (std_msgs/String JSON, latched); '' = not "
+          "published"),
     Param("diagnostics_period", 1.0, "s between /diagnostics messages", low=0.05, high=60.0),
     *settings_of(ExecutorConfig),
 )]
@@ -106,6 +117,17 @@ class PolicyExecutorNode(Node):
         self.cmd_pub = self.create_publisher(Float64MultiArray, p["command_topic"], 10)
         self.revert_pub = self.create_publisher(String, p["revert_topic"], 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.record_pub = self.record = None
+        if p["record_topic"]:  # one preallocated record and message, refilled every cycle
+            self.record = RecordBuffer(m.obs_dim, m.action_dim, SKIP_REASONS)
+            self.record_msg = Float64MultiArray()
+            self.record_msg.layout.dim = [MultiArrayDimension(label=n, size=k, stride=o) for n, k, o in
+                                          self.record.fields]
+            self.record_pub = self.create_publisher(Float64MultiArray, p["record_topic"], 50)
+        if p["bundle_topic"]:
+            self.bundle_pub = self.create_publisher(String, p["bundle_topic"], GOAL_QOS)  # latched
+            self.bundle_pub.publish(String(data=bundle_identity(m, bundle.directory, content_hash(bundle),
+                                                                self.robot.name, SKIP_REASONS)))
         self.create_subscription(JointState, p["state_topic"], self._on_state, LATEST_STATE_QOS)
         goal_type = PoseStamped if p["goal_type"] == "pose" else PointStamped
         subscribe_goal(self, goal_type, p["goal_topic"], self._on_goal)  # latched or plain publishers
@@ -173,6 +195,10 @@ class PolicyExecutorNode(Node):
         res = self.policy.step(now)
         if self.gate is not None:
             self.gate.ran(now)
+        if self.record_pub is not None:
+            ex = self.policy
+            self.record_msg.data = doubles(self.record.fill(res, ex.state_stamp, ex.object_stamp))
+            self.record_pub.publish(self.record_msg)
         if res.command is not None:
             self.cmd_pub.publish(array_msg(res.command, label=res.command_type))
         elif res.skipped in ("stale_state", "deadline_missed", "non_finite_action"):

@@ -61,6 +61,50 @@ def action_to_command(robot: RobotModel, action_type: str, action: np.ndarray, s
     raise ValueError(f"action type '{action_type}' is not one of {list(ACTION_TYPES)}")
 
 
+def command_to_action(robot: RobotModel, action_type: str, command: np.ndarray, scale: float, clip: float,
+                      q: np.ndarray, default_pose: np.ndarray) -> np.ndarray:
+    """The action that :func:`action_to_command` turns into ``command`` (its inverse, where one
+    exists): what a recorded sent command was, in a bundle's action space, clipped to ``±clip``.
+
+    - ``joint_position_delta``: ``clip((command - q) / scale)`` around the measured ``q`` the
+      step started from;
+    - ``joint_position``: ``clip((command - default_pose) / scale)``;
+    - ``joint_torque``: ``clip(command / scale)``.
+
+    A command the forward map cannot produce (beyond ``scale*clip``, e.g. a baseline's larger
+    step) maps to the nearest action, the clipped one. ``tool_planar_delta``: see
+    :func:`planar_command_to_action`.
+    """
+    c = np.asarray(command, dtype=float)
+    if action_type == "joint_position_delta":
+        a = (c - np.asarray(q, dtype=float)) / scale
+    elif action_type == "joint_position":
+        a = (c - np.asarray(default_pose, dtype=float)) / scale
+    elif action_type == "joint_torque":
+        a = c / scale
+    elif action_type == "tool_planar_delta":
+        raise ValueError("action type 'tool_planar_delta' is inverted through its plane: planar_command_to_action")
+    else:
+        raise ValueError(f"action type '{action_type}' is not one of {list(ACTION_TYPES)}")
+    return np.clip(a, -clip, clip)
+
+
+def planar_command_to_action(robot: RobotModel, frame, command: np.ndarray, reference_xy: np.ndarray, scale: float,
+                             clip: float) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :meth:`~simreal_ros.robot.planar.PlanarReference.step` for a joint ``command``:
+    the tool tip the command puts on the plane (FK through ``frame``) minus the reference point it
+    moved from (``reference_xy``: the tip of the previous command, or the measured tip when the
+    reference starts, as the forward map starts it), over ``scale``, clipped to ``±clip``.
+
+    Returns (action, the command's tip = the next reference point). Exact where the forward map
+    neither clipped the reference to the workspace nor to ``max_lead`` (then the action that moved
+    the reference that far).
+    """
+    tip = frame.tip_position(robot, np.asarray(command, dtype=float))[:2]
+    a = (tip - np.asarray(reference_xy, dtype=float)[:2]) / scale
+    return np.clip(a, -clip, clip), tip
+
+
 def _planar_reach(robot: RobotModel, frame, max_lead: float, period: float) -> np.ndarray:
     """Most joint motion per period a planar target can ask for: the reference leads the measured
     tip by at most ``max_lead`` (inside the workspace), so at each point of a grid over the

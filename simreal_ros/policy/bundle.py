@@ -28,6 +28,7 @@ sides, so a wrong policy never starts.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ from simreal_ros.robot import RobotModel
 MANIFEST_FILE = "manifest.yaml"
 
 __all__ = ["BACKENDS", "FORMAT", "MANIFEST_FILE", "BundleError", "PolicyBundle", "PolicyManifest", "check_robot",
-           "load_bundle", "manifest_for", "read_manifest", "save_bundle"]
+           "content_hash", "load_bundle", "manifest_for", "read_manifest", "save_bundle"]
 
 
 def check_robot(manifest: PolicyManifest, robot: RobotModel) -> None:
@@ -151,6 +152,18 @@ def load_bundle(path_or_dir: str | Path, robot: RobotModel | None = None, load_m
 
         bundle.backend = make_backend(bundle, warmup=warmup)
     return bundle
+
+
+def content_hash(bundle: PolicyBundle) -> str:
+    """sha256 over the bundle's manifest file and model file (names and bytes): the identity a
+    recorded session and a dataset name a bundle by."""
+    h = hashlib.sha256()
+    for path in (bundle.directory / MANIFEST_FILE, bundle.model_path):
+        h.update(path.name.encode() + b"\0")
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def save_bundle(directory: str | Path, manifest: PolicyManifest, model_file: str | Path) -> Path:

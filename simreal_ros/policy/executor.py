@@ -135,6 +135,7 @@ class StepResult:
     ood: OodReport | None = None
     revert_reason: str | None = None  # set when this cycle asks the shield to revert
     observation: np.ndarray | None = field(default=None, repr=False)  # raw (unnormalised)
+    raw_action: np.ndarray | None = field(default=None, repr=False)  # the model's output, before the clip
 
     @property
     def ood_score(self) -> float | None:
@@ -227,6 +228,16 @@ class PolicyExecutor:
         return self._stamp is not None and abs(float(now) - self._stamp) <= self.max_state_age
 
     @property
+    def state_stamp(self) -> float | None:
+        """Stamp of the latest accepted joint state (what the next cycle acts on)."""
+        return self._stamp
+
+    @property
+    def object_stamp(self) -> float | None:
+        """Stamp of the latest accepted tracked object pose."""
+        return self._object_stamp
+
+    @property
     def goal(self) -> np.ndarray | None:
         return None if self._goal is None else self._goal.copy()
 
@@ -259,7 +270,7 @@ class PolicyExecutor:
         self._last_ood = report
         raw = np.asarray(self.bundle.backend(m.normalize(obs)), dtype=float)
         if not np.all(np.isfinite(raw)):
-            return self._skip(now, "non_finite_action", age, t0, report, obs)
+            return self._skip(now, "non_finite_action", age, t0, report, obs, raw)
         action = np.clip(raw, -m.action_clip, m.action_clip)
         if self.planar is not None:
             command = self.planar.step(self._q, m.action_scale * action)
@@ -274,7 +285,7 @@ class PolicyExecutor:
                       f"z={report.score:.1f})")
             self.revert_requests += 1
         if compute > self.deadline:
-            res = self._skip(now, "deadline_missed", age, t0, report, obs)
+            res = self._skip(now, "deadline_missed", age, t0, report, obs, raw)
             res.revert_reason = revert
             return res
         self._last_action = action
@@ -282,16 +293,17 @@ class PolicyExecutor:
         self._compute.append(compute)
         self._ages.append(age)
         return StepResult(now=float(now), command=command, command_type=self.command_type, action=action,
-                          compute_time=compute, state_age=age, ood=report, revert_reason=revert, observation=obs)
+                          compute_time=compute, state_age=age, ood=report, revert_reason=revert, observation=obs,
+                          raw_action=raw)
 
-    def _skip(self, now, reason, age, t0, report=None, obs=None) -> StepResult:
+    def _skip(self, now, reason, age, t0, report=None, obs=None, raw=None) -> StepResult:
         self.skipped[reason] += 1
         compute = time.perf_counter() - t0
         self._compute.append(compute)
         if age is not None:
             self._ages.append(age)
         return StepResult(now=float(now), command=None, command_type=self.command_type, skipped=reason,
-                          compute_time=compute, state_age=age, ood=report, observation=obs)
+                          compute_time=compute, state_age=age, ood=report, observation=obs, raw_action=raw)
 
     # ------------------------------------------------------------------ statistics
     def stats(self) -> dict[str, float | int]:

@@ -23,6 +23,7 @@ from simreal_ros.policy.observation import DEFAULT_TERMS, ObsInputs, build_obser
 from simreal_ros.robot import RobotModel
 from simreal_ros.sim.arm import MEASUREMENT_PERIOD, PHYSICS_DT, ArmSim, ArmSimConfig, Measurement, SceneCamera, ticks
 from simreal_ros.sim.randomize import RandomizationRanges, load_ranges
+from simreal_ros.sim.rewards import REACH_SUCCESS_RADIUS, REACH_SUCCESS_SPEED, reach_reward, reach_success
 
 #: spread (rad) around the ready pose of the joint configurations whose FK gives goals
 GOAL_SPREAD = np.array([1.0, 0.45, 0.5, 0.5, 0.5, 0.45, 0.0])
@@ -63,7 +64,8 @@ class ReachEnv(gym.Env):
 
     def __init__(self, control_rate: float = 20.0, episode_seconds: float = 5.0, action_scale: float = 0.05,
                  randomization: str | RandomizationRanges = "nominal", physics_dt: float = PHYSICS_DT,
-                 measurement_period: float = MEASUREMENT_PERIOD, success_radius: float = 0.02, success_speed: float = 0.05,
+                 measurement_period: float = MEASUREMENT_PERIOD, success_radius: float = REACH_SUCCESS_RADIUS,
+                 success_speed: float = REACH_SUCCESS_SPEED,
                  obs_terms: tuple[str, ...] = DEFAULT_TERMS, render_mode: str | None = None,
                  robot: RobotModel | None = None, real=None) -> None:
         ranges = load_ranges(profile=randomization) if isinstance(randomization, str) else randomization
@@ -134,7 +136,7 @@ class ReachEnv(gym.Env):
         dist = float(np.linalg.norm(self.goal - flange))
         speed = float(np.linalg.norm(self.arm.flange_velocity()))
         return {"distance": dist, "speed": speed,
-                "is_success": dist < self.success_radius and speed < self.success_speed}
+                "is_success": reach_success(dist, speed, self.success_radius, self.success_speed)}
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -160,16 +162,9 @@ class ReachEnv(gym.Env):
         target = action_to_target(self.robot, self._last_meas.position, action, self.action_scale)
         status = self.advance(target)
         self._steps += 1
-        d = status["distance"]
-        terms = {
-            "distance": -d,
-            "precision": float(np.exp(-(d / 0.05) ** 2)),
-            "success": 1.0 if status["is_success"] else 0.0,
-            "action_rate": -0.05 * float(np.sum((action - self._last_action) ** 2)),
-            "joint_vel": -0.005 * float(np.sum(self._last_meas.velocity**2)),
-        }
+        reward, terms = reach_reward(status["distance"], status["is_success"], action, self._last_action,
+                                     self._last_meas.velocity)
         self._last_action = action
-        reward = float(sum(terms.values()))
         truncated = self._steps >= self.max_steps
         obs = self._obs()
         return obs, reward, False, truncated, {**status, "reward_terms": terms, "target": target}

@@ -33,6 +33,7 @@ from simreal_ros.sim.arm import MEASUREMENT_PERIOD, PHYSICS_DT, ArmSim, ArmSimCo
 from simreal_ros.sim.push_task import PushTaskConfig, load_push_task
 from simreal_ros.sim.push_world import ContactDraw, PushWorld
 from simreal_ros.sim.randomize import RandomizationRanges, load_ranges
+from simreal_ros.sim.rewards import push_reward
 from simreal_ros.sim.tracker import TrackedPose
 
 #: observation terms of the push task, in order (sizes: 7, 7, 2, 2, 2, 2, 2, 2); built by
@@ -205,22 +206,15 @@ class PushEnv(gym.Env):
         target = self.reference.step(self._last_meas.position, self.task.action_scale * action)
         status = self.advance(target)
         self._steps += 1
-        tool = self.tool_tip()[:2]
         puck, _ = self.puck_state()
         d = status["distance"]
-        terms = {
-            "puck_goal": -2.0 * d,
-            "progress": 10.0 * (self._prev_distance - d),
-            "tool_puck": -0.5 * max(0.0, float(np.linalg.norm(puck[:2] - tool)) - self.task.puck_radius
-                                    - self.tool.radius),
-            "success": 10.0 if status["is_success"] else 0.0,
-            "action_rate": -0.1 * float(np.sum((action - self._last_action) ** 2)),
-        }
+        reward, terms = push_reward(d, self._prev_distance, self.tool_tip()[:2], puck[:2], status["is_success"],
+                                    action, self._last_action, self.task.puck_radius, self.tool.radius)
         self._prev_distance = d
         self._last_action = action
         terminated = bool(status["is_success"] or status["fell"])
         truncated = (not terminated) and self._steps >= self.max_steps
-        return self._obs(), float(sum(terms.values())), terminated, truncated, \
+        return self._obs(), reward, terminated, truncated, \
             {**status, "reward_terms": terms, "target": target}
 
     def render(self):

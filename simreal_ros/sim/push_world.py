@@ -19,6 +19,7 @@ from simreal_ros.robot.tool import ToolSpec
 from simreal_ros.sim.arm import ArmSim
 from simreal_ros.sim.push_task import PushTaskConfig
 from simreal_ros.sim.randomize import ContactRanges
+from simreal_ros.sim.rewards import push_success
 from simreal_ros.sim.tracker import ObjectTracker, TrackedPose
 
 FALL_DEPTH = 0.05  # m below the table top: the puck has left the table
@@ -197,7 +198,7 @@ class PushWorld:
         speed = float(np.linalg.norm(v[:2]))
         fell = bool(p[2] < self.table_top - FALL_DEPTH)
         return {"distance": dist, "speed": speed, "fell": fell,
-                "is_success": (not fell) and dist < self.task.success_radius and speed < self.task.success_speed}
+                "is_success": push_success(dist, speed, fell, self.task.success_radius, self.task.success_speed)}
 
     def _apply_contact(self, c: ContactDraw) -> None:
         m, nom, s = self.arm.model, self.arm.nominal, self.sim
