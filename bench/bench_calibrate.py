@@ -4,7 +4,7 @@ of rollouts it took, and rollouts per second against one bare ``mujoco.rollout``
 
 The data: 60 s of the package's excitation through the shield on a hidden arm (friction, damping,
 armature, gains, 1.5 kg payload, 10 ms action latency, 4 ms observation latency, encoder bias,
-sensor noise, and the published identified link inertias of the Panda instead of the URDF's).
+sensor noise, and the shape-based link inertias the URDF had before instead of its identified ones).
 The per-parameter results (true, estimate, std) are printed before the last line.
 
 Target: <= 300 s on this 2-core machine. Prints one JSON object as its last line.
@@ -25,7 +25,7 @@ import mujoco.rollout
 import numpy as np
 
 from simreal_ros.calibrate.fit import KINDS, FitConfig, _chunks, _Replay, fit
-from simreal_ros.calibrate.simsession import PANDA_IDENTIFIED_INERTIA, HiddenArm, hidden_arm_sim, record_session
+from simreal_ros.calibrate.simsession import SHAPE_BASED_INERTIA, HiddenArm, hidden_arm_sim, record_session
 from simreal_ros.robot import load_robot
 
 HIDDEN = HiddenArm(
@@ -33,7 +33,7 @@ HIDDEN = HiddenArm(
     armature=(0.1, 0.1, 0.08, 0.08, 0.02, 0.02, 0.01), stiffness_scale=(1.25, 0.8, 1.2, 0.85, 1.25, 0.8, 1.2),
     damping_scale=(0.8, 1.2, 0.85, 1.25, 0.8, 1.2, 0.85), payload_mass=1.5, action_latency=0.010,
     observation_latency=0.004, position_bias=(1.5e-3, -1.2e-3, 0.8e-3, -1.5e-3, 1.2e-3, -0.8e-3, 1.0e-3),
-    position_noise_std=1e-4, velocity_noise_std=5e-3, effort_noise_std=0.05, link_inertia=PANDA_IDENTIFIED_INERTIA)
+    position_noise_std=1e-4, velocity_noise_std=5e-3, effort_noise_std=0.05, link_inertia=SHAPE_BASED_INERTIA)
 
 
 def truth(name: str, joints: tuple[str, ...]) -> float | None:
@@ -44,7 +44,7 @@ def truth(name: str, joints: tuple[str, ...]) -> float | None:
     if kind in per:
         return float(per[kind][joints.index(who)])
     if kind == "link_mass":
-        return PANDA_IDENTIFIED_INERTIA[who][0]
+        return SHAPE_BASED_INERTIA[who][0]
     return {"payload_mass": h.payload_mass, "action_latency": h.action_latency,
             "observation_latency": h.observation_latency}.get(name)
 

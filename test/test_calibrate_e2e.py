@@ -3,7 +3,8 @@ over DDS on loopback, paced as on the robot) against a sim bridge set to a hidde
 (test/data/hidden_arm_urdf_links.yaml: 3x friction, 1.5 kg payload, 10 ms action latency, biased
 encoders), the bag is read back with rosbags into sessions, and the fitter, which sees only the
 bag, recovers the hidden values (``-m slow``: 150 s of fitting here), and every parameter on 30 s
-of an arm with the published identified Panda inertias (test/data/hidden_arm.yaml, ``-m slow``).
+of an arm with other link inertias than the URDF's (the shape-based ones it had before:
+test/data/hidden_arm.yaml, ``-m slow``).
 
 Fixed (2026-12-02): about one recording in four lacked its start: the recorder subscribes a topic
 only once it has seen a publisher (polling every 0.5 s), and on a loaded machine it subscribed
@@ -192,7 +193,7 @@ def test_the_fitter_recovers_the_hidden_arm_from_the_bag(recording):
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_every_parameter_of_an_arm_with_the_published_inertias(tmp_path):
+def test_every_parameter_of_an_arm_with_shape_based_inertias(tmp_path):
     from simreal_ros.calibrate import FitConfig, fit
 
     bag = tmp_path / "inertias"

@@ -6,7 +6,7 @@ encoder), driven like a deployment (excitation trajectory proposed through the r
 the fitter sees only the session (measured states, sent commands, their stamps).
 
 The default run fits a short session on the parameters the hidden arm changes; the full
-acceptance (every parameter, 60 s, link inertias of the published identified Panda) is
+acceptance (every parameter, 60 s, the shape-based link inertias the URDF had before it took the identified ones) is
 ``-m slow`` (and ``bench/bench_calibrate.py``).
 """
 
@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from simreal_ros.calibrate import FitConfig, SessionError, fit, write_outputs
-from simreal_ros.calibrate.simsession import PANDA_IDENTIFIED_INERTIA, HiddenArm, hidden_arm_sim, record_session
+from simreal_ros.calibrate.simsession import SHAPE_BASED_INERTIA, HiddenArm, hidden_arm_sim, record_session
 from simreal_ros.estimator.excitation import ExcitationTrajectory
 from simreal_ros.robot import load_robot
 from simreal_ros.sim.arm import ArmSim, ArmSimConfig
@@ -129,11 +129,11 @@ FULL_HIDDEN = dataclasses.replace(
     HIDDEN, friction=(1.5, 1.5, 1.2, 1.2, 0.6, 0.6, 0.3), damping=(0.8, 0.9, 0.7, 0.6, 0.2, 0.15, 0.1),
     armature=(0.1, 0.1, 0.08, 0.08, 0.02, 0.02, 0.01), stiffness_scale=(1.25, 0.8, 1.2, 0.85, 1.25, 0.8, 1.2),
     damping_scale=(0.8, 1.2, 0.85, 1.25, 0.8, 1.2, 0.85), position_bias=BIAS[:6] + (1.0e-3,),
-    link_inertia=PANDA_IDENTIFIED_INERTIA)
+    link_inertia=SHAPE_BASED_INERTIA)
 
 
 @pytest.mark.slow
-def test_every_parameter_on_60s_with_published_inertias():
+def test_every_parameter_on_60s_with_shape_based_inertias():
     session = record_session(hidden_arm_sim(FULL_HIDDEN, ROBOT, seed=2), 60.0, name="hidden_full")
     cal = fit([session], FitConfig(), ROBOT, progress=False)
     est, h = cal.estimates, FULL_HIDDEN

@@ -7,18 +7,21 @@ import numpy as np
 import pytest
 import yaml
 
-from simreal_ros.calibrate.simsession import PANDA_IDENTIFIED_INERTIA
+from simreal_ros.calibrate.simsession import SHAPE_BASED_INERTIA
 from simreal_ros.sim.arm import ArmSim, ArmSimConfig
 from simreal_ros.sim.randomize import RandomizationRanges, load_ranges
 
 N = 7
+# other inertias than the URDF's, with products of inertia (the randomizer writes principal axes)
+OTHER_INERTIA = {k: (m, c, (*i[:3], 0.1 * min(i[0], i[1]), -0.05 * min(i[0], i[2]), 0.05 * min(i[1], i[2])))
+                 for k, (m, c, i) in SHAPE_BASED_INERTIA.items()}
 
 
 def calibrated(**dyn) -> dict:
     return {"dynamics": {"joint_friction": [[0.1 * i, 0.1 * i + 0.01] for i in range(1, N + 1)],
                          "payload_mass": [1.4, 1.6], "payload_com": [[0.01, 0.01], [-0.02, -0.02], [0.0, 0.0]],
                          "link_inertia": {k: {"mass": m, "com": list(c), "inertia": list(i)}
-                                          for k, (m, c, i) in PANDA_IDENTIFIED_INERTIA.items()}, **dyn},
+                                          for k, (m, c, i) in OTHER_INERTIA.items()}, **dyn},
             "sensor": {"position_bias": [[-0.0012, -0.0008]] * N, "action_latency": [0.009, 0.011]}}
 
 
@@ -32,10 +35,10 @@ def test_per_joint_signed_and_link_overrides_reach_the_model():
         assert np.all((d.position_bias >= -0.0012) & (d.position_bias <= -0.0008))  # negative: signed, per joint
         pb = sim.sim.payload_body
         assert sim.model.body_ipos[pb] == pytest.approx(sim.nominal.body_ipos[pb] + [0.01, -0.02, 0.0])
-        masses = [m for m, _, _ in PANDA_IDENTIFIED_INERTIA.values()]
+        masses = [m for m, _, _ in OTHER_INERTIA.values()]
         assert sim.model.body_mass[links] == pytest.approx(masses)
-        # the full inertia about the com is the published one (principal axes written by randomize)
-        for k, (_, com, (ixx, iyy, izz, ixy, ixz, iyz)) in enumerate(PANDA_IDENTIFIED_INERTIA.values()):
+        # the full inertia about the com is the given one (principal axes written by randomize)
+        for k, (_, com, (ixx, iyy, izz, ixy, ixz, iyz)) in enumerate(OTHER_INERTIA.values()):
             b = links[k]
             rot = np.zeros(9)
             import mujoco

@@ -3,7 +3,7 @@
 What the calibration tests and ``bench/bench_calibrate.py`` fit: the package's
 :class:`~simreal_ros.sim.arm.ArmSim` with dynamics and sensor values that the fitter does not
 know (:class:`HiddenArm`: per joint friction, damping, armature, gain scales, encoder bias; a
-payload; latencies; optionally other link inertias, e.g. the published identified Panda ones),
+payload; latencies; optionally other link inertias, e.g. the shape-based ones the URDF had before),
 driven like a deployment: the excitation trajectory
 (:class:`~simreal_ros.estimator.excitation.ExcitationTrajectory`) is proposed to a real
 :class:`~simreal_ros.shield.Shield` at its control period, the shield's sent commands go to the
@@ -29,24 +29,19 @@ from simreal_ros.sim.arm import ArmSim, ArmSimConfig
 from simreal_ros.sim.randomize import Draw
 from simreal_ros.sim.real_arm import LinkInertial, RealArm
 
-#: Link inertial parameters of the real Panda identified by Gaz et al. (RA-L 2019), links 1-7 in
-#: their joint frames (the package URDF's link frames): mass (kg), centre of mass (m), inertia
-#: about the centre of mass (kg m^2: ixx, iyy, izz, ixy, ixz, iyz). Source: ../shared/robot_facts.md.
-PANDA_IDENTIFIED_INERTIA: dict[str, tuple[float, tuple[float, float, float], tuple[float, ...]]] = {
-    "panda_link1": (4.970684, (0.003875, 0.002081, -0.04762),
-                    (0.70337, 0.70661, 0.009117, -0.000139, 0.006772, 0.019169)),
-    "panda_link2": (0.646926, (-0.003141, -0.02872, 0.003495),
-                    (0.007962, 0.02811, 0.025995, -0.003925, 0.010254, 0.000704)),
-    "panda_link3": (3.228604, (0.027518, 0.039252, -0.066502),
-                    (0.037242, 0.036155, 0.01083, -0.004761, -0.011396, -0.012805)),
-    "panda_link4": (3.587895, (-0.05317, 0.104419, 0.027454),
-                    (0.025853, 0.019552, 0.028323, 0.007796, -0.001332, 0.008641)),
-    "panda_link5": (1.225946, (-0.011953, 0.041065, -0.038437),
-                    (0.035549, 0.029474, 0.008627, -0.002117, -0.004037, 0.000229)),
-    "panda_link6": (1.666555, (0.060149, -0.014117, -0.010517),
-                    (0.001964, 0.004354, 0.005433, 0.000109, -0.001158, 0.000341)),
-    "panda_link7": (0.735522, (0.010517, -0.004252, 0.061597),
-                    (0.012516, 0.010027, 0.004815, -0.000428, -0.001196, -0.000741)),
+#: The shape-based link inertias the package URDF carried before it took the published identified
+#: ones (each link a solid cylinder of plausible mass; link 2: 2.7 kg against 0.65 kg identified),
+#: links 1-7 in their joint frames: mass (kg), centre of mass (m), inertia about the centre of mass
+#: (kg m^2: ixx, iyy, izz, ixy, ixz, iyz). A "real" arm whose inertias are far from the nominal
+#: model's, for the calibration tests and bench.
+SHAPE_BASED_INERTIA: dict[str, tuple[float, tuple[float, float, float], tuple[float, ...]]] = {
+    "panda_link1": (2.7, (0.0, 0.0, -0.09), (0.011430, 0.011430, 0.004860, 0.0, 0.0, 0.0)),
+    "panda_link2": (2.7, (0.0, -0.07, 0.0), (0.006840, 0.004860, 0.006840, 0.0, 0.0, 0.0)),
+    "panda_link3": (2.4, (0.03, 0.0, -0.08), (0.007280, 0.007280, 0.004320, 0.0, 0.0, 0.0)),
+    "panda_link4": (2.4, (-0.04, 0.06, 0.0), (0.006080, 0.004320, 0.006080, 0.0, 0.0, 0.0)),
+    "panda_link5": (2.6, (0.0, 0.03, -0.13), (0.012827, 0.012827, 0.004680, 0.0, 0.0, 0.0)),
+    "panda_link6": (1.5, (0.05, 0.0, 0.0), (0.001875, 0.002738, 0.002738, 0.0, 0.0, 0.0)),
+    "panda_link7": (0.5, (0.0, 0.0, 0.06), (0.000670, 0.000670, 0.000506, 0.0, 0.0, 0.0)),
 }
 
 
