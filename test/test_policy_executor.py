@@ -54,7 +54,8 @@ def test_observation_equals_the_training_envs_and_loop_runs_on_the_sim(robot):
     is exactly what the env gives the policy in training, and every cycle yields a command."""
     executor = PolicyExecutor(load_bundle(SHIPPED, robot), robot, ExecutorConfig(compute_deadline=1.0))
     executor.set_goal(GOAL)
-    env = ReachEnv(control_rate=executor.manifest.control_rate_hz, randomization="default")
+    env = ReachEnv(control_rate=executor.manifest.control_rate_hz, randomization="default",
+                   action_max_change=executor.manifest.action_max_change)
     obs, info = env.reset(seed=3, options={"goal": GOAL})
     start = info["distance"]
     for _ in range(20):
@@ -238,3 +239,35 @@ def test_gate_refuses_a_bad_period():
 
     with pytest.raises(ValueError, match="period"):
         CycleGate(0.0)
+
+
+def test_the_declared_action_filter_bounds_each_cycles_change_as_in_the_env(tmp_path, robot, stats):
+    """``action.max_change``: the executor moves the clipped action at most that much per cycle
+    from the last one (from zero after a reset), as the Reach env does in training; a bundle that
+    declares none runs its raw actions. A filter wider than the action range is refused."""
+    from simreal_ros.policy.manifest import BundleError
+
+    steps = {}
+    for mc in (None, 0.1):
+        d = write_linear_bundle(tmp_path / str(mc), robot, mean=stats[0], std=stats[1], seed=2, gain=20.0,
+                                action_max_change=mc)
+        ex = PolicyExecutor(load_bundle(d, robot), robot, ExecutorConfig(compute_deadline=1.0))
+        assert ex.manifest.action_max_change == mc
+        ex.set_goal(GOAL)
+        env = ReachEnv(control_rate=ex.manifest.control_rate_hz, action_max_change=mc)
+        obs, _ = env.reset(seed=1, options={"goal": GOAL})
+        last, changes = np.zeros(7), []
+        for _ in range(10):
+            m = env._last_meas
+            ex.update_state(m.position, m.velocity, m.stamp)
+            res = ex.step(env.arm.time)
+            np.testing.assert_allclose(res.observation.astype(np.float32), obs, atol=1e-6)
+            changes.append(np.max(np.abs(res.action - last)))
+            last = res.action
+            obs, _, _, _, _ = env.step(res.action)
+        steps[mc] = max(changes)
+        env.close()
+    assert steps[0.1] <= 0.1 + 1e-12 and steps[None] > 0.5, steps
+    with pytest.raises(BundleError, match=r"action\.max_change.*<= 2"):
+        write_linear_bundle(tmp_path / "wide", robot, action_max_change=2.5)
+        load_bundle(tmp_path / "wide", robot)

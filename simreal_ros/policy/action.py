@@ -25,6 +25,17 @@ COMMAND_MODE = {"joint_position_delta": "position", "joint_position": "position"
 PLANAR_DIM = 2
 
 
+def limit_change(action: np.ndarray, last: np.ndarray, max_change: float | None) -> np.ndarray:
+    """The declared action filter (manifest ``action.max_change``): ``action`` moved at most
+    ``max_change`` per component from ``last`` (the previous filtered action; zeros at the start
+    of an episode or engagement). ``None``: ``action`` unchanged. The envs apply it in training
+    and the executor on the robot, so a policy is run with the filter it was trained with: the
+    command's change per cycle, hence its acceleration, is bounded by construction."""
+    if max_change is None:
+        return action
+    return np.clip(action, last - max_change, last + max_change)
+
+
 def action_dim(action_type: str, n_joints: int) -> int:
     """Size of a policy's action for ``action_type``."""
     return PLANAR_DIM if action_type == "tool_planar_delta" else n_joints

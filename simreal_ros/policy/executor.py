@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simreal_ros.policy.action import action_to_command
+from simreal_ros.policy.action import action_to_command, limit_change
 from simreal_ros.policy.bundle import PolicyBundle, check_robot
 from simreal_ros.policy.observation import ObsInputs, build_observation, required_inputs
 from simreal_ros.policy.ood import OodMonitor, OodReport
@@ -271,7 +271,7 @@ class PolicyExecutor:
         raw = np.asarray(self.bundle.backend(m.normalize(obs)), dtype=float)
         if not np.all(np.isfinite(raw)):
             return self._skip(now, "non_finite_action", age, t0, report, obs, raw)
-        action = np.clip(raw, -m.action_clip, m.action_clip)
+        action = limit_change(np.clip(raw, -m.action_clip, m.action_clip), self._last_action, m.action_max_change)
         if self.planar is not None:
             command = self.planar.step(self._q, m.action_scale * action)
         else:

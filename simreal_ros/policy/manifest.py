@@ -117,6 +117,9 @@ class PolicyManifest:
     format: str = FORMAT
     #: ``tool_planar_delta`` only: the plane (see :data:`PLANAR_KEYS`)
     action_planar: dict[str, Any] | None = None
+    #: the declared action filter: the clipped action moves at most this much per cycle from the
+    #: last one (:func:`simreal_ros.policy.action.limit_change`); ``None``: no filter
+    action_max_change: float | None = None
 
     def __post_init__(self) -> None:
         if self.format != FORMAT:
@@ -146,6 +149,8 @@ class PolicyManifest:
         self.action_clip = _number("action.clip", self.action_clip)
         self.default_pose = _floats("default_pose", self.default_pose, len(names))
         self.action_planar = _planar(self.action_type, self.action_planar)
+        if self.action_max_change is not None:
+            self.action_max_change = _number("action.max_change", self.action_max_change, high=2 * self.action_clip)
         if not isinstance(self.provenance, Mapping):
             raise _err("provenance", f"must be a mapping, got {type(self.provenance).__name__}")
         self.provenance = dict(self.provenance)
@@ -275,6 +280,7 @@ class PolicyManifest:
             action_scale=get(action, "scale", "action."),
             action_clip=get(action, "clip", "action.", 1.0),
             action_planar=action.get("planar"),
+            action_max_change=action.get("max_change"),
             default_pose=get(d, "default_pose"),
             provenance=provenance,
         )
@@ -293,6 +299,7 @@ class PolicyManifest:
                                   "clip": float(self.obs_clip)},
             },
             "action": {"type": self.action_type, "scale": float(self.action_scale), "clip": float(self.action_clip),
+                       **({"max_change": float(self.action_max_change)} if self.action_max_change is not None else {}),
                        **({"planar": _plain(self.action_planar)} if self.action_planar is not None else {})},
             "default_pose": self.default_pose.tolist(),
             "provenance": _plain(self.provenance),
@@ -351,7 +358,8 @@ def manifest_for(robot: RobotModel, name: str, model_file: str, terms: Sequence[
                  action_scale: float = 0.05, action_clip: float = 1.0, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, obs_clip: float = 10.0,
                  provenance: Mapping[str, Any] | None = None,
-                 action_planar: Mapping[str, Any] | None = None) -> PolicyManifest:
+                 action_planar: Mapping[str, Any] | None = None,
+                 action_max_change: float | None = None) -> PolicyManifest:
     """Convenience: a manifest for ``robot`` with term sizes filled in (identity normalisation by default)."""
     n = robot.n_joints
     sizes = [TERMS[t][0](n) if isinstance(t, str) and t in TERMS else 0 for t in terms]
@@ -361,4 +369,5 @@ def manifest_for(robot: RobotModel, name: str, model_file: str, terms: Sequence[
         obs_terms=list(zip(terms, sizes)), obs_mean=mean, obs_std=std, obs_clip=obs_clip, action_type=action_type,
         action_scale=action_scale, action_clip=action_clip, default_pose=robot.ready_pose.copy(),
         provenance=dict(provenance or {}), action_planar=None if action_planar is None else dict(action_planar),
+        action_max_change=action_max_change,
     )

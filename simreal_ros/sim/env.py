@@ -18,7 +18,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from simreal_ros.policy.action import action_to_target
+from simreal_ros.policy.action import action_to_target, limit_change
 from simreal_ros.policy.observation import DEFAULT_TERMS, ObsInputs, build_observation, term_sizes
 from simreal_ros.robot import RobotModel
 from simreal_ros.sim.arm import MEASUREMENT_PERIOD, PHYSICS_DT, ArmSim, ArmSimConfig, Measurement, SceneCamera, ticks
@@ -50,6 +50,10 @@ class ReachEnv(gym.Env):
         control_rate: policy rate (Hz); the period must be a multiple of the measurement period.
         episode_seconds: episode length (truncation).
         action_scale: joint-position delta (rad) for an action of 1.
+        action_max_change: the declared action filter (manifest ``action.max_change``): the most
+            the action may change from one step to the next. 0.25 at 20 Hz and 0.05 rad bounds the
+            command's acceleration to 0.25*0.05*20^2 = 5 rad/s^2, under every joint's limit (joint 2:
+            7.5), so the shield passes the commands unchanged. ``None``: no filter.
         randomization: profile name in ``config/randomization.yaml`` or ranges.
         physics_dt: MuJoCo step (s). measurement_period: sensor period (s). Both default to the
             sim's one declaration (``simreal_ros.sim.arm.PHYSICS_DT``/``MEASUREMENT_PERIOD``).
@@ -67,7 +71,7 @@ class ReachEnv(gym.Env):
                  measurement_period: float = MEASUREMENT_PERIOD, success_radius: float = REACH_SUCCESS_RADIUS,
                  success_speed: float = REACH_SUCCESS_SPEED,
                  obs_terms: tuple[str, ...] = DEFAULT_TERMS, render_mode: str | None = None,
-                 robot: RobotModel | None = None, real=None) -> None:
+                 robot: RobotModel | None = None, real=None, action_max_change: float | None = 0.25) -> None:
         ranges = load_ranges(profile=randomization) if isinstance(randomization, str) else randomization
         if real is not None and not hasattr(real, "table"):
             from simreal_ros.robot import load_robot
@@ -81,6 +85,7 @@ class ReachEnv(gym.Env):
         ticks(self.control_period, measurement_period, "control period (1/control_rate)")
         self.max_steps = ticks(episode_seconds, self.control_period, "episode_seconds")
         self.action_scale = float(action_scale)
+        self.action_max_change = None if action_max_change is None else float(action_max_change)
         self.success_radius = float(success_radius)
         self.success_speed = float(success_speed)
         self.obs_terms = tuple(obs_terms)
@@ -158,7 +163,8 @@ class ReachEnv(gym.Env):
         return self._obs(), {**status, "goal": self.goal.copy(), "randomization": self.arm.draw}
 
     def step(self, action):
-        action = np.clip(np.asarray(action, dtype=float), -1.0, 1.0)
+        action = limit_change(np.clip(np.asarray(action, dtype=float), -1.0, 1.0), self._last_action,
+                              self.action_max_change)
         target = action_to_target(self.robot, self._last_meas.position, action, self.action_scale)
         status = self.advance(target)
         self._steps += 1

@@ -24,6 +24,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from simreal_ros.policy.action import limit_change
 from simreal_ros.policy.observation import ObsInputs, build_observation
 from simreal_ros.robot import RobotModel
 from simreal_ros.robot.mujoco_model import TABLE_TOP, PushScene
@@ -202,7 +203,8 @@ class PushEnv(gym.Env):
                              "contact": c.as_dict()}
 
     def step(self, action):
-        action = np.clip(np.asarray(action, dtype=float).reshape(2), -1.0, 1.0)
+        action = limit_change(np.clip(np.asarray(action, dtype=float).reshape(2), -1.0, 1.0), self._last_action,
+                              self.task.action_max_change)
         target = self.reference.step(self._last_meas.position, self.task.action_scale * action)
         status = self.advance(target)
         self._steps += 1

@@ -57,6 +57,9 @@ class PushTaskConfig:
                                   low=0.0, low_open=True, high=0.1)
     max_lead: float = setting(0.03, "most the tool's reference point may be ahead of the measured tool",
                               unit="m", low=0.001, high=0.2)
+    action_max_change: float = setting(0.4, "declared action filter: most the normalized action may change from one "
+                                       "cycle to the next (manifest action.max_change)", low=0.0, low_open=True,
+                                       high=2.0)
     tracker_rate_hz: float = setting(50.0, "object tracker rate", unit="Hz", low=1.0, high=1000.0)
 
     def __post_init__(self) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from simreal_ros.policy.action import limit_change
 from simreal_ros.robot import RobotModel
 
 
@@ -54,8 +55,10 @@ def expert_action(robot: RobotModel, q: np.ndarray, goal: np.ndarray, last_actio
 
 
 def reach_expert(env, last_action: np.ndarray, cfg: ExpertConfig = ExpertConfig()) -> np.ndarray:
-    """:func:`expert_action` on a ReachEnv's measured joints and goal."""
-    return expert_action(env.robot, env.measurement.position, env.goal, last_action, env.action_scale, cfg)
+    """:func:`expert_action` on a ReachEnv's measured joints and goal, through the env's declared
+    action filter (the labels are actions the policy can take)."""
+    a = expert_action(env.robot, env.measurement.position, env.goal, last_action, env.action_scale, cfg)
+    return limit_change(a, last_action, env.action_max_change)
 
 
 def collect(env, policy_fn, steps: int, beta: float, rng: np.random.Generator, noise: float,

@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from simreal_ros.policy.action import limit_change
+
 TASK_NAMES = ("reach", "push")
 
 
@@ -28,19 +30,16 @@ class TaskSpec:
         """Action type, scale, rate (and plane) of a bundle for this task, from a probe env."""
         if self.name == "push":
             return {"action_type": "tool_planar_delta", "action_scale": env.task.action_scale,
-                    "control_rate_hz": env.task.control_rate_hz, "action_planar": env.action_planar}
+                    "control_rate_hz": env.task.control_rate_hz, "action_planar": env.action_planar,
+                    "action_max_change": env.task.action_max_change}
         return {"action_type": "joint_position_delta", "action_scale": env.action_scale,
-                "control_rate_hz": 1.0 / env.control_period}
-
-
-#: the push expert's largest action change per step (smooth labels: a policy that imitates them
-#: sends commands the shield passes unchanged)
-PUSH_EXPERT_MAX_CHANGE = 0.4
+                "control_rate_hz": 1.0 / env.control_period, "action_max_change": env.action_max_change}
 
 
 def push_expert(env, last_action: np.ndarray) -> np.ndarray:
     """The scripted pusher on what a controller observes (measured joints -> tool tip, tracked
-    puck, goal), with the task's nominal puck size, rate-limited from the last action."""
+    puck, goal), with the task's nominal puck size, rate-limited from the last action as the env's
+    declared action filter limits the policy (smooth labels)."""
     from simreal_ros.baseline.pusher import ScriptedPusher
 
     pusher = getattr(env, "_expert_pusher", None)
@@ -49,7 +48,7 @@ def push_expert(env, last_action: np.ndarray) -> np.ndarray:
         env._expert_pusher = pusher
     tool = env.frame.tip_position(env.robot, env.measurement.position)
     a = pusher.act(tool, env.tracked.position, env.goal)
-    return np.clip(a, last_action - PUSH_EXPERT_MAX_CHANGE, last_action + PUSH_EXPERT_MAX_CHANGE)
+    return limit_change(a, last_action, env.task.action_max_change)
 
 
 def task_of_manifest(manifest) -> str:
@@ -73,8 +72,9 @@ def task(name: str) -> TaskSpec:
     if name == "push":
         from simreal_ros.baseline.pusher import PusherConfig
         from simreal_ros.sim.push_env import PUSH_TERMS, PushEnv
+        from simreal_ros.sim.push_task import PushTaskConfig
 
         return TaskSpec("push", "SimReal/Push-v0", PushEnv, PUSH_TERMS, push_expert,
                         {"kind": "scripted pusher (simreal_ros.baseline.pusher)",
-                         "max_action_change": PUSH_EXPERT_MAX_CHANGE, **PusherConfig().__dict__})
+                         "max_action_change": PushTaskConfig().action_max_change, **PusherConfig().__dict__})
     raise ValueError(f"unknown task '{name}' (known: {', '.join(TASK_NAMES)})")
