@@ -131,6 +131,12 @@ def test_command_reach_numbers(robot):
     np.testing.assert_allclose(e.allowed, 20.0)
     assert list(e.over) == [4, 5, 6]
     np.testing.assert_allclose(r.allowed, 2 * np.minimum(20.0, lim.effort) * 20.0)
+    # a declared action filter bounds the commanded acceleration: 0.05 * 0.25 * 20^2 = 5 rad/s^2
+    v, a = command_reach(robot, "joint_position_delta", 0.05, 1.0, 20.0, robot.ready_pose, max_change=0.25)
+    np.testing.assert_allclose(a.allowed, 5.0)
+    assert a.quantity == "acceleration" and len(a.over) == 0
+    _, a = command_reach(robot, "joint_position_delta", 0.05, 1.0, 20.0, robot.ready_pose, max_change=0.5)
+    assert list(a.over) == [1]  # joint 2's limit is 7.5 rad/s^2, 10 asked
 
 
 # ---------------------------------------------------------------------- without torch

@@ -162,7 +162,7 @@ class CommandReach:
 
 
 def command_reach(robot: RobotModel, action_type: str, scale: float, clip: float, rate_hz: float,
-                  default_pose: np.ndarray, planar=None) -> list[CommandReach]:
+                  default_pose: np.ndarray, planar=None, max_change: float | None = None) -> list[CommandReach]:
     """What actions of ``action_type`` (clipped to ``clip``, times ``scale``) can command at ``rate_hz``.
 
     - ``joint_position_delta``: a target up to ``scale*clip`` from the measured position every
@@ -174,7 +174,10 @@ def command_reach(robot: RobotModel, action_type: str, scale: float, clip: float
       would not get what it asks for) and a jump of ``2*min(scale*clip, effort)`` per period
       against the torque-rate limits.
 
-    Accelerations and jerks are the shield's to shape: any useful step from rest exceeds them
+    With a declared action filter (``max_change``) on ``joint_position_delta``, the commanded
+    velocity changes by at most ``scale*max_change*rate`` per period: an acceleration of
+    ``scale*max_change*rate^2`` rad/s^2, against the acceleration limits. Without one,
+    accelerations and jerks are the shield's to shape: any useful step from rest exceeds them
     within one period of a 10-100 Hz policy.
     """
     lim = robot.limits
@@ -182,9 +185,16 @@ def command_reach(robot: RobotModel, action_type: str, scale: float, clip: float
     period = 1.0 / float(rate_hz)
     if action_type == "joint_position_delta":
         per = np.minimum(step, lim.position_max - lim.position_min)
-        return [CommandReach("velocity", "rad/s", per / period, lim.velocity,
-                             f"a target up to scale*clip = {step:g} rad (at most the joint's range) from the "
-                             f"measured position every {period:g} s period")]
+        out = [CommandReach("velocity", "rad/s", per / period, lim.velocity,
+                            f"a target up to scale*clip = {step:g} rad (at most the joint's range) from the "
+                            f"measured position every {period:g} s period")]
+        if max_change is not None:
+            acc = np.full(robot.n_joints, float(scale) * min(float(max_change), 2 * float(clip)) / period**2)
+            out.append(CommandReach("acceleration", "rad/s^2", acc, lim.acceleration,
+                                    f"the declared action filter max_change = {max_change:g}: the target's step "
+                                    f"changes by at most scale*max_change = {float(scale) * max_change:g} rad per "
+                                    f"{period:g} s period"))
+        return out
     if action_type == "joint_position":
         pose = np.asarray(default_pose, dtype=float)
         lo = np.clip(pose - step, lim.position_min, lim.position_max)

@@ -129,7 +129,7 @@ def _check_reach(rep: _Report, m, robot) -> None:
 
     planar = (m.planar_frame(robot), m.action_planar["max_lead"]) if m.action_planar is not None else None
     for r in command_reach(robot, m.action_type, m.action_scale, m.action_clip, m.control_rate_hz, m.default_pose,
-                           planar):
+                           planar, m.action_max_change):
         what = f"{r.quantity} limits"
         head = (f"{m.action_type} scale {m.action_scale:g} x clip {m.action_clip:g} at {m.control_rate_hz:g} Hz: "
                 f"{r.basis}, i.e. up to {_span(r.allowed, r.unit)}")
