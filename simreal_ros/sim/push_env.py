@@ -182,11 +182,43 @@ class PushEnv(gym.Env):
         return build_observation(self.robot, PUSH_TERMS, inputs).astype(np.float32)
 
     # ------------------------------------------------------------------ gym API
+    def _can_continue(self) -> bool:
+        """The last episode ended with the puck on the table where the training starts cover it
+        (within 5 cm of the goal region), so a new goal can be pushed to from there."""
+        if self._last_meas is None:
+            return False
+        st = self._status()
+        p = self.world.puck_state()[0]
+        g, m = self.task.goal_box, 0.05
+        return (not st["fell"]) and g[0] - m <= p[0] <= g[2] + m and g[1] - m <= p[1] <= g[3] + m
+
+    def _continue(self, goal) -> tuple[np.ndarray, dict]:
+        """A new goal from where the last episode ended (tool and puck as they are, the same
+        contact draw), as the graph's sequential goals are: no reset of the arm or the puck."""
+        puck = self.world.puck_state()[0][:2]
+        self.world.set_goal(self.world.sample_goal(self.np_random, puck) if goal is None else goal)
+        self._last_action = np.zeros(2)
+        self.reference.reset()
+        self._steps = 0
+        self._prev_distance = self._status()["distance"]
+        return self._obs(), {**self._status(), "goal": self.goal.copy(), "puck_start": puck.copy(),
+                             "contact": self.world.contact.as_dict(), "continued": True}
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """New episode. ``options``: ``puck``/``goal`` (x, y) to place them; ``continue``: start
+        where the last episode ended with a new goal (when the puck is still on the table near the
+        goal region; otherwise a fresh start). Without options and seed (Gymnasium's auto-reset
+        in training), an episode continues with the task's ``continue_probability``; a seeded
+        reset without ``continue`` is always a fresh start (deterministic per seed)."""
         super().reset(seed=seed)
+        opts = options or {}
+        cont = opts.get("continue")
+        if cont is None:
+            cont = seed is None and options is None and self.np_random.random() < self.task.continue_probability
+        if cont and self._can_continue():
+            return self._continue(opts.get("goal"))
         arm_seed = int(self.np_random.integers(2**63 - 1))
         self.arm.reset(seed=arm_seed, q0=self.frame.rest)
-        opts = options or {}
         drawn = self.world.reset(self.np_random, arm_seed + 1, puck=opts.get("puck"), goal=opts.get("goal"))
         puck, c = drawn["puck_start"], self.world.contact
         self._last_action = np.zeros(2)
@@ -200,7 +232,7 @@ class PushEnv(gym.Env):
             self._measure()
         self._prev_distance = self._status()["distance"]
         return self._obs(), {**self._status(), "goal": self.goal.copy(), "puck_start": puck.copy(),
-                             "contact": c.as_dict()}
+                             "contact": c.as_dict(), "continued": False}
 
     def step(self, action):
         action = limit_change(np.clip(np.asarray(action, dtype=float).reshape(2), -1.0, 1.0), self._last_action,

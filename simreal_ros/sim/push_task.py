@@ -61,6 +61,9 @@ class PushTaskConfig:
                                        "cycle to the next (manifest action.max_change)", low=0.0, low_open=True,
                                        high=2.0)
     tracker_rate_hz: float = setting(50.0, "object tracker rate", unit="Hz", low=1.0, high=1000.0)
+    continue_probability: float = setting(0.5, "training: share of episodes that start where the last one ended "
+                                          "(tool and puck as they are, a new goal), as the graph's sequential goals "
+                                          "do", low=0.0, high=1.0)
 
     def __post_init__(self) -> None:
         validate_fields(self)

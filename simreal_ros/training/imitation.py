@@ -66,8 +66,10 @@ def collect(env, policy_fn, steps: int, beta: float, rng: np.random.Generator, n
     """Roll out for ``steps``: each episode is driven by the expert with probability ``beta``
     (else by ``policy_fn(obs)``), plus Gaussian action noise; returns (observations, expert
     labels, stats). ``expert(env, last_action)`` labels the env's current state from what a
-    controller observes."""
+    controller observes. An env with a task ``continue_probability`` (push) continues that share
+    of its episodes from where the last ended, as in PPO training and the graph."""
     obs_list, act_list, successes = [], [], []
+    p_continue = float(getattr(getattr(env, "task", None), "continue_probability", 0.0))
     obs, info = env.reset(seed=int(rng.integers(2**31)))
     use_expert = rng.random() < beta
     dim = env.action_space.shape[0]
@@ -84,7 +86,7 @@ def collect(env, policy_fn, steps: int, beta: float, rng: np.random.Generator, n
         last = act
         if term or trunc:
             successes.append(float(info["is_success"]))
-            obs, info = env.reset(seed=int(rng.integers(2**31)))
+            obs, info = env.reset(seed=int(rng.integers(2**31)), options={"continue": bool(rng.random() < p_continue)})
             use_expert = rng.random() < beta
             last = np.zeros(dim)
     stats = {"episodes": len(successes), "success": float(np.mean(successes)) if successes else float("nan")}
