@@ -84,6 +84,38 @@ def test_scripted_pusher_through_the_shield_pushes_the_puck_to_the_goal(profile)
         assert not env.arm.has_warnings()
 
 
+def test_a_continued_episode_starts_where_the_last_ended_with_a_new_goal():
+    """``reset(options={"continue": True})``: the tool and the puck stay where the last episode
+    left them and only the goal is new (the graph's sequential goals); a puck that left the
+    region the training covers, or no earlier episode, gives a fresh start; the scripted pusher
+    reaches the new goals from there."""
+    env = PushEnv()
+    _, info = env.reset(options={"continue": True})
+    assert info["continued"] is False  # nothing to continue from
+    pusher = ScriptedPusher(env.task.action_scale, env.task.puck_radius, env.tool.radius)
+    for episode in range(3):
+        for _ in range(env.max_steps):
+            tool = env.frame.tip_position(env.robot, env.measurement.position)
+            _, _, term, trunc, status = env.step(pusher.act(tool, env.tracked.position, env.goal))
+            if term or trunc:
+                break
+        assert status["is_success"], (episode, status["distance"])
+        puck, tip, q = env.puck_state()[0].copy(), env.tool_tip().copy(), env.arm.true_state().position.copy()
+        old_goal = env.goal.copy()
+        _, info = env.reset(options={"continue": True})
+        assert info["continued"] is True
+        np.testing.assert_allclose(env.puck_state()[0], puck)
+        np.testing.assert_allclose(env.tool_tip(), tip)
+        np.testing.assert_allclose(env.arm.true_state().position, q)
+        assert np.linalg.norm(env.goal - old_goal) > 1e-6
+        assert np.linalg.norm(env.goal - puck[:2]) >= env.task.min_goal_distance
+    env.world.place_puck([0.4, -0.3])  # out of the workspace's reach: a person would put it back
+    _, info = env.reset(options={"continue": True})
+    assert info["continued"] is False
+    b = env.task.puck_start_box
+    assert b[0] <= info["puck_start"][0] <= b[2] and b[1] <= info["puck_start"][1] <= b[3]
+
+
 def test_the_puck_slides_further_on_a_slippery_table():
     """The contact randomization reaches the physics: the same push moves the puck further when
     the puck-table friction is lower."""
