@@ -39,18 +39,20 @@ def test_shipped_push_policy_records_its_training_and_evaluation():
     assert ev["nominal"]["policy"]["shield_interventions_per_100_commands"] <= 1.0
 
 
-def test_the_reality_gap_bites_on_a_slippery_table():
-    """Direct transfer: the shipped policy, trained under the default profile, mostly fails on a
-    hidden table far slipperier than it trained on (the starting point for calibration and
-    fine-tuning), where the closed-loop scripted pusher still succeeds."""
+def test_the_reality_gap_bites_on_a_laggy_tracker():
+    """Direct transfer: the shipped policy, trained under the default profile (at most 30 ms of
+    tracker latency), fails on a hidden table whose tracker is 150 ms late (the starting point
+    for calibration and fine-tuning), where the closed-loop scripted pusher still succeeds. (On
+    the slippery table, friction 0.03, the policy retrained with continued episodes gets 70 %
+    against the pusher's 100 %: a gap, no longer a failure.)"""
     from pathlib import Path
 
     from simreal_ros.training.evaluate import REAL_PREFIX
 
-    table = Path(__file__).parent / "data" / "hidden_table_slippery.yaml"
+    table = Path(__file__).parent / "data" / "hidden_table_laggy.yaml"
     seeds = list(range(31_000, 31_008))
     policy = aggregate(run_episodes(SHIPPED, f"{REAL_PREFIX}{table}", "policy", seeds, workers=2))
     pusher = aggregate(run_episodes(SHIPPED, f"{REAL_PREFIX}{table}", "baseline", seeds, workers=2))
     assert pusher["success_rate"] >= 7 / 8
-    assert policy["success_rate"] <= 0.5, policy
+    assert policy["success_rate"] <= 0.25, policy
     assert policy["limit_violations"] == 0 and pusher["limit_violations"] == 0

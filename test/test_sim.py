@@ -174,7 +174,7 @@ def test_goal_is_reachable_and_above_table():
 def test_reach_env_public_evaluation_api_is_what_step_does():
     """measurement / advance(target) / status(): an evaluation loop that sends its own targets
     (a shield's output) sees exactly what step() would have produced for the same targets."""
-    from simreal_ros.policy.action import action_to_target
+    from simreal_ros.policy.action import action_to_target, limit_change
 
     a, b = ReachEnv(randomization="default"), ReachEnv(randomization="default")
     with pytest.raises(RuntimeError, match="before reset"):
@@ -183,10 +183,13 @@ def test_reach_env_public_evaluation_api_is_what_step_does():
     b.reset(seed=3)
     assert a.measurement is not None and a.measurement.stamp <= a.arm.time
     rng = np.random.default_rng(0)
+    last = np.zeros(7)
     for _ in range(10):
         action = rng.uniform(-1, 1, 7)
-        target = action_to_target(b.robot, b.measurement.position, action, b.action_scale)
+        last = limit_change(action, last, b.action_max_change)  # step() applies the declared filter
+        target = action_to_target(b.robot, b.measurement.position, last, b.action_scale)
         _, _, _, _, info = a.step(action)
+        np.testing.assert_array_equal(info["target"], target)
         status = b.advance(target)
         np.testing.assert_array_equal(a.measurement.position, b.measurement.position)
         assert a.measurement.stamp == b.measurement.stamp
