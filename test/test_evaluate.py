@@ -69,12 +69,24 @@ def test_report_files_json_and_png(report):
 
 
 def test_evaluate_exits_1_naming_the_violations(tmp_path, capsys):
-    """Without the shield the shipped policy's first step from rest exceeds the acceleration
-    limits: a real run with violations, and the command fails naming them."""
-    from simreal_ros.cli import main
+    """Without the shield and without its declared action filter, the shipped policy's first step
+    from rest exceeds the acceleration limits: a real run with violations, and the command fails
+    naming them."""
+    import shutil
 
-    rc = main(["evaluate", "--no-shield", "--episodes", "2", "--workers", "1", "--no-render", "--seed", "10000",
-               "--out", str(tmp_path)])
+    import yaml
+
+    from simreal_ros.cli import main
+    from simreal_ros.resources import resource
+
+    bundle = tmp_path / "unfiltered"
+    shutil.copytree(resource("policies", "reach_default"), bundle)
+    d = yaml.safe_load((bundle / "manifest.yaml").read_text())
+    d["action"].pop("max_change")
+    (bundle / "manifest.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
+    rc = main(["evaluate", str(bundle), "--no-shield", "--episodes", "2", "--workers", "1", "--no-render",
+               "--seed", "10000", "--out", str(tmp_path / "ev")])
+    tmp_path = tmp_path / "ev"
     err = capsys.readouterr().err
     rep = json.loads((tmp_path / "evaluation.json").read_text())
     policy = rep["conditions"]["nominal"]["policy"]
