@@ -111,6 +111,7 @@ def _true_episode(name, env, expert):
     for k in range(80):
         a = np.clip(expert(env, last) + (0.3 * np.sin(k) if name == "reach" else 0.0), -1.0, 1.0)
         _, r, terminated, truncated, _ = env.step(a)
+        a = env._last_action.copy()  # the action executed: after the env's declared filter (action.max_change)
         ep["act"].append(a)
         ep["reward"].append(r)
         ep["terminated"].append(terminated)
