@@ -103,6 +103,8 @@ def test_a_recording_gives_one_session_in_robot_order_on_its_own_stamps(tmp_path
     # the sent commands on the shield's stamps, at sub-microsecond precision (0.3 ms after the states)
     np.testing.assert_allclose(s.cmd_t[:2], [0.0003, 0.0203], atol=1e-9)
     np.testing.assert_allclose(s.cmd, np.array([q_at(t - 0.0003 + 0.02) for t in s.cmd_t]), atol=1e-12)
+    # and when the recorder got each (0.5 ms after the stamp): how far behind the recorder itself ran
+    np.testing.assert_allclose(s.cmd_recv_t - s.cmd_t, 0.0005, atol=1e-9)
     assert s.source.duration_s == pytest.approx(s.duration, abs=0.005)
 
 

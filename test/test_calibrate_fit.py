@@ -19,7 +19,15 @@ import pytest
 import yaml
 
 from simreal_ros.calibrate import FitConfig, SessionError, fit, write_outputs
-from simreal_ros.calibrate.simsession import SHAPE_BASED_INERTIA, HiddenArm, hidden_arm_sim, record_session
+from simreal_ros.calibrate.replay import command_times
+from simreal_ros.calibrate.simsession import (
+    SHAPE_BASED_INERTIA,
+    GraphTiming,
+    HiddenArm,
+    hidden_arm_sim,
+    record_graph_session,
+    record_session,
+)
 from simreal_ros.estimator.excitation import ExcitationTrajectory
 from simreal_ros.robot import load_robot
 from simreal_ros.sim.arm import ArmSim, ArmSimConfig
@@ -62,6 +70,12 @@ def test_friction_damping_payload_latency_bias_come_back(fast_fit):
         assert abs(est[f"bias/{j}"].value - BIAS[i]) <= 5e-4, (j, est[f"bias/{j}"].value, BIAS[i])
     ratio = cal.before.position_rmse / cal.after.position_rmse
     assert np.all(ratio[:6] >= 5.0), ratio  # held-out replay at least 5x closer than the nominal model
+    # staged: the joint parameters on a share of the chunks, then all of them; each stage reported
+    stages = cal.stats["stages"]
+    assert [st["name"] for st in stages] == ["dynamics", "all"] and cal.stats["converged"], stages
+    assert stages[0]["replayed_s"] < stages[1]["replayed_s"]
+    assert sum(st["rollouts"] for st in stages) <= cal.stats["rollouts"]
+    assert all(st["iterations"] >= 1 and st["objective_end"] <= st["objective_start"] for st in stages), stages
 
 
 def test_a_joint_that_did_not_move_is_not_identified(fast_fit):
@@ -124,6 +138,58 @@ def test_bad_sessions_are_refused_with_one_line(fast_fit):
         assert "\n" not in str(exc("x"))
 
 
+# ------------------------------------------------------------------- the paced graph's timing
+#: the timing of a paced sim bridge in the multi-process graph: 250 Hz states, ticks late by
+#: jitter and stalls, commands applied at the start of the bridge period they arrive in, the
+#: recorder missing some states and stalling now and then
+GRAPH = GraphTiming(stall_probability=0.05, drop_probability=0.03, recorder_stall_rate=1.0)
+
+
+def test_the_arm_clock_recovers_when_the_bridge_applied_each_command():
+    """The sim time at which the bridge applied each command (the truth a bag does not hold)
+    against what the fitter reconstructs from the bag's stamps and receive times."""
+    applied: list[tuple[float, float]] = []
+    s = record_graph_session(hidden_arm_sim(HIDDEN, ROBOT, seed=1), 6.0, GRAPH,
+                             ExcitationTrajectory(ROBOT, seed=3), seed=4, applied=applied)
+    truth = np.array([a for _, a in applied]) - s.state_t[0]
+    assert np.allclose([c for c, _ in applied], s.cmd_t)
+    arm = command_times(s, "arm", FitConfig().transport) - truth
+    stamp = command_times(s, "stamp") - truth
+    # the stamps are off by the bridge's period quantisation and lag: a bias of milliseconds
+    assert abs(np.mean(stamp)) > 1.5e-3 and np.mean(np.abs(stamp - np.median(stamp)) > 5e-4) > 0.4
+    # on the arm's clock: one constant offset (the transport) but for commands that raced a tick
+    # within the jitter or waited in the stalled recorder
+    off = arm - np.median(arm)
+    assert abs(np.median(arm)) <= 5e-4 and np.mean(np.abs(off) > 5e-4) < 0.25, (np.median(arm), np.mean(np.abs(off) > 5e-4))
+
+
+@pytest.fixture(scope="module")
+def graph_fit():
+    mask = np.array([1, 1, 1, 1, 1, 1, 0], bool)
+    session = record_graph_session(hidden_arm_sim(HIDDEN, ROBOT, seed=1), 12.0, GRAPH,
+                                   ExcitationTrajectory(ROBOT, joints=mask, seed=3), name="graph", seed=1)
+    return session, fit([session], FAST, ROBOT, progress=False)
+
+
+def test_damping_and_latency_come_back_on_the_paced_graphs_timing(graph_fit):
+    """The paced graph's bags missed damping by +33-54 % and the latency (5.5 ms for 10): the
+    replay held each command from its stamp, while the bridge applies it at the start of the
+    period it arrived in (up to one 4 ms period earlier, more when it runs behind), and averaged
+    the simulated efforts over other instants than the 250 Hz measured ones. (Before the fix,
+    on this session: damping +25..+39 %, latency 8.7 ms.)"""
+    _, cal = graph_fit
+    est = cal.estimates
+    for i, j in enumerate(NAMES[:6]):
+        f, d = est[f"friction/{j}"], est[f"damping/{j}"]
+        assert f.identified and d.identified, (f, d)
+        assert abs(f.value - FRICTION[i]) <= 0.10 * FRICTION[i], (j, f.value, FRICTION[i])
+        assert abs(d.value - DAMPING[i]) <= 0.10 * DAMPING[i], (j, d.value, DAMPING[i])
+    assert abs(est["payload_mass"].value - 1.5) <= 0.05 * 1.5, est["payload_mass"]
+    assert abs(est["action_latency"].value - 0.010) <= 0.002, est["action_latency"]
+    for i, j in enumerate(NAMES[:6]):
+        assert abs(est[f"bias/{j}"].value - BIAS[i]) <= 5e-4, (j, est[f"bias/{j}"].value, BIAS[i])
+
+
 # ------------------------------------------------------------------------------- slow
 FULL_HIDDEN = dataclasses.replace(
     HIDDEN, friction=(1.5, 1.5, 1.2, 1.2, 0.6, 0.6, 0.3), damping=(0.8, 0.9, 0.7, 0.6, 0.2, 0.15, 0.1),
@@ -134,8 +200,14 @@ FULL_HIDDEN = dataclasses.replace(
 
 @pytest.mark.slow
 def test_every_parameter_on_60s_with_shape_based_inertias():
+    """Issue 11's acceptance on a simulated session (ROS-free): every parameter kind, 60 s of
+    excitation, an arm whose link inertias are the shape-based ones while the nominal model has
+    the identified ones. The staged fit must converge; what it calls identified must be right.
+    Measured (2 cores, see bench/bench_calibrate.py for the wall time): a few minutes."""
     session = record_session(hidden_arm_sim(FULL_HIDDEN, ROBOT, seed=2), 60.0, name="hidden_full")
     cal = fit([session], FitConfig(), ROBOT, progress=False)
+    assert cal.stats["converged"], cal.stats["stages"]
+    assert [st["name"] for st in cal.stats["stages"]] == ["dynamics", "inertia", "all"]
     est, h = cal.estimates, FULL_HIDDEN
     missed = []
     for i, j in enumerate(NAMES):
@@ -143,13 +215,22 @@ def test_every_parameter_on_60s_with_shape_based_inertias():
             e = est[f"{kind}/{j}"]
             if e.identified and abs(e.value - true) > 0.10 * true:
                 missed.append(f"{kind}/{j}: {e.value:.3f} vs {true}")
-        if abs(est[f"bias/{j}"].value - h.position_bias[i]) > 5e-4:
-            missed.append(f"bias/{j}: {est[f'bias/{j}'].value} vs {h.position_bias[i]}")
-    if abs(est["payload_mass"].value - 1.5) > 0.075:
-        missed.append(f"payload_mass {est['payload_mass'].value}")
-    if abs(est["action_latency"].value - 0.010) > 0.002:
-        missed.append(f"action_latency {est['action_latency'].value}")
+        e = est[f"bias/{j}"]
+        if not e.identified or abs(e.value - h.position_bias[i]) > 5e-4:
+            missed.append(f"bias/{j}: {e.value} vs {h.position_bias[i]}")
+    for i in range(6):  # the excitation moves every joint: the big ones must be identified
+        for kind in ("friction", "damping"):
+            if not est[f"{kind}/{NAMES[i]}"].identified:
+                missed.append(f"{kind}/{NAMES[i]} not identified: {est[f'{kind}/{NAMES[i]}'].reason}")
+    e = est["payload_mass"]
+    if not e.identified or abs(e.value - 1.5) > 0.075:
+        missed.append(f"payload_mass {e.value}")
+    e = est["action_latency"]
+    if not e.identified or abs(e.value - 0.010) > 0.002:
+        missed.append(f"action_latency {e.value}")
     ratio = cal.before.position_rmse / cal.after.position_rmse
     if np.any(ratio < 5):
         missed.append(f"replay ratio {ratio.round(2).tolist()}")
     assert not missed, missed
+    for e in est.values():  # never a made-up value
+        assert e.identified == (e.value is not None) and (e.identified or e.reason), e

@@ -173,7 +173,7 @@ def test_calibration_fit_on_ray_gives_the_same_estimates(ray_cluster):
     hidden = HiddenArm(friction=(1.5, 1.5, 1.2, 1.2, 0.6, 0.6, 0.0), payload_mass=1.5, action_latency=0.010)
     session = record_session(hidden_arm_sim(hidden, robot, seed=1), 8.0,
                              ExcitationTrajectory(robot, joints=np.ones(7, bool), seed=3), name="ray_fit")
-    cfg = FitConfig(parameters=("friction", "latency"), chunk_duration=3.0, max_iters=2, belief=False)
+    cfg = FitConfig(parameters=("friction", "latency"), chunk_duration=3.0, stage1_iters=2, max_iters=2, belief=False)
     here = fit([session], cfg, robot, progress=False)
     there = fit([session], cfg, robot, progress=False, ray=LOCAL)
     print(f"fit wall time: local {here.stats['wall_time_s']:.1f} s, ray {there.stats['wall_time_s']:.1f} s")

@@ -7,7 +7,10 @@ The pieces:
   arrived). The bag reader builds them; tests build them from the MuJoCo arm
   (:mod:`simreal_ros.calibrate.simsession`).
 * ``fit``: :func:`fit` turns sessions into a :class:`Calibration` with ``mujoco.sysid``
-  (install the ``calibrate`` extra: ``pip install -e .[calibrate]``).
+  (install the ``calibrate`` extra: ``pip install -e .[calibrate]``), built from ``params``
+  (the parameters on the replay model), ``replay`` (chunks, when each command took effect, the
+  rollouts and the residual), ``stages`` (the staged optimisation) and ``intervals`` (estimates
+  with their std, and what the data cannot tell).
 * ``outputs``: :func:`write_outputs` writes ``calibration.yaml`` (estimates, provenance, and a
   randomization profile accepted wherever a profile name is: ``--randomization DIR/calibration.yaml``)
   and the report (``report.png`` + ``report.json``).
@@ -24,8 +27,9 @@ API (what ``simreal calibrate fit BAG... --out DIR`` calls)::
   (``settings_of(FitConfig)`` lists name, default, bounds, unit, description, e.g. to derive CLI
   options): ``parameters`` (kinds to identify: friction, damping, armature, gain_scale, payload,
   inertia, latency, bias), ``holdout_fraction``, ``chunk_duration``, ``residual_period``,
-  ``min_fit_duration``, ``max_state_gap``, residual scales, ``min_joint_speed``, ``max_iters``,
-  ``widening`` (profile ranges = estimate +- widening x std), ``threads``.
+  ``min_fit_duration``, ``max_state_gap``, ``command_clock``, residual scales, ``min_joint_speed``,
+  the stages (``short_share``, ``stage1_iters``, ``stage2_iters``, ``max_iters``, ``ftol``,
+  ``stage_ftol``), ``widening`` (profile ranges = estimate +- widening x std), ``threads``.
 * :func:`fit` raises :class:`SessionError` (one line, names the session) for a session it cannot
   use: joints of another robot, effort command mode, a gap in the joint states longer than
   ``max_state_gap``, or too little data (``min_fit_duration`` after the hold-out). Everything it
@@ -35,7 +39,9 @@ API (what ``simreal calibrate fit BAG... --out DIR`` calls)::
   ``link_inertials`` (the fitted model's link inertials), ``before``/``after`` (held-out replay
   with the nominal and the calibrated model: ``position_rmse`` per joint in rad,
   ``effort_rmse`` in N m), ``sources`` (provenance), ``stats`` (wall time, iterations, rollouts),
-  ``belief`` (the state estimator's online friction/payload belief per session) and ``warnings``.
+  ``belief`` (the state estimator's online friction/payload belief per session) and ``warnings``;
+  ``stats["stages"]``: per stage its free parameters, replayed seconds, iterations, rollouts,
+  wall time, objective and whether it converged (``stats["converged"]``: the last one did).
 
 Push sessions (tracked puck poses on ``/simreal/object_pose``) also give the contact:
 :mod:`simreal_ros.calibrate.contact` (``read_push_bag``, ``fit_contact`` -> ``ContactCalibration``:

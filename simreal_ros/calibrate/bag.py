@@ -263,10 +263,11 @@ def read_bag(bag: str | Path, robot: Any = None, options: ReadOptions | None = N
     ct = np.asarray(c_t - np.longdouble(epoch) / np.longdouble(1e9), dtype=float)
     corder = np.argsort(ct, kind="stable")
     ct, cmd = ct[corder], cmd[corder]
+    c_recv = ((c_log - epoch) * 1e-9)[corder]
     ckeep = np.concatenate([[True], np.diff(ct) > 0])
     if not ckeep.all():
         notes.append(f"{int((~ckeep).sum())} sent command(s) with a repeated stamp dropped")
-    ct, cmd = ct[ckeep], cmd[ckeep]
+    ct, cmd, c_recv = ct[ckeep], cmd[ckeep], c_recv[ckeep]
 
     state_runs, cmd_runs = _runs(st, opts.max_gap), _runs(ct, opts.max_command_gap)
     if len(state_runs) > 1:
@@ -290,7 +291,8 @@ def read_bag(bag: str | Path, robot: Any = None, options: ReadOptions | None = N
         name = bag.name if len(parts) == 1 else f"{bag.name}#{len(sessions) + 1}"
         src = SourceInfo(name, float(b - a), sha, controller, epoch_ns=epoch)
         sessions.append(Session(tuple(robot.joint_names), st[si], q[si], dq[si], None if tau is None else tau[si],
-                                ct[ci], cmd[ci], "position", src, state_recv_t=recv[si]))
+                                ct[ci], cmd[ci], "position", src, state_recv_t=recv[si],
+                                cmd_recv_t=c_recv[ci]))
     if short:
         notes.append(f"{len(short)} continuous part(s) shorter than {opts.min_duration:g} s dropped "
                      f"({', '.join(f'{d:.2f} s' for d in short[:5])})")

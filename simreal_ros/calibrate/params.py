@@ -177,3 +177,39 @@ def link_inertial(theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     s = sysid.model_modifier.skew(c)
     i_c = i_bar + m * s @ s
     return m, c, np.array([i_c[0, 0], i_c[1, 1], i_c[2, 2], i_c[0, 1], i_c[0, 2], i_c[1, 2]])
+
+
+#: the parameter kinds ``FitConfig.parameters`` names
+KINDS = ("friction", "damping", "armature", "gain_scale", "payload", "inertia", "latency", "bias")
+_KIND_OF = {"friction": "friction", "damping": "damping", "armature": "armature", "stiffness_scale": "gain_scale",
+            "damping_scale": "gain_scale", "payload_mass": "payload", "payload_com": "payload", "inertia": "inertia",
+            "action_latency": "latency", "bias": "bias"}
+
+
+def kind_of(name: str) -> str:
+    """The kind (one of :data:`KINDS`) of parameter ``name``."""
+    return _KIND_OF[name.split("/")[0]]
+
+
+def unidentifiable(params: sysid.ParameterDict, wanted: set[str], joint_names: tuple[str, ...],
+                   peak_speed: np.ndarray, min_joint_speed: float, with_effort: bool) -> dict[str, str]:
+    """name -> why, for every parameter that stays at the prior: not asked for (reason starting
+    with "not fitted"), a joint that did not move (its friction, damping, armature and gains),
+    or gains without measured efforts."""
+    reasons: dict[str, str] = {}
+    for pname in params.keys():
+        kind = kind_of(pname)
+        if kind not in wanted:
+            reasons[pname] = "not fitted (FitConfig.parameters)"
+            continue
+        who = pname.split("/")[1] if "/" in pname else ""
+        if who in joint_names and kind in ("friction", "damping", "armature", "gain_scale"):
+            j = joint_names.index(who)
+            if peak_speed[j] < min_joint_speed:
+                reasons[pname] = (f"joint {who} did not move (peak speed {peak_speed[j]:.3g} rad/s < "
+                                  f"min_joint_speed {min_joint_speed} rad/s)")
+                continue
+        if kind == "gain_scale" and not with_effort:
+            reasons[pname] = ("no measured efforts: the impedance gains are indistinguishable from a common "
+                              "scale of inertia and friction")
+    return reasons

@@ -45,6 +45,9 @@ class Session:
         state_recv_t: (N,) when each state arrived (the recorder's log time, same clock as
             ``state_t``), or ``None`` when unknown. Only this tells the observation latency:
             a replay of the sent commands sees the action latency alone.
+        cmd_recv_t: (M,) when each sent command reached the recorder (its log time), or
+            ``None``. How much later than its stamp (the shield's send time) says how far the
+            recorder itself ran behind, which the receive times of the states also carry.
     """
 
     joint_names: tuple[str, ...]
@@ -57,6 +60,7 @@ class Session:
     command_mode: str = "position"
     source: SourceInfo = field(default_factory=lambda: SourceInfo("unnamed", 0.0, ""))
     state_recv_t: np.ndarray | None = None
+    cmd_recv_t: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.joint_names)
@@ -78,6 +82,10 @@ class Session:
             r = np.asarray(self.state_recv_t)
             if r.shape != np.shape(self.state_t) or not np.all(np.isfinite(r)):
                 raise SessionError(f"{self.source.name}: state_recv_t must be finite with one stamp per state")
+        if self.cmd_recv_t is not None:
+            r = np.asarray(self.cmd_recv_t)
+            if r.shape != np.shape(self.cmd_t) or not np.all(np.isfinite(r)):
+                raise SessionError(f"{self.source.name}: cmd_recv_t must be finite with one stamp per command")
 
     @property
     def duration(self) -> float:
