@@ -97,8 +97,12 @@ class FitConfig:
                              low=1, high=1000)
     ftol: float = setting(1e-3, "the last stage has converged when a step reduces the objective by less than this "
                           "share", low=0.0, low_open=True, high=0.5)
+    converged_mu: float = setting(1e-2, "only a hardly regularised step counts for ftol: its Levenberg-Marquardt mu "
+                                  "(on the Jacobian-scaled problem) at most this", low=0.0, high=1e8)
     stage_ftol: float = setting(0.02, "the same for the first stages (they only bring the last one close)",
                                 low=0.0, low_open=True, high=0.5)
+    latency_scan: int = setting(26, "each stage starts from the best of this many action latencies over their bounds "
+                                "(the objective is not convex in it; 0: no scan)", low=0, high=1000)
     fd_step: float = setting(1e-6, "finite-difference step (relative to max(1, |x|))", low=1e-10, high=1e-2)
     widening: float = setting(3.0, "randomization ranges span estimate +- widening x std", low=0.0, high=100.0)
     threads: int = setting(0, "rollout threads (0: one per CPU)", low=0, high=256)

@@ -197,6 +197,18 @@ def cut_chunks(session: Session, idx: int, a: float, b: float, cfg: FitConfig, s
     sample = float(np.median(np.diff(st)))
     every = max(1, round(cfg.residual_period / sample))  # measured samples per compared one
     tau = None if not with_effort else smooth(session.tau, average.samples)  # as the simulated ones
+    # a state whose effort average lacks a sample (the recorder missed one) is not compared: the
+    # simulated average would be over other instants
+    whole = np.ones(len(st), bool)
+    if with_effort:
+        for o in average.samples:
+            if o == 0:
+                continue
+            j = np.arange(len(st)) + o
+            inside = (j >= 0) & (j < len(st))
+            gap = np.full(len(st), np.inf)
+            gap[inside] = st[j[inside]] - st[inside]
+            whole &= np.abs(gap - o * sample) <= 0.5 * sample
     n_chunks = max(1, int(round((b - a) / chunk)))
     edges = np.linspace(a, b, n_chunks + 1)
     out = []
@@ -213,7 +225,7 @@ def cut_chunks(session: Session, idx: int, a: float, b: float, cfg: FitConfig, s
         control = np.where((j >= 0)[:, None], cmds[np.clip(j, 0, None)], session.q[i0])
         edge = average.span(dt) if with_effort else dt  # the simulated efforts' average is one-sided there
         first = t0 + max(edge, cfg.burn_in)
-        sel = np.flatnonzero((st > first + 1e-9) & (st <= grid[-1] - edge + 1e-9))[every - 1::every]
+        sel = np.flatnonzero((st > first + 1e-9) & (st <= grid[-1] - edge + 1e-9) & whole)[every - 1::every]
         meas = np.zeros((len(sel), len(sensor_cols)))
         for i, jn in enumerate(session.joint_names):
             meas[:, sensor_cols[f"{jn}_pos"][0]] = session.q[sel, i]

@@ -12,7 +12,8 @@ and far from the optimum the inertias soak up what friction, bias and latency ge
 3. ``all``: every parameter on every fitted chunk, from stage 2; its Jacobian at the optimum
    gives the intervals.
 
-A stage stops when its step reduced the objective by less than ``FitConfig.ftol`` of it
+A stage stops when a hardly regularised Gauss-Newton step (``mu`` at most
+``FitConfig.converged_mu``) reduced the objective by less than ``FitConfig.ftol`` of it
 (``stage_ftol`` for the first stages; converged), at the optimizer's own tolerances, or after
 its ``max_iters`` (not converged: the fit says so). Each stage's rollouts, iterations, objective and wall time are reported.
 """
@@ -60,6 +61,7 @@ class StageResult:
     objective_end: float
     converged: bool
     stop: str
+    start_latency_s: float | None = None  # the scan's pick (None: latency not free or no scan)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -89,6 +91,30 @@ def spread(chunks: list[Chunk], share: float) -> list[Chunk]:
         if not any(chunks[i].session == s for i in pick):
             pick.add(next(i for i, c in enumerate(chunks) if c.session == s))
     return [chunks[i] for i in sorted(pick)]
+
+
+def _scan_latency(params: sysid.ParameterDict, fn, n: int) -> float | None:
+    """Start the stage from the best of ``n`` action latencies across their bounds, the rest as
+    they are: the objective is not convex in the latency (a wrong one is partly made up by more
+    damping: a local minimum), and a latency costs one rollout per chunk to try."""
+    p = params["action_latency"] if "action_latency" in params.keys() else None
+    if p is None or p.frozen:
+        return None
+    x0 = params.as_vector()
+    names = [k for k, q in params.items() if not q.frozen]
+    off = 0
+    for k in names:
+        if k == "action_latency":
+            break
+        off += params[k].size
+    grid = np.linspace(float(p.min_value[0]), float(p.max_value[0]), n)
+    xs = np.repeat(x0[:, None], n + 1, axis=1)
+    xs[off, 1:] = grid
+    res = fn(xs, params)[0]
+    obj = 0.5 * sum(np.sum(np.asarray(r) ** 2, axis=0) for r in res)
+    best = int(np.argmin(obj))
+    params.update_from_vector(xs[:, best])
+    return float(xs[off, best])
 
 
 class _Converged(Exception):
@@ -148,11 +174,15 @@ def run(replay: Replay, params: sysid.ParameterDict, chunks: list[Chunk], frozen
                 on_iter(stage.name, len(trace), float(log.objective))
             step = getattr(log, "step", None)
             red = float(log.reduction)
-            if step is not None and log.objective > 0 and 0.0 <= red < ftol * float(log.objective):
+            # a full Gauss-Newton step (hardly regularised) that no longer reduces the objective;
+            # a damped step after rejected ones is small without the fit being done
+            if (step is not None and log.objective > 0 and 0.0 <= red < ftol * float(log.objective)
+                    and float(log.regularizer) <= cfg.converged_mu):
                 # converged: take the step (the objective at x + step is objective - reduction)
                 x = np.asarray(log.candidate, float).ravel() + np.asarray(step, float).ravel()
                 raise _Converged(x, log.jacobian, float(log.objective) - red)
 
+        scanned = _scan_latency(params, fn, cfg.latency_scan) if cfg.latency_scan > 1 else None
         log_out = io.StringIO()
         stop = ""
         try:
@@ -173,7 +203,7 @@ def run(replay: Replay, params: sysid.ParameterDict, chunks: list[Chunk], frozen
         results.append(StageResult(stage.name, int(x0.size), len(use), float(sum(c.duration for c in use)),
                                    iterations, replay.rollouts - r_start, replay.rollout_steps - steps_start,
                                    time.perf_counter() - t0, objectives[0] if objectives else float("nan"),
-                                   objectives[-1] if objectives else float("nan"), ok, stop))
+                                   objectives[-1] if objectives else float("nan"), ok, stop, scanned))
         if last:
             converged = ok
     for name, p in params.items():
