@@ -272,6 +272,8 @@ def fit(sessions: list[Session], config: FitConfig | None = None, robot: RobotMo
     prior_params = params.copy()
     prior_params.reset()
     before = rp.score(held_seqs, prior_params)
+    fit_seqs = rp.sequences(fit_chunks, "fit")
+    r_start = rp.residual_fn(fit_seqs, prior(params))(params.as_vector(), params)[0]
     bar = _Progress(progress, cfg)
     bar.rollouts = lambda: rp.rollouts
     try:
@@ -280,7 +282,6 @@ def fit(sessions: list[Session], config: FitConfig | None = None, robot: RobotMo
         bar.close()
     opt_params = outcome.params
     # the intervals: the toolbox's covariance at the optimum, on the last stage's data
-    fit_seqs = rp.sequences(fit_chunks, "fit")
     residual_fn = rp.residual_fn(fit_seqs, prior(opt_params))
     r_star = residual_fn(outcome.x, opt_params)[0]
     jac = outcome.jac
@@ -303,10 +304,9 @@ def fit(sessions: list[Session], config: FitConfig | None = None, robot: RobotMo
                            "converging: the estimates and their std are not reliable (raise max_iters or fit fewer "
                            "kinds)")
     belief = [_belief(s, robot) for s in sessions] if cfg.belief and with_effort else []
-    first = outcome.stages[0] if outcome.stages else None
     stats = {"wall_time_s": time.perf_counter() - t_wall, "iterations": sum(s.iterations for s in outcome.stages),
              "rollouts": rp.rollouts, "rollout_steps": rp.rollout_steps, "rollout_time_s": rp.rollout_time,
-             "objective_start": first.objective_start if first else float("nan"),
+             "objective_start": 0.5 * float(sum(r @ r for r in r_start)),  # all fitted chunks, as the end
              "objective_end": 0.5 * float(sum(r @ r for r in r_star)),
              "fit_duration_s": float(fit_dur), "heldout_duration_s": float(sum(c.duration for c in held_chunks)),
              "free_parameters": int(len(outcome.x)), "with_effort": with_effort, "converged": outcome.converged,
