@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("simreal_ros.finetune.finetune", "improve a policy bundle from logged datasets (d3rlpy TD3+BC, "
                  "frozen reference)"),
     "ope": ("simreal_ros.finetune.ope", "off-policy evaluation of a bundle on logged datasets (FQE, shield replay)"),
+    "promote": ("simreal_ros.rollout.cli", "move a policy bundle one rollout stage when its evidence meets the criteria"),
 }
 
 

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config"
 #: data files that are not a node's ROS parameters (each has its own loader and tests)
 DATA_FILES = {"panda_joint_limits.yaml", "panda_impedance.yaml", "randomization.yaml", "real_driver.yaml",
-              "push_task.yaml"}
+              "push_task.yaml", "promotion.yaml"}
 
 
 def _push_bundle() -> str:
@@ -185,7 +185,7 @@ def test_real_driver_file_names_topics_the_nodes_have():
         users = sorted(n for n, t in used.items() if topic in t)
         assert users, f"real_driver.yaml '{key}' = {topic}: no node has it as a topic parameter"
     # the real graph remaps only topics a node has, to the driver's names
-    nodes = build_graph(GraphOptions(mode="real"))
+    nodes = build_graph(GraphOptions(mode="real", force_stage=True))  # the structure (the stage gate: test_rollout)
     remapped = set()
     for n in nodes:
         for src, dst in n.remappings:

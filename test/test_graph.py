@@ -31,7 +31,7 @@ def test_sim_graph_has_every_node_with_its_config_section():
 def test_real_graph_has_no_sim_bridge_and_remaps_driver_topics(tmp_path):
     driver = tmp_path / "driver.yaml"
     driver.write_text("topics: {joint_states: /franka/joint_states, position_command: /franka/cmd}\n")
-    nodes = build_graph(GraphOptions(mode="real", real_driver_config=str(driver)))
+    nodes = build_graph(GraphOptions(mode="real", real_driver_config=str(driver), force_stage=True))
     assert "sim_bridge" not in [n.name for n in nodes]
     est = next(n for n in nodes if n.name == "state_estimator")
     shield = next(n for n in nodes if n.name == "safety_shield")
@@ -69,7 +69,7 @@ def test_bad_launch_arguments_are_named(values, message):
 def test_process_args_carry_files_overrides_and_remaps(tmp_path):
     driver = tmp_path / "driver.yaml"
     driver.write_text("topics: {joint_states: /js, position_command: /cmd}\n")
-    spec = next(n for n in build_graph(GraphOptions(mode="real", real_driver_config=str(driver)))
+    spec = next(n for n in build_graph(GraphOptions(mode="real", real_driver_config=str(driver), force_stage=True))
                 if n.name == "safety_shield")
     args = spec.ros_args(tmp_path / "o.yaml")
     assert args[:3] == ["--ros-args", "-r", "__node:=safety_shield"]
@@ -220,7 +220,7 @@ def test_a_rate_the_shield_cannot_run_is_refused_naming_the_bundle(tmp_path):
 def test_real_graph_remaps_exactly_the_nodes_that_use_a_driver_topic(tmp_path):
     driver = tmp_path / "driver.yaml"
     driver.write_text("topics: {joint_states: /franka/joint_states, position_command: /franka/cmd}\n")
-    nodes = {n.name: n for n in build_graph(GraphOptions(mode="real", real_driver_config=str(driver)))}
+    nodes = {n.name: n for n in build_graph(GraphOptions(mode="real", real_driver_config=str(driver), force_stage=True))}
     state = ("/joint_states", "/franka/joint_states")
     cmd = ("/forward_position_controller/commands", "/franka/cmd")
     # the baseline follows the sent command (bumpless take-over): it must hear the driver's topic

@@ -12,6 +12,7 @@ anything starts.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from simreal_ros.nodes.spin import EXECUTORS
 from simreal_ros.policy.bundle import read_manifest
 from simreal_ros.policy.executor import TRIGGERS
 from simreal_ros.resources import ResourceNotFoundError, resource
+from simreal_ros.rollout.stage import check_stage
 from simreal_ros.settings import SettingError
 from simreal_ros.shield.config import SHIELD_SETTINGS, ShieldConfig, load_shield_config, read_node_parameters
 
@@ -70,6 +72,8 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
               "rate) or timer (free-running)", TRIGGERS),
     LaunchArg("executor", "events", "callback executor of every node: events or single_threaded", EXECUTORS),
     LaunchArg("real_arm", "", "sim only: hidden 'real' arm/table file of exact values (simreal_ros/sim/real_arm.py)"),
+    LaunchArg("force_stage", "false", "run the policy in shield_mode even if its bundle has not been promoted to that "
+              "rollout stage (simreal promote; see simreal_ros/rollout/stage.py)", ("true", "false")),
 )
 
 
@@ -127,6 +131,7 @@ class GraphOptions:
     duration: float = 30.0  # calibrate graph: s of excitation
     real_arm: str = ""  # sim only: hidden real arm file (sim bridge's real_arm)
     view: bool = False  # the live_view node (Foxglove WebSocket)
+    force_stage: bool = False  # run a bundle in a shield mode its rollout stage does not allow
 
     def __post_init__(self) -> None:
         for name, allowed in (("mode", MODES), ("task", TASKS), ("shield_mode", SHIELD_MODES), ("timing", TIMINGS),
@@ -144,7 +149,7 @@ class GraphOptions:
         if unknown:
             raise ValueError(f"unknown launch argument(s) {sorted(unknown)}; known: {sorted(known)}")
         v = dict(values)
-        for flag in ("record", "view"):
+        for flag in ("record", "view", "force_stage"):
             if flag in v:
                 if str(v[flag]).lower() not in ("true", "false", "1", "0"):
                     raise ValueError(f"launch argument '{flag}' = {v[flag]!r}; allowed: true, false")
@@ -251,6 +256,9 @@ def build_graph(opts: GraphOptions) -> list[NodeSpec]:
     bundle = policy_directory(opts)
     manifest = read_manifest(bundle)[0]
     rate = manifest.control_rate_hz  # the bundle's own rate drives the whole loop
+    warning = check_stage(bundle, opts.shield_mode, opts.mode, opts.force_stage)  # StageError: refused
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     from simreal_ros.training.tasks import task_of_manifest
 
     if task_of_manifest(manifest) != opts.task:

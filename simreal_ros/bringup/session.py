@@ -134,6 +134,16 @@ def run_session(nodes: list[NodeSpec], opts: GraphOptions, run_dir: Path, goals:
     return summary
 
 
+def _policy_hash(opts: GraphOptions) -> str:
+    from simreal_ros.bringup.graph import policy_directory
+    from simreal_ros.rollout.stage import policy_hash
+
+    try:
+        return policy_hash(policy_directory(opts))
+    except ValueError:
+        return ""
+
+
 def _finish(summary: dict[str, Any], fig, opts: GraphOptions, nodes: list[NodeSpec]) -> dict[str, Any]:
     reached = [g for g in fig.goals if g.reached]
     summary.update({
@@ -148,6 +158,7 @@ def _finish(summary: dict[str, Any], fig, opts: GraphOptions, nodes: list[NodeSp
         **fig.timing(),
         "task": opts.task,
         "shield_mode": opts.shield_mode,
+        "policy_hash": _policy_hash(opts),  # which policy ran (simreal promote checks its evidence is this one's)
         "nodes": [n.name for n in nodes],
         "goals": [g.__dict__ for g in fig.goals],
         "limit_violations": summary.get("limit_violations", 0),

@@ -59,6 +59,7 @@ from simreal_ros.policy.executor import SKIP_REASONS, CycleGate, ExecutorConfig,
 from simreal_ros.policy.record import RecordBuffer, bundle_identity
 from simreal_ros.resources import ResourceNotFoundError, resource
 from simreal_ros.robot import load_robot
+from simreal_ros.rollout.stage import policy_hash
 from simreal_ros.settings import from_settings, settings_of
 
 NODE_NAME = "policy_executor"
@@ -106,6 +107,7 @@ class PolicyExecutorNode(Node):
         path = Path(p["bundle"]) if p["bundle"] else _default_bundle()
         bundle = load_bundle(path, self.robot)
         m = bundle.manifest
+        self.policy_hash = policy_hash(bundle.directory)  # names the policy in /diagnostics (and so in bags)
         period = 1.0 / m.control_rate_hz
         self.policy = PolicyExecutor(bundle, self.robot,
                                      replace(config, compute_deadline=config.deadline_fraction * period))
@@ -225,6 +227,7 @@ class PolicyExecutorNode(Node):
         else:
             status.level, status.message = DiagnosticStatus.OK, "running"
         s["bad_state_messages"] = self.bad_states
+        s["policy_hash"] = self.policy_hash
         publish_status(self, self.diag_pub, status, s)
 
 
