@@ -110,8 +110,12 @@ def test_node_runs_the_bundle_at_its_rate_and_reports(tmp_path, robot, processes
     # state back with velocities far outside the training distribution: OOD alarm -> revert request
     velocity[:] = 50.0
     publishing[0] = True
-    assert node.spin_until(lambda: reverts, timeout=10), processes.output(proc)
-    assert "joint_vel" in reverts[0] and "out of training distribution" in reverts[0]
+    # (the frozen state also stalls the progress towards the goal: a drift revert may come first)
+    def ood() -> list[str]:
+        return [r for r in reverts if "out of training distribution" in r]
+
+    assert node.spin_until(ood, timeout=10), (reverts, processes.output(proc))
+    assert "joint_vel" in ood()[0]
     assert proc.poll() is None
     assert processes.stop(proc) == 0
 

@@ -11,7 +11,7 @@ inputs arrive as a burst of old samples and then the fresh ones: the cycle waits
 instead of skipping as stale); a timer of the same period steps when no state-triggered cycle
 ran for 1.5 periods.
 With ``trigger: timer`` a free-running timer steps. Skipped cycles publish nothing. A sustained
-out-of-distribution alarm publishes its reason on the revert topic. Every cycle (skipped ones
+out-of-distribution or drift alarm (:mod:`simreal_ros.policy.drift`) publishes its reason on the revert topic. Every cycle (skipped ones
 too) publishes what it computed on ``record_topic`` (:mod:`simreal_ros.policy.record`: stamps,
 skip reason, observation, raw and clipped action), and the bundle's identity (name, content
 hash, terms, action semantics) is latched as JSON on ``bundle_topic``: what ``simreal dataset``
@@ -222,6 +222,8 @@ class PolicyExecutorNode(Node):
             status.level, status.message = DiagnosticStatus.ERROR, f"no commands: every cycle skipped ({worst})"
         elif s.get("ood_sustained"):
             status.level, status.message = DiagnosticStatus.WARN, "observation out of training distribution"
+        elif s.get("drift_sustained"):
+            status.level, status.message = DiagnosticStatus.WARN, f"drift: {ex.drift.last_reason or 'sustained'}"
         elif commands < cycles:
             status.level, status.message = DiagnosticStatus.WARN, f"{cycles - commands} of {cycles} cycles skipped"
         else:

@@ -5,7 +5,9 @@ offline evaluation loop. Every cycle measures the age of the state it uses and i
 compute time; a stale state, a missing input, a non-finite result or a missed compute
 deadline *skips* the cycle (``command is None``) and is counted by reason -- nothing is
 extrapolated. The OOD monitor scores every observation against the training statistics and
-asks for a revert when excursions are sustained.
+asks for a revert when excursions are sustained; the drift monitors
+(:mod:`simreal_ros.policy.drift`: observation and action windows against the training
+statistics, progress towards the goal) ask for one when drift is sustained.
 
 Usage (offline)::
 
@@ -33,6 +35,7 @@ import numpy as np
 
 from simreal_ros.policy.action import action_to_command, limit_change
 from simreal_ros.policy.bundle import PolicyBundle, check_robot
+from simreal_ros.policy.drift import DriftMonitor, DriftReport, action_statistics
 from simreal_ros.policy.observation import ObsInputs, build_observation, required_inputs
 from simreal_ros.policy.ood import OodMonitor, OodReport
 from simreal_ros.robot import RobotModel
@@ -67,6 +70,23 @@ class ExecutorConfig:
     ood_min_count: int = setting(5, "excursions within the window that raise the OOD alarm (<= ood_window)",
                                  low=1, high=10000)
     ood_revert: bool = setting(True, "request the shield's revert when an OOD alarm is raised")
+    drift_window: int = setting(40, "cycles in the drift monitors' sliding windows of observations and actions "
+                                "(simreal_ros.policy.drift)", low=1, high=100000)
+    drift_obs_threshold: float = setting(5.0, "observation drift: window mean this many training std from the "
+                                         "training mean (largest over the observation's values)", low=0.1,
+                                         high=1000.0)
+    drift_action_threshold: float = setting(3.0, "action drift: window mean this many training std from the "
+                                            "training action mean (bundles with provenance.action_statistics)",
+                                            low=0.1, high=1000.0)
+    drift_min_count: int = setting(20, "consecutive cycles over a drift threshold that raise the drift alarm", low=1,
+                                   high=100000)
+    progress_window: int = setting(80, "commanded cycles within which the distance to the goal must improve "
+                                   "(0: no progress monitor)", low=0, high=100000)
+    progress_min_decrease: float = setting(0.005, "improvement of the distance to the goal that counts as progress",
+                                           unit="m", low=0.0, high=1.0)
+    progress_tolerance: float = setting(0.03, "no progress is needed this close to the goal", unit="m", low=0.0,
+                                        high=1.0)
+    drift_revert: bool = setting(True, "request the shield's revert when a drift alarm is raised")
     stats_window: int = setting(1000, "cycles kept for the latency/rate percentiles", low=10, high=1000000)
     trigger: str = setting("estimate", "what starts a cycle: estimate (the arrival of a new state, at most at the "
                            "manifest rate, see CycleGate; a timer of the same period steps when none came for 1.5 "
@@ -136,6 +156,7 @@ class StepResult:
     revert_reason: str | None = None  # set when this cycle asks the shield to revert
     observation: np.ndarray | None = field(default=None, repr=False)  # raw (unnormalised)
     raw_action: np.ndarray | None = field(default=None, repr=False)  # the model's output, before the clip
+    drift: DriftReport | None = None  # commanded cycles only
 
     @property
     def ood_score(self) -> float | None:
@@ -167,6 +188,14 @@ class PolicyExecutor:
             self.planar = PlanarReference(robot, m.planar_frame(robot), m.action_planar["max_lead"])
         self.ood = OodMonitor(m.term_slices(), m.obs_mean, m.obs_std, self.config.ood_threshold,
                               self.config.ood_window, self.config.ood_min_count)
+        c = self.config
+        self.drift = DriftMonitor(m.term_slices(), m.obs_mean, m.obs_std, action_statistics(m.provenance, m.action_dim),
+                                  window=c.drift_window, obs_threshold=c.drift_obs_threshold,
+                                  action_threshold=c.drift_action_threshold, min_count=c.drift_min_count,
+                                  progress_window=c.progress_window, progress_min_decrease=c.progress_min_decrease,
+                                  progress_tolerance=c.progress_tolerance)
+        #: when a list, every commanded cycle's clipped action is appended (action statistics at export)
+        self.action_log: list[np.ndarray] | None = None
         self.cycles = 0
         self.commands = 0
         self.skipped: Counter[str] = Counter({r: 0 for r in SKIP_REASONS})
@@ -190,6 +219,7 @@ class PolicyExecutor:
         if self.planar is not None:
             self.planar.reset()
         self.ood.reset()
+        self.drift.reset()
 
     def update_state(self, q, dq, stamp: float) -> bool:
         """Latest measured/estimated joint state (robot order). Non-finite input is rejected (counted)."""
@@ -209,6 +239,8 @@ class PolicyExecutor:
         p = np.asarray(p, dtype=float)
         if p.shape != (3,) or not np.all(np.isfinite(p)):
             raise ValueError(f"goal must be 3 finite values (x, y, z in m), got {p!r}")
+        if self._goal is not None and not np.array_equal(p, self._goal):
+            self.drift.reset()  # a new goal: progress and windows start over
         self._goal = p
 
     def update_object(self, position, stamp: float) -> bool:
@@ -288,13 +320,19 @@ class PolicyExecutor:
             res = self._skip(now, "deadline_missed", age, t0, report, obs, raw)
             res.revert_reason = revert
             return res
+        drift = self.drift.update(obs, action)
+        if drift.raised and self.config.drift_revert and revert is None:
+            revert = f"policy '{m.name}': drift: {drift.reason}"
+            self.revert_requests += 1
+        if self.action_log is not None:
+            self.action_log.append(action.copy())
         self._last_action = action
         self.commands += 1
         self._compute.append(compute)
         self._ages.append(age)
         return StepResult(now=float(now), command=command, command_type=self.command_type, action=action,
                           compute_time=compute, state_age=age, ood=report, revert_reason=revert, observation=obs,
-                          raw_action=raw)
+                          raw_action=raw, drift=drift)
 
     def _skip(self, now, reason, age, t0, report=None, obs=None, raw=None) -> StepResult:
         self.skipped[reason] += 1
@@ -312,7 +350,8 @@ class PolicyExecutor:
             "cycles": self.cycles, "commands": self.commands, "skipped": sum(self.skipped.values()),
             **{f"skipped_{r}": int(c) for r, c in self.skipped.items()},
             "rejected_states": self.rejected_states, "revert_requests": self.revert_requests,
-            "ood_alarms": self.ood.alarms, "late_cycles": self.late_cycles,
+            "ood_alarms": self.ood.alarms, "late_cycles": self.late_cycles, "drift_alarms": self.drift.alarms,
+            "drift_action_monitor": int(self.drift.action_stats is not None),
         }
         if self._compute:
             c = np.asarray(self._compute) * 1e3
@@ -329,4 +368,6 @@ class PolicyExecutor:
             out["ood_score"] = self._last_ood.score
             out["ood_sustained"] = int(self._last_ood.sustained)
             out.update({f"ood_{name}": v for name, v in self._last_ood.term_scores.items()})
+        if self.drift.last is not None:
+            out.update(self.drift.last.values())
         return out

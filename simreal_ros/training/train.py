@@ -269,6 +269,9 @@ def train(args: argparse.Namespace) -> Path:
         provenance["training"]["pretraining"] = pretrain
     out = export_bundle(model, venv, Path(args.out), args.name, provenance, action_scale, rate, spec.obs_terms,
                         **fields)
+    from simreal_ros.training.action_stats import record_action_statistics
+
+    record_action_statistics(out, episodes=10, profile=args.randomization, seed=args.seed + 20_000)  # drift monitor
     print(f"trained {args.timesteps} steps in {wall:.0f} s; bundle written to {out}")
     if args.eval_episodes > 0:
         from simreal_ros.training.evaluate import record_in_manifest
