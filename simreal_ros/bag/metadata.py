@@ -149,6 +149,17 @@ def _load(path: Path) -> Any:
         raise MetadataError(f"{path}: YAML nested too deeply") from None
 
 
+def topic_counts(meta: dict[str, Any]) -> dict[str, tuple[str, int]]:
+    """Topic name -> (message type, message count) from a bag's metadata (as :func:`read_metadata`
+    returns it); a topic listed more than once (one entry per file) has its counts summed."""
+    out: dict[str, tuple[str, int]] = {}
+    for t in meta.get("topics_with_message_count", []):
+        name, kind = t["topic_metadata"]["name"], t["topic_metadata"]["type"]
+        old = out.get(name, (kind, 0))
+        out[name] = (kind, old[1] + int(t["message_count"]))
+    return out
+
+
 def read_metadata(bag_dir: str | Path) -> dict[str, Any]:
     """The ``rosbag2_bagfile_information`` mapping of ``bag_dir/metadata.yaml``, checked.
 

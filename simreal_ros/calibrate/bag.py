@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from simreal_ros.bag.check import STAMPED_SENT_TOPIC, BagReadError, check_bag, read_topic, stamped_commands
+from simreal_ros.bag.metadata import topic_counts
 from simreal_ros.calibrate.session import Session, SessionError, SourceInfo
 
 STATE_TOPIC = "/joint_states"
@@ -85,15 +86,6 @@ def content_hash(bag: Path, meta: dict[str, Any]) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
-
-
-def _topics(meta: dict[str, Any]) -> dict[str, tuple[str, int]]:
-    out: dict[str, tuple[str, int]] = {}
-    for t in meta.get("topics_with_message_count", []):
-        name, kind = t["topic_metadata"]["name"], t["topic_metadata"]["type"]
-        old = out.get(name, (kind, 0))
-        out[name] = (kind, old[1] + int(t["message_count"]))
-    return out
 
 
 def _state_topic(bag: Path, topics: dict[str, tuple[str, int]], wanted: str) -> str:
@@ -204,7 +196,7 @@ def read_bag(bag: str | Path, robot: Any = None, options: ReadOptions | None = N
         meta = check_bag(bag)
     except BagReadError as exc:
         raise BagInputError(str(exc)) from None
-    topics = _topics(meta)
+    topics = topic_counts(meta)
     state_topic = _state_topic(bag, topics, opts.state_topic)
     ours = {state_topic, STAMPED_SENT_TOPIC, *CONTROLLER_TOPICS, "/simreal/state_estimate",
             "/forward_position_controller/commands"}

@@ -174,7 +174,8 @@ def read_push_bag(bag: str | Path, robot: Any = None) -> PushLog:
             of another robot (one line naming the bag and the topic).
     """
     from simreal_ros.bag.check import BagReadError, check_bag, read_topic
-    from simreal_ros.calibrate.bag import BagInputError, _joint_states, _topics, content_hash
+    from simreal_ros.bag.metadata import topic_counts
+    from simreal_ros.calibrate.bag import BagInputError, _joint_states, content_hash
 
     if robot is None:
         from simreal_ros.robot import load_robot
@@ -185,7 +186,7 @@ def read_push_bag(bag: str | Path, robot: Any = None) -> PushLog:
         meta = check_bag(bag)
     except BagReadError as exc:
         raise ContactInputError(str(exc)) from None
-    topics = _topics(meta)
+    topics = topic_counts(meta)
     if topics.get(OBJECT_TOPIC, ("", 0))[1] == 0:
         raise ContactInputError(f"{bag}: no tracked object poses on {OBJECT_TOPIC} (contact calibration needs a push "
                                 "session: simreal sim --task push --record true, or the robot's object tracker)")

@@ -40,6 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from simreal_ros.bag.check import STAMPED_SENT_TOPIC, BagReadError, check_bag
+from simreal_ros.bag.metadata import topic_counts
 from simreal_ros.dataset import INTERVENTION_KINDS, DatasetError, DatasetMeta, Transitions
 
 RECORD_TOPIC = "/simreal/policy/record"
@@ -98,15 +99,6 @@ class _Cycles:
     sent: np.ndarray  # (M, n) the executed command of each cycle (NaN: none yet)
     kinds: np.ndarray  # (M, K) bool
     notes: list[str] = field(default_factory=list)
-
-
-def _topics(meta: dict[str, Any]) -> dict[str, tuple[str, int]]:
-    out: dict[str, tuple[str, int]] = {}
-    for t in meta.get("topics_with_message_count", []):
-        name, kind = t["topic_metadata"]["name"], t["topic_metadata"]["type"]
-        old = out.get(name, (kind, 0))
-        out[name] = (kind, old[1] + int(t["message_count"]))
-    return out
 
 
 def _read(bag: Path, topics: Sequence[str]) -> dict[str, list[tuple[int, Any]]]:
@@ -286,7 +278,7 @@ class _Builder:
             meta = check_bag(bag)
         except BagReadError as exc:
             raise DatasetInputError(str(exc)) from None
-        topics = _topics(meta)
+        topics = topic_counts(meta)
         total = sum(n for _, n in topics.values())
         if total == 0:
             raise DatasetInputError(f"{bag}: empty bag (no messages on any of its {len(topics)} topics)")
