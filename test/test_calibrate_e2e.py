@@ -98,7 +98,9 @@ def test_the_recording_gives_an_excitation_session_of_the_hidden_arm(recording):
     run = _run_in_bag(bag)
     assert run["recorded_proposals"] >= run["proposals"] - 2, run
     np.testing.assert_allclose(run["first_proposal"], run["first_sent"], atol=1e-9)
-    assert run["first_state_log_t"] <= run["first_proposal_log_t"], run
+    # the bag has the arm's state from the excitation's start (the recorder logs two topics a few
+    # ms apart: 1.5 ms late once in CI; the old defect lost 0.5-1.8 s)
+    assert run["first_state_log_t"] <= run["first_proposal_log_t"] + 50_000_000, run
     assert run["proposals_after_finished"] >= 10, run  # the hold is recorded
 
 
