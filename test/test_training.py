@@ -60,6 +60,22 @@ def test_sac_and_dagger_warm_start_also_export_valid_bundles(tmp_path):
     assert len(iters) == 2 and iters[-1]["samples"] == 300
 
 
+def test_training_leaves_no_sb3_logger_directory_in_the_temporary_directory(tmp_path, monkeypatch):
+    """SB3's default logger creates ``<tmp>/SB3-<date>`` at every ``learn`` even with no output."""
+    import tempfile
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    assert tempfile.gettempdir() == str(tmp)
+    for algo, steps in (("ppo", 64), ("sac", 100)):
+        assert main(["--algo", algo, "--timesteps", str(steps), "--n-envs", "1", "--net", "8,8",
+                     "--out", str(tmp_path / algo), "--no-progress"]) == 0
+    assert (tmp_path / "ppo" / "manifest.yaml").is_file() and (tmp_path / "sac" / "manifest.yaml").is_file()
+    assert sorted(p.name for p in tmp.iterdir() if p.name.startswith("SB3-")) == []
+
+
 @pytest.mark.parametrize("argv,match", [
     (["--algo", "sac", "--pretrain-steps", "10"], "--pretrain-steps needs --algo ppo"),
     (["--randomization", "nosuchprofile"], "nosuchprofile"),

@@ -236,6 +236,11 @@ def train(args: argparse.Namespace) -> Path:
         policy_kwargs = {"net_arch": net}
         model = SAC("MlpPolicy", venv, seed=args.seed, policy_kwargs=policy_kwargs, device="cpu", verbose=0, **hp)
 
+    # SB3's default logger makes a /tmp/SB3-<date> directory even when it writes nothing (verbose 0):
+    # a logger without outputs and without a folder leaves nothing behind
+    from stable_baselines3.common.logger import Logger
+
+    model.set_logger(Logger(folder=None, output_formats=[]))
     pretrain = None
     if args.pretrain_steps > 0:
         if args.algo != "ppo":
