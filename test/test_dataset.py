@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -206,20 +208,12 @@ def push_session(tmp_path_factory):
     s = run_session(build_graph(opts), opts, tmp / "logs", goals=2, duration=0.0, goal_timeout=60.0,
                     processes=True, progress=False)
     assert s["error"] is None and s["goals_reached"] >= 1, s
-    # a goal can be met before a policy cycle ran for it (the first one here was met at 0.0 s once:
-    # the puck already there as the goal came); such a goal has no transition to end terminal
-    period = 1.0 / 10.0  # the push task's policy rate
-    with_cycles = sum(1 for g in s["goals"] if g["reached"] and g["seconds"] >= period)
-    assert with_cycles >= 1, s["goals"]
-    return tmp / "run", with_cycles
+    return tmp / "run", s["goals"]
 
 
 @pytest.mark.ros
-@pytest.mark.xfail(strict=False, reason="open (issue 13, 2026-12-02): with the retrained push policy the "
-                   "shadow session's records name tracked poses the bag lacks (3 of 21) and episodes end "
-                   "without a terminal step; the builder's alignment needs work")
 def test_shadow_push_session_becomes_a_minari_dataset_matching_the_bag(push_session, tmp_path, monkeypatch):
-    push_session, reached = push_session
+    push_session, session_goals = push_session
     import minari
 
     from simreal_ros.cli import main as simreal
@@ -239,12 +233,18 @@ def test_shadow_push_session_becomes_a_minari_dataset_matching_the_bag(push_sess
     assert t.meta.bundle_hash == content_hash(bundle) and t.meta.observation_source == "policy_records"
     assert t.meta.provenance["bags"][0]["controller"] == "baseline"  # shadow: the pusher drove
     assert t.meta.obs_terms == tuple(m.term_names) and t.meta.action_type == "tool_planar_delta"
-    # every goal ended at the goal (push: terminal at the first success), and paid the success term
-    # every goal the session reached ended its episode terminal; a step that paid the success term ended one
-    # Known (2026-12-02): the builder judges success on the tracked puck, still over +-0.1 s, while the
-    # session moves on as soon as the true puck is there; with the retrained (faster) push policy's
-    # pushes it often sees no terminal for a reached goal. It never invents one:
-    assert int(t.terminals.sum()) <= reached and np.all(t.terminals[t.rewards > 9.0])
+    # every goal the session reached (judged on the true puck) ended its episode terminal, unless it
+    # was met before two policy cycles acted on it (the metadata says so; the first goal is, when the
+    # puck happens to be there as it comes); a step that paid the success term ended one
+    goals = t.meta.provenance["bags"][0]["goals"]
+    for g in session_goals:
+        mine = [x for x in goals if np.allclose(x["goal"][:2], g["goal"][:2], atol=1e-6)]
+        assert len(mine) == 1, (g, goals)
+        if g["reached"]:
+            assert mine[0]["outcome"] in ("terminal", "met before a transition"), (g, mine)
+            assert mine[0]["outcome"] == "terminal" or mine[0]["transitions"] == 0, mine
+    assert int(t.terminals.sum()) == sum(x["outcome"] == "terminal" for x in goals) >= 1
+    assert np.all(t.terminals[t.rewards > 9.0])
 
     # the bag read independently (mcap + mcap_ros2): the policy's records, states, poses, sent commands
     bag = _mcap(push_session, ["/simreal/policy/record", "/simreal/state_estimate", "/simreal/object_pose",
@@ -260,6 +260,7 @@ def test_shadow_push_session_becomes_a_minari_dataset_matching_the_bag(push_sess
     sl = m.term_slices()
     frame = m.planar_frame(robot)
     missing_pose = 0
+    first_pose = pose_t.min()
     for i in range(len(t)):
         rec = recs[_at(rec_t, t.stamps[i])]
         assert np.array_equal(t.observations[i], rec["observation"])  # the observation exactly as recorded
@@ -275,12 +276,13 @@ def test_shadow_push_session_becomes_a_minari_dataset_matching_the_bag(push_sess
         assert np.allclose(rec["observation"][sl["joint_pos"]], q - robot.ready_pose, atol=1e-12)
         assert np.allclose(rec["observation"][sl["tool_xy"]], frame.tip_position(robot, q)[:2], atol=1e-12)
         j = int(np.argmin(np.abs(pose_t - rec["object_stamp"][0])))
-        if abs(pose_t[j] - rec["object_stamp"][0]) > 2e-6:  # that pose did not reach the recorder
+        if abs(pose_t[j] - rec["object_stamp"][0]) > 2e-6:  # that pose did not reach the recorder:
+            assert rec["object_stamp"][0] < first_pose  # only before it subscribed (it loses none after)
             missing_pose += 1
             continue
         pose = poses[j]
         assert np.allclose(rec["observation"][sl["object_xy"]], [pose.pose.position.x, pose.pose.position.y])
-    assert missing_pose <= 0.1 * len(t), missing_pose  # seen: 1 of 40 under load ~20
+    assert missing_pose == t.meta.provenance["counts"].get("object_pose_not_in_bag", 0)
     # executed actions: the last sent command after each cycle, its tip through the plane minus the
     # previous one's (the measured tip at an episode's start), over the scale
     sent_t = np.array([_sec(s) for s in bag["/simreal/shield/sent"]])
@@ -304,7 +306,7 @@ def test_shadow_push_session_becomes_a_minari_dataset_matching_the_bag(push_sess
 
 @pytest.mark.ros
 def test_baseline_only_session_rebuilds_observations_with_the_given_bundle(push_session, tmp_path):
-    push_session, reached = push_session
+    push_session, session_goals = push_session
     from simreal_ros.dataset.build import BuildOptions, DatasetInputError, build
     from simreal_ros.resources import resource
 
@@ -315,7 +317,8 @@ def test_baseline_only_session_rebuilds_observations_with_the_given_bundle(push_
     bundle = str(resource("policies", "push_default"))
     t = build([bag], BuildOptions(bundle=bundle))
     assert t.meta.observation_source == "rebuilt" and not t.has_proposal.any()
-    assert np.all(np.isnan(t.proposed_actions)) and int(t.terminals.sum()) <= reached  # see the shadow test
+    reached = sum(g["reached"] for g in session_goals)
+    assert np.all(np.isnan(t.proposed_actions)) and int(t.terminals.sum()) <= reached
     assert "rebuilt" in " ".join(t.meta.provenance["bags"][0]["notes"])
     # last_action_xy is the previous executed action (the env's meaning) inside an episode
     sl = slice(t.meta.obs_sizes[0] + sum(t.meta.obs_sizes[1:-1]), None)
@@ -382,3 +385,177 @@ def test_bad_bags_are_refused_naming_them(push_session, tmp_path, capsys):
     assert "exists" in capsys.readouterr().err
     with pytest.raises(DatasetError, match="is of task 'push', not 'reach'"):
         load(out, task="reach")
+
+
+# ---------------------------------------------------------------------- a session written by hand
+T0 = 1_800_000_000.0  # s, the synthetic session's clock
+PERIOD = 0.1  # the push bundle's policy period
+
+
+def _puck_path():
+    """The puck's true planar path as a function of time after T0, and the goals: it slides to 25 mm
+    short of goal A, braking at 1 m/s^2 (the session moves on to B when the true puck is below the
+    task's 0.02 m/s, 0.02 s before it stops; the tracked puck's speed centred on any pose before the
+    next cycle is still above it); rests; slides to 10 mm short of B and rests there 0.5 s
+    (B is met between two cycles, in its episode); goal C is its resting place and lasts between two
+    policy cycles (met before a transition); D is never approached and the recording ends 1 s in."""
+    v0, acc = 0.12, 1.0
+    t_a = 0.913  # at rest, 25 mm short of A, 10 ms after the first cycle that sees B (at 0.903 s)
+    t1 = t_a - v0 / acc
+    a_goal = np.array([0.62, 0.0])
+    p0 = a_goal - [0.025 + v0 ** 2 / (2 * acc) + v0 * t1, 0.0]
+    rest_a = p0 + [a_goal[0] - 0.025 - p0[0], 0.0]
+    b_goal = rest_a + [0.0, 0.10]
+    tb0 = t_a + 0.5
+    v1 = 0.1
+    tb1 = tb0 + (0.09 - v1 ** 2 / (2 * acc)) / v1
+    t_b = tb1 + v1 / acc
+    rest_b = rest_a + [0.0, 0.09]
+
+    def x(t: float) -> np.ndarray:
+        if t <= 0:
+            return p0.copy()
+        if t <= t1:
+            return p0 + [v0 * t, 0.0]
+        if t <= t_a:
+            s = t - t1
+            return p0 + [v0 * t1 + v0 * s - 0.5 * acc * s * s, 0.0]
+        if t <= tb0:
+            return rest_a.copy()
+        if t <= tb1:
+            return rest_a + [0.0, v1 * (t - tb0)]
+        if t <= t_b:
+            s = t - tb1
+            return rest_a + [0.0, v1 * (tb1 - tb0) + v1 * s - 0.5 * acc * s * s]
+        return rest_b.copy()
+
+    k_c = int(np.ceil((t_b + 0.5) / PERIOD))  # C starts 20 ms after a cycle, D 50 ms later
+    t_c = k_c * PERIOD + 0.003 + 0.02
+    goals = [(-1.0, a_goal), (t_a - 0.02, b_goal), (t_c, rest_b + [0.01, 0.0]), (t_c + 0.05, np.array([0.50, -0.15]))]
+    return x, goals, t_c + 0.05 + 1.0
+
+
+def _synthetic_push_bag(path: Path, first_pose_s: float = 0.25) -> Path:
+    """A push session of the shipped push bundle written as the stack records one: the policy's
+    records at 10 Hz (observations built from what they name), estimates at 100 Hz, tracked puck
+    poses at 50 Hz (stamped at acquisition, 10 ms latency; the recorder's first one at
+    ``first_pose_s``: it subscribed late), the shield's sent commands, the goals (latched)."""
+    from simreal_ros.bag import BagWriter
+    from simreal_ros.bag.types import typestore
+    from simreal_ros.policy.bundle import content_hash, load_bundle
+    from simreal_ros.policy.executor import SKIP_REASONS
+    from simreal_ros.policy.observation import ObsInputs, build_observation
+    from simreal_ros.policy.record import bundle_identity, layout
+    from simreal_ros.resources import resource
+    from simreal_ros.robot import load_robot
+    from simreal_ros.robot.mujoco_model import TABLE_TOP
+
+    ts = typestore()
+    T = ts.types
+    robot = load_robot()
+    b = load_bundle(resource("policies", "push_default"), robot, load_model=False)
+    m = b.manifest
+    q = np.asarray(robot.ready_pose, float)
+    tool = m.planar_frame(robot).tip_position(robot, q)
+    x, goals, end = _puck_path()
+    z = TABLE_TOP + 0.015
+
+    def header(t):
+        ns = int(round((T0 + t) * 1e9))
+        return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9),
+                                        frame_id="panda_link0")
+
+    def ns(t):
+        return int(round((T0 + t) * 1e9))
+
+    def joint_state(t):
+        return T["sensor_msgs/msg/JointState"](header=header(t), name=list(robot.joint_names), position=q.copy(),
+                                               velocity=np.zeros(7), effort=np.zeros(7))
+
+    def goal_at(t):
+        return [g for s, g in goals if s <= t][-1]
+
+    JS, FA = "sensor_msgs/msg/JointState", "std_msgs/msg/Float64MultiArray"
+    fields = layout(m.obs_dim, m.action_dim)
+    dims = [T["std_msgs/msg/MultiArrayDimension"](label=n, size=s, stride=o) for n, s, o in fields]
+    with BagWriter(path, status_interval_s=0) as w:
+        for topic, kind in (("/simreal/state_estimate", JS), ("/simreal/shield/sent", JS),
+                            ("/simreal/goal", "geometry_msgs/msg/PointStamped"),
+                            ("/simreal/object_pose", "geometry_msgs/msg/PoseStamped"), ("/simreal/policy/record", FA),
+                            ("/simreal/policy/bundle", "std_msgs/msg/String"),
+                            ("/simreal/shield/interventions", "diagnostic_msgs/msg/DiagnosticArray")):
+            w.add_topic(topic, kind)
+        w.write("/simreal/policy/bundle", ts.serialize_cdr(T["std_msgs/msg/String"](
+            data=bundle_identity(m, str(b.directory), content_hash(b), robot.name, SKIP_REASONS)),
+            "std_msgs/msg/String"), ns(0.0))
+        for s, g in goals:
+            pt = T["geometry_msgs/msg/Point"](x=float(g[0]), y=float(g[1]), z=0.1)
+            w.write("/simreal/goal", ts.serialize_cdr(T["geometry_msgs/msg/PointStamped"](header=header(s), point=pt),
+                                                      "geometry_msgs/msg/PointStamped"), ns(max(s, 0.0)))
+        events = []
+        for j in range(int(end / 0.01) + 1):
+            events.append((j * 0.01, "state"))
+        for j in range(-25, int(end / 0.02) + 1):
+            events.append((j * 0.02 + 0.001, "pose"))
+        for k in range(int(end / PERIOD) + 1):
+            events.append((k * PERIOD + 0.003, "cycle"))
+        for t, what in sorted(events):
+            if what == "state":
+                w.write("/simreal/state_estimate", ts.serialize_cdr(joint_state(t), JS), ns(t) + 500_000)
+            elif what == "pose":
+                if t >= first_pose_s:
+                    p = x(t)
+                    pose = T["geometry_msgs/msg/Pose"](position=T["geometry_msgs/msg/Point"](x=p[0], y=p[1], z=z),
+                                                       orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0))
+                    w.write("/simreal/object_pose", ts.serialize_cdr(T["geometry_msgs/msg/PoseStamped"](
+                        header=header(t), pose=pose), "geometry_msgs/msg/PoseStamped"), ns(t) + 10_000_000)
+            else:
+                st = np.floor(round((t - 0.002) / 0.01, 6)) * 0.01  # the newest estimate
+                ot = np.floor(round((t - 0.011) / 0.02, 6)) * 0.02 + 0.001  # the newest pose, 10 ms late
+                g = goal_at(t)
+                obs = build_observation(robot, m.term_names, ObsInputs(
+                    q=q, dq=np.zeros(7), goal=np.r_[g, 0.1], last_action=np.zeros(2), tool=tool.copy(),
+                    object=np.r_[x(ot), z]))
+                rec = np.r_[T0 + t, T0 + st, T0 + ot, 0.0, obs, 0.0, 0.0, 0.0, 0.0]
+                w.write("/simreal/policy/record", ts.serialize_cdr(T[FA](layout=T["std_msgs/msg/MultiArrayLayout"](
+                    dim=dims, data_offset=0), data=rec), FA), ns(t) + 1_000_000)
+                w.write("/simreal/shield/sent", ts.serialize_cdr(joint_state(t + 0.002), JS), ns(t) + 2_500_000)
+    return path
+
+
+def test_goals_reached_end_terminal_and_missing_poses_come_from_the_observation(tmp_path):
+    """A session written by hand (no ROS, exact): a goal the puck comes to rest at just after the
+    session moved on ends its episode terminal; a goal met between two policy cycles is named in
+    the metadata; cycles whose tracked pose did not reach the recorder take the object position
+    their observation holds (not a later pose): every row's reward is the task's on its observations."""
+    from simreal_ros.dataset.build import build
+    from simreal_ros.robot.tool import load_tool
+    from simreal_ros.sim.push_task import load_push_task
+    from simreal_ros.sim.rewards import push_reward
+
+    _, goals, _ = _puck_path()
+    t = build([_synthetic_push_bag(tmp_path / "bag")])
+    prov = t.meta.provenance["bags"][0]
+    outcomes = [g["outcome"] for g in prov["goals"]]
+    assert outcomes == ["terminal", "terminal", "met before a transition", "timeout"], prov["goals"]
+    assert [g["cycles"] for g in prov["goals"]][2] == 0
+    assert int(t.terminals.sum()) == 2 and int(t.timeouts.sum()) == 1
+    assert t.meta.provenance["counts"]["goals_met_before_a_transition"] == 1
+    assert t.meta.provenance["counts"]["object_pose_not_in_bag"] == 3  # cycles at 3, 103, 203 ms
+    assert any("before its first recorded pose" in n for n in prov["notes"])
+    # rewards from the observations alone (tool_xy, object_xy, goal_xy are exact): the success
+    # term is paid at the in-episode terminal only
+    spec, sl = load_push_task(), {}
+    off = 0
+    for name, size in zip(t.meta.obs_terms, t.meta.obs_sizes):
+        sl[name] = slice(off, off + size)
+        off += size
+    for i in range(len(t)):
+        o, o2 = t.observations[i], t.next_observations[i]
+        goal = o[sl["goal_xy"]]
+        d0, d1 = np.linalg.norm(o[sl["object_xy"]] - goal), np.linalg.norm(o2[sl["object_xy"]] - goal)
+        last = t.actions[i - 1] if i and t.episode[i - 1] == t.episode[i] else np.zeros(2)
+        r = push_reward(d1, d0, o2[sl["tool_xy"]], o2[sl["object_xy"]], False, t.actions[i], last, spec.puck_radius,
+                        float(load_tool().radius))[0]
+        assert t.rewards[i] - r == pytest.approx(10.0 if t.terminals[i] and i != np.flatnonzero(t.terminals)[0] else 0.0,
+                                                 abs=1e-9), i

@@ -10,6 +10,9 @@ from typing import Any
 from simreal_ros.bringup.graph import GraphOptions, NodeSpec, shield_config
 
 STARTUP_TIMEOUT_S = 60.0
+#: a recorded session runs this long after its last goal before the graph stops, so the bag holds
+#: how the last goal ended (the dataset judges a push goal on the tracked puck's speed over +-0.1 s)
+RECORD_TAIL_S = 0.5
 
 
 class _Spinner:
@@ -120,6 +123,8 @@ def run_session(nodes: list[NodeSpec], opts: GraphOptions, run_dir: Path, goals:
                 summary["error"] = f"node process(es) exited: {graph.failed()} (see logs in {run_dir})"
                 break
         bar.close()
+        if opts.record and summary["error"] is None:
+            time.sleep(RECORD_TAIL_S)
     finally:
         spinner.close()
         graph.stop()

@@ -19,9 +19,16 @@ What a bag gives (``simreal sim --record``, ``bringup.launch.py record:=true``):
   (skipped cycles, a stall) cuts it (timeout); push ends an episode at the first success or a
   puck off the table (terminal), as :class:`~simreal_ros.sim.push_env.PushEnv` does, and the rest
   of that goal's cycles are dropped (counted); a push episode whose goal the tracked puck reached
-  between its last cycle and the next (a session moves on to the next goal at once) ends terminal
-  too (its last step's reward is that of the state at its last cycle). Success is judged on the
-  tracked puck (its speed over +-0.1 s of tracked poses, centred), on the nominal table height.
+  between its last cycle and the next (a session moves on to the next goal at once, as the true
+  puck slows below the success speed; at a goal change the tracked puck is watched up to
+  SPEED_WINDOW_S past the next cycle) ends terminal too (its last step's reward is that of the
+  state at its last cycle). Success is judged on the tracked puck (its speed over +-0.1 s of
+  tracked poses, centred), on the nominal table height. Every goal's outcome is in the bag's
+  provenance (``goals``: terminal, timeout, ``met before a transition`` when the puck was at the
+  goal before two policy cycles acted on it, or no transition);
+- a cycle whose tracked pose is not in the bag (the recorder subscribes a topic once it sees its
+  publisher, so a session's first cycles can precede its first recorded pose) takes the object
+  position from its own observation (``object_xy``: exactly that pose's), never a later pose.
 
 Refused, each with one :class:`DatasetInputError` line naming the bag: not a bag / not closed
 cleanly / damaged, an empty bag, a foreign bag (none of the stack's topics, or another robot's
@@ -323,12 +330,70 @@ class _Builder:
         st, q, dq = _states(bag, state_topic, data[state_topic], self.robot)
         cycles = (self._record_cycles(bag, data, st, q, dq) if has_records else
                   self._rebuilt_cycles(bag, data, st, q, dq))
+        self._episode_goals = []
         rows = self._rows(cycles)
+        goals = self._goal_outcomes(data, cycles)
+        for g in goals:
+            key = "goals_" + g["outcome"].replace(" ", "_")
+            self.counts[key] = self.counts.get(key, 0) + 1
         self.bags.append({"path": str(bag), "sha256": content_hash(bag, meta), "controller": _controller(bag, topics),
                           "state_topic": state_topic, "duration_s": round(float(cycles.t[-1] - cycles.t[0]), 3)
                           if len(cycles.t) else 0.0, "cycles": int(len(cycles.t)),
-                          "transitions": int(sum(len(r["rewards"]) for r in rows)), "notes": cycles.notes})
+                          "transitions": int(sum(len(r["rewards"]) for r in rows)), "notes": cycles.notes,
+                          "goals": goals})
         return rows
+
+    def _goal_outcomes(self, data, c: _Cycles) -> list[dict[str, Any]]:
+        """Per goal of the bag (``/simreal/goal``, in time order): its stamp and point, its policy
+        cycles and transitions, and its outcome: ``terminal`` (an episode of it ended at the task's
+        end), ``timeout``, ``met before a transition`` (push: the tracked puck was at the goal
+        before two policy cycles had acted on it, so the dataset holds no step of it) or ``no
+        transition`` (fewer than two cycles, not met)."""
+        msgs = sorted(((_stamp(m), (m.point.x, m.point.y, m.point.z)) for _, m in data[GOAL_TOPIC]), key=lambda x: x[0])
+        goals: list[tuple[float, np.ndarray]] = []
+        for st, p in msgs:
+            if not goals or np.linalg.norm(np.subtract(p, goals[-1][1])) > 1e-9:  # a latched goal seen twice
+                goals.append((st, np.array(p, float)))
+        dims = slice(0, 2) if self.task == "push" else slice(0, 3)
+        out = []
+        for k, (st, p) in enumerate(goals):
+            def same(g: np.ndarray, p: np.ndarray = p) -> bool:  # the goal as the cycles observed it
+                return float(np.linalg.norm(g[dims] - p[dims])) < 1e-9
+
+            cycles = int(sum(1 for g in c.goal if same(g)))
+            eps = [(n, term) for g, n, term in self._episode_goals if same(g)]
+            rows = int(sum(n for n, _ in eps))
+            if any(term for _, term in eps):
+                outcome = "terminal"
+            elif eps:
+                outcome = "timeout"
+            else:
+                until = goals[k + 1][0] if k + 1 < len(goals) else math.inf
+                met = self._met(c, p, st, until + SPEED_WINDOW_S)
+                outcome = "met before a transition" if met else "no transition"
+            out.append({"stamp": round(st, 6), "goal": [round(float(x), 6) for x in p], "cycles": cycles,
+                        "transitions": rows, "outcome": outcome})
+        return out
+
+    def _met(self, c: _Cycles, goal: np.ndarray, since: float, until: float) -> bool:
+        """Push: a tracked puck pose stamped after ``since`` and up to ``until`` is a success for
+        ``goal`` (:func:`~simreal_ros.sim.rewards.push_success`, the puck's centred speed)."""
+        if c.poses is None:
+            return False
+        from simreal_ros.robot.mujoco_model import TABLE_TOP
+        from simreal_ros.sim.push_task import load_push_task
+        from simreal_ros.sim.push_world import FALL_DEPTH
+        from simreal_ros.sim.rewards import push_success
+
+        ot, op = c.poses
+        idx = np.flatnonzero((ot > since) & (ot <= until))
+        if not len(idx):
+            return False
+        spec = load_push_task()
+        speed = self._puck_speed(ot, op, ot[idx])
+        dist = np.linalg.norm(op[idx, :2] - goal[:2], axis=1)
+        fell = op[idx, 2] < TABLE_TOP - FALL_DEPTH
+        return any(push_success(d, v, f, spec.success_radius, spec.success_speed) for d, v, f in zip(dist, speed, fell))
 
     def _goals(self, data, t: np.ndarray):
         goals = data[GOAL_TOPIC]
@@ -350,12 +415,12 @@ class _Builder:
         return ot[o], op[o]
 
     @staticmethod
-    def _puck_speed(ot: np.ndarray, op: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """Planar speed of the tracked puck at pose ``idx``: the displacement across a window of
-        +-SPEED_WINDOW_S around it (offline: centred, so a steady deceleration is not lagged; wide,
+    def _puck_speed(ot: np.ndarray, op: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """Planar speed of the tracked puck at the times ``at``: the displacement across a window of
+        +-SPEED_WINDOW_S around each (offline: centred, so a steady deceleration is not lagged; wide,
         so tracker noise of a few mm does not swamp the task's success speed)."""
-        j0 = np.maximum(_latest(ot, ot[idx] - SPEED_WINDOW_S), 0)
-        j1 = np.maximum(_latest(ot, ot[idx] + SPEED_WINDOW_S), 0)
+        j0 = np.maximum(_latest(ot, at - SPEED_WINDOW_S), 0)
+        j1 = np.maximum(_latest(ot, at + SPEED_WINDOW_S), 0)
         dt = ot[j1] - ot[j0]
         dist = np.linalg.norm(op[j1, :2] - op[j0, :2], axis=1)
         return np.where(dt > 0, dist / np.where(dt > 0, dt, 1.0), 0.0)
@@ -429,12 +494,28 @@ class _Builder:
         obj = speed = None
         if self.task == "push":
             ot, op = self._objects(data)
-            oi = _matching(ot, np.array([r["object_stamp"][0] for r in recs]), STAMP_MATCH_S)
+            obj_t = np.array([r["object_stamp"][0] for r in recs])
+            oi = _matching(ot, obj_t, STAMP_MATCH_S)
             missing = oi < 0
-            oi = np.where(missing, np.maximum(_latest(ot, t), 0), oi)
+            obj = op[np.maximum(oi, 0)].copy()
+            speed = self._puck_speed(ot, op, np.where(missing, obj_t, ot[np.maximum(oi, 0)]))
             if missing.any():
-                notes.append(f"{int(missing.sum())} cycle(s) took the object pose before them (theirs is not in the bag)")
-            obj, speed = op[oi], self._puck_speed(ot, op, oi)
+                # the pose the policy acted on did not reach the recorder (it subscribes a topic only
+                # once it has seen its publisher: the first cycles of a session; or it lost it): its
+                # position is the one the observation holds (exactly the tracked pose's), its height
+                # the last recorded one before it; never a later pose
+                before = _latest(ot, obj_t)
+                early = int(np.sum(missing & (before < 0)))
+                obj[missing, 2] = op[np.maximum(before[missing], 0), 2]
+                if "object_xy" in sl:
+                    obj[missing, :2] = obs[missing][:, sl["object_xy"]]
+                    how = "their object position is the observation's object_xy"
+                else:
+                    obj[missing, :2] = op[np.maximum(before[missing], 0), :2]
+                    how = "their object position is the last recorded pose before theirs"
+                notes.append(f"{int(missing.sum())} cycle(s) acted on an object pose the bag lacks ({early} of them "
+                             f"before its first recorded pose): {how}")
+                self.counts["object_pose_not_in_bag"] = self.counts.get("object_pose_not_in_bag", 0) + int(missing.sum())
         ct, cmd, kinds = self._sent(bag, data)
         sent, krows = self._executed(t, ct, cmd, kinds)
         return _Cycles(t, state_t, q[si], dq[si], obs, proposed, goal, obj, speed, (ot, op) if obj is not None else None,
@@ -480,7 +561,7 @@ class _Builder:
             oi = _latest(ot, t)
             ok = oi >= 0
             t, keep, si, goal, oi = t[ok], keep[ok], si[ok], goal[ok], oi[ok]
-            obj, speed = op[oi], self._puck_speed(ot, op, oi)
+            obj, speed = op[oi], self._puck_speed(ot, op, ot[oi])
         if len(t) < 2:
             raise DatasetInputError(f"{bag}: fewer than 2 cycles with a state, a goal"
                                     f"{' and an object pose' if self.task == 'push' else ''} before the sent command")
@@ -502,10 +583,12 @@ class _Builder:
         n = len(c.t)
         # where a new stretch starts: a gap, a new goal, no executed command yet
         new = np.ones(n, bool)
+        goal_cut = np.zeros(n, bool)  # cycle i has another goal than cycle i - 1
         if n > 1:
             gap = np.diff(c.t) > self.opts.max_gap_periods * period
             goal_change = np.linalg.norm(np.diff(c.goal, axis=0), axis=1) > 1e-9
             new[1:] = gap | goal_change
+            goal_cut[1:] = goal_change
             self.counts["episodes_cut_by_gaps"] += int(np.sum(gap & ~goal_change))
         new |= np.isnan(c.sent[:, 0])
         # executed actions and the observations (rebuilt ones need the previous executed action)
@@ -546,13 +629,17 @@ class _Builder:
                 rows["timeouts"] = np.zeros(len(idx), bool)
                 (rows["terminals"] if terminal else rows["timeouts"])[-1] = True
                 episodes.append(rows)
+                self._episode_goals.append((c.goal[idx[0]].copy(), len(idx), terminal))
             cur.clear()
 
         rewards = np.zeros(n)
         ended = False  # push: this goal's episode ended (success / fell); skip to the next stretch
         for i in range(n - 1):
             if new[i + 1]:  # i -> i+1 crosses a cut: i closes its stretch without a row
-                close(not ended and self._reached_after(c, i, c.t[i + 1]))
+                # at a goal change the session moved on as the puck came to rest (judged on the true
+                # puck, at once): the tracked puck's centred speed needs SPEED_WINDOW_S more of it
+                until = c.t[i + 1] + (SPEED_WINDOW_S if goal_cut[i + 1] else 0.0)
+                close(not ended and self._reached_after(c, i, until))
                 ended = False
                 continue
             if new[i]:
@@ -571,24 +658,9 @@ class _Builder:
 
     def _reached_after(self, c: _Cycles, i: int, until: float) -> bool:
         """Push: the goal of cycle ``i`` was reached by the tracked puck after that cycle and before
-        ``until`` (the next cycle: a session moves on to the next goal as soon as the puck is there,
-        often between two policy cycles)."""
-        if c.poses is None:
-            return False
-        from simreal_ros.robot.mujoco_model import TABLE_TOP
-        from simreal_ros.sim.push_task import load_push_task
-        from simreal_ros.sim.push_world import FALL_DEPTH
-        from simreal_ros.sim.rewards import push_success
-
-        ot, op = c.poses
-        idx = np.flatnonzero((ot > c.t[i]) & (ot <= until))
-        if not len(idx):
-            return False
-        spec = load_push_task()
-        speed = self._puck_speed(ot, op, idx)
-        dist = np.linalg.norm(op[idx, :2] - c.goal[i, :2], axis=1)
-        fell = op[idx, 2] < TABLE_TOP - FALL_DEPTH
-        return any(push_success(d, v, f, spec.success_radius, spec.success_speed) for d, v, f in zip(dist, speed, fell))
+        ``until`` (about the next cycle: a session moves on to the next goal as soon as the puck is
+        there, often between two policy cycles)."""
+        return self._met(c, c.goal[i], c.t[i], until)
 
     # ------------------------------------------------------------------ all bags
     def transitions(self, episodes: list[dict[str, np.ndarray]]) -> Transitions:

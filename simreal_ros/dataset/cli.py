@@ -61,4 +61,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"  shield intervened in {int(t.intervened.sum())} of {len(t)} steps; policy proposals in "
           f"{int(t.has_proposal.sum())}; mean reward {float(t.rewards.mean()):.3f}; skipped cycles "
           f"{sum(c['skipped'].values())}, dropped after a terminal {c['dropped_after_terminal']}")
+    outcomes: dict[str, int] = {}
+    for bag in m.provenance["bags"]:
+        for g in bag.get("goals", []):
+            outcomes[g["outcome"]] = outcomes.get(g["outcome"], 0) + 1
+    print("  goals: " + (", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) or "none"))
     return 0
