@@ -15,11 +15,11 @@ recorder subscribed seconds late (bags without the approach) and lagged seconds 
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from simreal_ros.bringup.background import BackgroundNode
 from simreal_ros.bringup.graph import EXCITATION_NODE, GraphOptions, NodeSpec, shield_config
 from simreal_ros.bringup.session import _wait
 
@@ -34,13 +34,12 @@ RECORDER_LAG_S = 30.0
 STALL_S = 20.0
 
 
-class _Watcher:
+class _Watcher(BackgroundNode):
     """A node in its own context, spun in a background thread: counts and the excitation's phase."""
 
     def __init__(self, state_topic: str, command_topic: str, sent_topic: str) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Float64MultiArray
@@ -51,19 +50,16 @@ class _Watcher:
         self.proposals = 0  # the excitation's own count of its proposals (its diagnostics)
         self.recorded = -1  # the recorder's count of the proposals it wrote (its diagnostics; -1: none yet)
         self.progress = (0.0, 0.0)  # (elapsed, end) of the excitation, s
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("simreal_calibrate_watcher", context=self.context)
-        n = self.node
-        n.create_subscription(JointState, state_topic, lambda _m: self._count("state"), qos_profile_sensor_data)
-        n.create_subscription(Float64MultiArray, command_topic, lambda _m: self._count("command"), 10)
-        n.create_subscription(JointState, sent_topic, lambda _m: self._count("sent"), 50)
-        n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(n)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
+
+        def make(context):  # subscribed before the executor spins
+            n = rclpy.create_node("simreal_calibrate_watcher", context=context)
+            n.create_subscription(JointState, state_topic, lambda _m: self._count("state"), qos_profile_sensor_data)
+            n.create_subscription(Float64MultiArray, command_topic, lambda _m: self._count("command"), 10)
+            n.create_subscription(JointState, sent_topic, lambda _m: self._count("sent"), 50)
+            n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
+            return n
+
+        super().__init__(make)
 
     def _count(self, key: str) -> None:
         self.counts[key] += 1
@@ -82,25 +78,12 @@ class _Watcher:
             except ValueError:
                 pass
 
-    def _spin(self) -> None:
-        while not self._stop.is_set() and self.context.ok():
-            self.executor.spin_once(timeout_sec=0.05)
-
     def recording(self) -> bool:
         """The recorder subscribed to the states, the excitation's proposals and the sent commands
         (subscribers beside this watcher: the estimator and the shield, and the recorder)."""
         n = self.node
         return (n.count_subscribers(self.topics["sent"]) >= 2 and n.count_subscribers(self.topics["state"]) >= 3
                 and n.count_subscribers(self.topics["command"]) >= 3)
-
-    def close(self) -> None:
-        import rclpy
-
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self.node.destroy_node()
-        self.executor.shutdown()
-        rclpy.try_shutdown(context=self.context)
 
 
 def record_session(nodes: list[NodeSpec], opts: GraphOptions, bag: Path, run_dir: Path,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from simreal_ros.bringup.background import BackgroundNode
 from simreal_ros.bringup.graph import GraphOptions, NodeSpec, shield_config
 
 STARTUP_TIMEOUT_S = 60.0
@@ -15,42 +15,21 @@ STARTUP_TIMEOUT_S = 60.0
 RECORD_TAIL_S = 0.5
 
 
-class _Spinner:
-    """The coordinator's own context and executor, spun in a background thread."""
+class _Spinner(BackgroundNode):
+    """The coordinator in its own context, spun in a background thread."""
 
     def __init__(self, task: str = "reach") -> None:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-
         from simreal_ros.bringup.coordinator import Coordinator
 
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        if task == "push":  # the task's own success rule (config/push_task.yaml)
-            from simreal_ros.sim.push_task import load_push_task
+        def make(context):
+            if task == "push":  # the task's own success rule (config/push_task.yaml)
+                from simreal_ros.sim.push_task import load_push_task
 
-            t = load_push_task()
-            self.node = Coordinator(t.success_radius, t.success_speed, task="push", context=self.context)
-        else:
-            self.node = Coordinator(context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
+                t = load_push_task()
+                return Coordinator(t.success_radius, t.success_speed, task="push", context=context)
+            return Coordinator(context=context)
 
-    def _spin(self) -> None:
-        while not self._stop.is_set() and self.context.ok():
-            self.executor.spin_once(timeout_sec=0.05)
-
-    def close(self) -> None:
-        import rclpy
-
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self.node.destroy_node()
-        self.executor.shutdown()
-        rclpy.try_shutdown(context=self.context)
+        super().__init__(make)
 
 
 def _wait(cond, timeout: float, alive=lambda: True) -> bool:
