@@ -350,3 +350,76 @@ def test_sent_commands_are_stamped_on_the_drivers_ros_clock(processes, ros_node)
     # each was sent at most a few DDS deliveries before this probe received it (a loaded machine)
     assert np.all(t_sent <= now + 0.01) and np.all(t_sent > now - 2.0), (t_sent - now).tolist()
     assert np.all(np.diff(t_sent) > 0)
+
+
+def _set_parameter(node, name: str, value):
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    cli = node.create_client(SetParameters, "/safety_shield/set_parameters")
+    assert node.spin_until(cli.service_is_ready, 10)
+    pv = (ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value) if isinstance(value, bool) else
+          ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value))
+    fut = cli.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=pv)]))
+    assert node.spin_until(fut.done, 10)
+    return fut.result().results[0]
+
+
+def test_a_running_shield_refuses_a_switch_beyond_its_bundles_rollout_stage(processes, ros_node, tmp_path):
+    """The launch graph refuses a shield mode the bundle's stage does not allow; the running
+    shield applies the same rule (rollout.stage.check_stage) to every later switch, by service
+    or parameter, reports the refusal on /diagnostics and keeps its mode; a promotion written
+    while it runs counts at the next switch; the gate's parameters cannot be changed at run time."""
+    from simreal_ros.policy.onnx_linear import write_linear_bundle
+    from simreal_ros.rollout.stage import write_rollout
+
+    b = write_linear_bundle(tmp_path / "b", ROBOT, seed=0)
+    write_rollout(b, "shadow", {"from": "none", "to": "shadow", "decision": "promoted"})  # under rollout: gated in sim
+    arm = Arm(ros_node)
+    start_shield(processes, "autostart:=true", "mode:=shadow", f"rollout_bundle:={b}", "rollout_target:=sim")
+    far = READY.copy()
+    far[0] += 1.0
+    start_proposer(processes, far, name="policy")
+    start_proposer(processes, READY, topic="/simreal/baseline/command", name="baseline")
+    assert ros_node.spin_until(lambda: arm.last_diag().get("mode") == "shadow" and len(arm.shadow) > 5, 30)
+    res = call_trigger(ros_node, "/safety_shield/mode_active")
+    assert not res.success
+    assert "stage 'shadow'" in res.message and "needs stage 'active'" in res.message and str(b) in res.message
+    assert "simreal promote" in res.message, res.message
+    result = _set_parameter(ros_node, "mode", "blend")
+    assert not result.successful and "needs stage 'blend'" in result.reason, result.reason
+    assert ros_node.spin_until(lambda: arm.last_diag().get("stage_refusals") == "2", 10)
+    assert arm.last_diag()["rollout_bundle"] == str(b)
+    assert arm.last_diag()["last_stage_refusal"].startswith("mode 'blend' refused: policy bundle 'linear")
+    # nothing of the policy was sent: the baseline (at READY) still drives, in shadow mode
+    n = len(arm.sent)
+    assert ros_node.spin_until(lambda: len(arm.sent) > n + 10, 10)
+    assert max(abs(s[0] - READY[0]) for s in arm.sent) < 1e-9 and arm.last_diag()["mode"] == "shadow"
+    # the gate is read-only: it cannot be forced or pointed elsewhere at run time
+    assert not _set_parameter(ros_node, "force_stage", True).successful
+    assert not _set_parameter(ros_node, "rollout_bundle", "").successful
+    # promoted while running: the next switch is allowed
+    write_rollout(b, "blend", {"from": "shadow", "to": "blend", "decision": "promoted"})
+    res = call_trigger(ros_node, "/safety_shield/mode_blend")
+    assert res.success, res.message
+    assert ros_node.spin_until(lambda: arm.last_diag().get("mode") == "blend", 10)
+    assert not call_trigger(ros_node, "/safety_shield/mode_active").success
+    assert call_trigger(ros_node, "/safety_shield/mode_hold").success  # hold needs no stage
+
+
+def test_the_rollout_gate_refuses_at_configure_and_yields_to_force_stage(processes, ros_node, tmp_path):
+    from simreal_ros.policy.onnx_linear import write_linear_bundle
+
+    b = write_linear_bundle(tmp_path / "b", ROBOT, seed=0)  # no rollout record: stage none
+    proc = start_shield(processes, "autostart:=true", "mode:=active", f"rollout_bundle:={b}", name="refused")
+    assert proc.wait(30) == 1  # rollout_target defaults to real: enforced for every bundle
+    out = processes.output(proc)
+    assert "configure failed" in out and "stage 'none'" in out and "needs stage 'active'" in out, out
+    arm = Arm(ros_node)
+    start_shield(processes, "autostart:=true", "mode:=hold", f"rollout_bundle:={b}", "force_stage:=true")
+    start_proposer(processes, target_near_ready())
+    assert ros_node.spin_until(lambda: arm.last_diag().get("mode") == "hold", 30)
+    res = call_trigger(ros_node, "/safety_shield/mode_active")
+    assert res.success, res.message
+    assert ros_node.spin_until(lambda: arm.last_diag().get("source") == "policy", 10)
+    assert "forced" in arm.last_diag()["stage_warning"] and arm.last_diag()["stage_refusals"] == "0"

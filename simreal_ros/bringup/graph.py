@@ -279,7 +279,10 @@ def build_graph(opts: GraphOptions) -> list[NodeSpec]:
                               (_config("baseline.yaml"),), {**common, "rate_hz": rate}))
     shield_file = _config("shield.yaml")
     shield = {**common, "mode": opts.shield_mode, "autostart": True,
-              **shield_timing(rate, load_shield_config(shield_file))}
+              **shield_timing(rate, load_shield_config(shield_file)),
+              # the running shield checks every later mode switch with the same rule (StageGate)
+              "rollout_bundle": str(Path(bundle).resolve()), "rollout_target": opts.mode,
+              "force_stage": bool(opts.force_stage)}
     if opts.task == "push":
         shield.update(push_flange_box())
     if opts.mode == "sim":

@@ -31,6 +31,14 @@ Topics: the parameters below (defaults and types in :mod:`simreal_ros.nodes`). S
 (``std_srvs/Trigger``): ``~/estop``, ``~/reset``, ``~/mode_active|shadow|blend|hold``; the
 mode is also the validated parameter ``mode``. When it steps and what it publishes:
 :class:`simreal_ros.shield.runtime.ShieldRuntime`.
+
+Rollout gate (:class:`simreal_ros.rollout.stage.StageGate`, read-only parameters
+``rollout_bundle``, ``rollout_target``, ``force_stage``, set by the launch graph): the mode at
+configure and every later switch to shadow/blend/active is checked with the launch file's own
+rule (:func:`~simreal_ros.rollout.stage.check_stage`) against the bundle's stage as its manifest
+says at that moment; a refused switch leaves the mode as it was, answers the parameter or
+service with the reason, logs it and reports it on ``/diagnostics`` (``stage_refusals``,
+``last_stage_refusal``). The shield's own reverts (to the baseline or hold) are never gated.
 """
 
 from __future__ import annotations
@@ -58,7 +66,8 @@ from simreal_ros.nodes.common import (
 )
 from simreal_ros.nodes.params import Param, ParameterError, declare_and_read, descriptor, ros_default, validate_update
 from simreal_ros.robot import RobotDescriptionError, load_robot
-from simreal_ros.settings import from_settings
+from simreal_ros.rollout.stage import StageError, StageGate
+from simreal_ros.settings import from_settings, settings_of
 from simreal_ros.shield import Shield
 from simreal_ros.shield.config import NODE_NAME, SHIELD_SETTINGS, ShieldConfig
 from simreal_ros.shield.runtime import ERROR, OK, WARN, ShieldRuntime
@@ -78,6 +87,7 @@ SPEC = [
     Param("shadow_topic", "/simreal/shield/shadow_command", "shadow mode: what the policy would have sent"),
     Param("shadow_interventions_topic", "/simreal/shield/shadow_interventions", "shadow mode: its interventions"),
     *SHIELD_SETTINGS,
+    *settings_of(StageGate),
     Param("autostart", False, "configure + activate at start (no lifecycle manager needed)"),
     Param("diagnostics_period", 1.0, "s between /diagnostics messages", low=0.05, high=60.0),
 ]
@@ -129,11 +139,17 @@ class ShieldNode(LifecycleNode):
         try:
             p = declare_and_read(self, SPEC)
             robot = load_robot(p["robot"])
+            gate = from_settings(StageGate, p, "parameters")
+            stage_warning = gate.check(p["mode"])  # StageError: the launch file would have refused it too
             self.shield = Shield(robot, self._config(p))
             self.run = ShieldRuntime(self.shield)
         except (ParameterError, RobotDescriptionError, ValueError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
+        self.gate = gate
+        self.stage_refusals, self.last_stage_refusal, self.stage_warning = 0, "", stage_warning or ""
+        if stage_warning:
+            self.get_logger().warning(f"mode '{p['mode']}': {stage_warning}")
         self.params, self.robot = p, robot
         self.order = JointOrder(robot.joint_names)
         e, lp = self._entities, self._lifecycle_pubs
@@ -324,9 +340,18 @@ class ShieldNode(LifecycleNode):
         return msg
 
     def _publish_diagnostics(self) -> None:
+        self._publish_status()
+
+    def _publish_status(self, refusal: str = "") -> None:
+        """/diagnostics now; ``refusal``: a refused mode switch, reported as a warning (a timer
+        callback with a parameter gets rclpy's TimerInfo, hence two methods)."""
         if self.run is None:
             return
         level, text, values = self.run.status(self._now())
+        values.update({"rollout_bundle": self.gate.rollout_bundle, "stage_refusals": str(self.stage_refusals),
+                       "last_stage_refusal": self.last_stage_refusal, "stage_warning": self.stage_warning})
+        if refusal and level == OK:
+            level, text = WARN, refusal
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.status.append(DiagnosticStatus(level=DIAG_LEVEL[level], name=NODE_NAME, message=text,
@@ -371,6 +396,9 @@ class ShieldNode(LifecycleNode):
         for prm in params:
             if prm.name != "mode" or self.shield is None or self._syncing:
                 continue
+            refused = self._gate(prm.value)
+            if refused:
+                return SetParametersResult(successful=False, reason=refused)
             if not self.run.active:
                 self.params["mode"] = prm.value
                 continue
@@ -378,6 +406,23 @@ class ShieldNode(LifecycleNode):
             if not ok:
                 return SetParametersResult(successful=False, reason=why)
         return SetParametersResult(successful=True)
+
+
+    def _gate(self, mode: str) -> str:
+        """'' when the rollout gate lets the shield switch to ``mode``, else the refusal (logged,
+        counted and reported on /diagnostics at once)."""
+        try:
+            warning = self.gate.check(mode)
+        except StageError as exc:
+            self.stage_refusals += 1
+            self.last_stage_refusal = f"mode '{mode}' refused: {exc}"
+            self.get_logger().error(self.last_stage_refusal)
+            self._publish_status(self.last_stage_refusal)
+            return self.last_stage_refusal
+        if warning:
+            self.stage_warning = warning
+            self.get_logger().warning(f"mode '{mode}': {warning}")
+        return ""
 
 
 def main(args=None) -> int:

@@ -37,6 +37,7 @@ import yaml
 
 from simreal_ros.policy.bundle import MANIFEST_FILE, BundleError, PolicyBundle, PolicyManifest, read_manifest
 from simreal_ros.policy.manifest_yaml import ManifestYamlError, load_manifest_yaml, short_repr
+from simreal_ros.settings import setting, validate_fields
 
 STAGES = ("none", "shadow", "blend", "active")
 #: shield mode -> the stage it needs (``hold``: the policy never drives nor is compared)
@@ -215,3 +216,40 @@ def check_stage(bundle: str | Path, shield_mode: str, mode: str, force: bool = F
         return (f"policy bundle '{state.name}' has no rollout record (stage 'none'); shield mode '{shield_mode}' runs "
                 "in simulation only: on the robot (mode:=real) it needs `simreal promote` first")
     raise StageError(text)
+
+
+@dataclass(frozen=True)
+class StageGate:
+    """The rollout gate of a running shield: a switch to a shield mode (``mode`` parameter, the
+    ``~/mode_*`` services) is checked with :func:`check_stage`, the launch file's own rule, for
+    the bundle the graph runs; fixed at start (read-only parameters), so a running node cannot
+    be talked out of it. The stage is read when the switch is asked for (a promotion written
+    while the graph runs counts; a bundle changed on disk since counts as ``none``)."""
+
+    rollout_bundle: str = setting("", "policy bundle whose rollout stage (provenance.rollout) gates the shield "
+                                  "modes at configure and at every switch, with the launch file's rule "
+                                  "(simreal_ros/rollout/stage.py); the launch graph sets it; empty: no gate",
+                                  read_only=True)
+    rollout_target: str = setting("real", "where the arm is, for the gate's rule: real enforces the stage for every "
+                                  "bundle, sim only for bundles under rollout", choices=("sim", "real"),
+                                  read_only=True)
+    force_stage: bool = setting(False, "run modes beyond the bundle's stage anyway (warned; the launch file's "
+                                "force_stage)", read_only=True)
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+
+    def check(self, shield_mode: str) -> str | None:
+        """:func:`check_stage` for the gate's bundle (``None`` without one); a bundle that cannot
+        be read refuses too.
+
+        Raises:
+            StageError: the switch is refused (one line naming the bundle, its stage and
+                ``simreal promote``).
+        """
+        if not self.rollout_bundle or MODE_STAGE.get(shield_mode) is None:
+            return None
+        try:
+            return check_stage(self.rollout_bundle, shield_mode, self.rollout_target, self.force_stage)
+        except BundleError as exc:
+            raise StageError(f"shield mode '{shield_mode}' refused: the rollout bundle does not read: {exc}") from None
