@@ -263,3 +263,33 @@ def test_ppo_finetune_refuses_what_it_cannot_use(tmp_path, dataset):
                "--randomization", "default", "--critic-warmup", "3")
     assert res.returncode == 2 and "does not take --critic-warmup" in res.stderr and res.stderr.count("\n") == 1
     assert not any((tmp_path / n).exists() for n in "abcd")
+
+
+def test_the_shielded_training_env_sends_the_shields_command_and_ends_at_its_revert():
+    """Targets far ahead of the arm: the deployed shield clips every cycle (penalised), the arm gets the
+    clipped command, and the automatic revert ends the episode as a failure."""
+    from simreal_ros.finetune.ppo import shielded
+    from simreal_ros.training.tasks import task
+
+    env = shielded(task("push").make_env(), 0.5, 5.0)
+    free = shielded(task("push").make_env(), 0.0, 0.0)  # the same shield, no penalties: the same trajectory
+    base = env.unwrapped
+    env.reset(seed=3)
+    free.reset(seed=3)
+    sent = []
+    original = base._unshielded_advance
+    base._unshielded_advance = lambda cmd: sent.append(np.array(cmd)) or original(cmd)
+    base.reference.step = lambda q, delta: q + 0.5  # half a radian ahead on every joint
+    free.unwrapped.reference.step = lambda q, delta: q + 0.5
+    rewards, ends = [], None
+    for k in range(40):
+        _, r, terminated, truncated, info = env.step(np.zeros(2))
+        _, r_free, *_ = free.step(np.zeros(2))
+        rewards.append(r - r_free)
+        if terminated:
+            ends = (k, info)
+            break
+    assert ends is not None and ends[1]["is_success"] is False and ends[1]["reverted"], ends
+    assert 8 <= ends[0] < 30  # the shield's revert window (config/shield.yaml: 10 cycles, half of them changed)
+    assert all(np.max(np.abs(c - base.measurement.position)) < 0.5 for c in sent[-1:])  # clipped, not q + 0.5
+    assert rewards[0] == pytest.approx(-0.5) and rewards[-1] == pytest.approx(-5.5)
