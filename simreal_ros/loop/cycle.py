@@ -69,6 +69,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--learning-rate", type=float, default=None, help="--method ppo: learning rate")
     p.add_argument("--ref-weight", type=float, default=None, help="weight of the term to the frozen parent")
     p.add_argument("--n-envs", type=int, default=None, help="--method ppo: parallel environments")
+    p.add_argument("--log-std-init", type=float, default=None, help="--method ppo: log std of the exploration")
+    p.add_argument("--intervention-penalty", type=float, default=None,
+                   help="--method ppo: reward lost per cycle the shield changed")
+    p.add_argument("--revert-penalty", type=float, default=None, help="--method ppo: reward lost at a shield revert")
     p.add_argument("--fqe-steps", type=int, default=None, help="OPE: FQE steps (ope's default)")
     p.add_argument("--eval-episodes", type=int, default=30, help="evaluation episodes per bundle (%(default)s)")
     p.add_argument("--eval-seed", type=int, default=10_000, help="first evaluation seed (%(default)s)")
@@ -364,7 +368,8 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
         kw: dict[str, Any] = {"ref_weight": args.ref_weight}
         if args.method == "ppo":
             kw.update(timesteps=args.timesteps, value_warmup=args.value_warmup, learning_rate=args.learning_rate,
-                      n_envs=args.n_envs)
+                      n_envs=args.n_envs, log_std_init=args.log_std_init,
+                      intervention_penalty=args.intervention_penalty, revert_penalty=args.revert_penalty)
         return finetune(parent, [out / "dataset"], new, randomization=str(cal_file), name=f"{pm.name}_loop",
                         seed=args.seed, progress=progress, method=args.method,
                         command=f"simreal loop (finetune step) --out {out}", **kw)
