@@ -9,6 +9,7 @@ Arguments: mode:=sim|real  policy:=<bundle dir>  shield_mode:=active|shadow|blen
 record:=true|false  output_dir:=runs  timing:=paced|unpaced  randomization:=nominal|default|wide
 seed:=0  real_driver_config:=<yaml>  view:=false|true (a Foxglove live view on ws://127.0.0.1:8765)
 task:=reach|push  trigger:=estimate|timer  executor:=events|single_threaded
+latent:=<0..N-1> (an exploration family's code; std_msgs/Int32 on /simreal/policy/latent switches it)
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "robot": ("simreal_ros.robot.cli", "show the robot description: joints, limits, ready pose, FK"),
     "sim": ("simreal_ros.bringup.cli", "run the whole stack in simulation (shipped policy), record a bag"),
+    "explore": ("simreal_ros.bringup.explore", "run an exploration family (simreal train --explore N) through the "
+                "graph, the latent cycled per episode, every session recorded"),
     "train": ("simreal_ros.training.train", "train a reaching policy in the randomized sim, export a bundle"),
     "evaluate": ("simreal_ros.training.evaluate", "evaluate a policy bundle against the baseline controller"),
     "policy": ("simreal_ros.policy.cli", "check a policy bundle against the robot (offline checks)"),
@@ -18,12 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "estimate": ("simreal_ros.estimator.cli", "score the state estimator and friction/payload belief in the sim"),
     "calibrate": ("simreal_ros.calibrate.cli", "record an excitation session, fit the simulator to recorded bags"),
     "dataset": ("simreal_ros.dataset.cli", "turn recorded sessions into a Minari offline-RL dataset"),
-    "finetune": ("simreal_ros.finetune.finetune", "improve a policy bundle from logged datasets (d3rlpy TD3+BC or "
-                 "SB3 PPO in the calibrated sim, frozen reference)"),
+    "finetune": ("simreal_ros.finetune.finetune", "improve a policy bundle from logged datasets (d3rlpy TD3+BC, "
+                 "frozen reference)"),
     "ope": ("simreal_ros.finetune.ope", "off-policy evaluation of a bundle on logged datasets (FQE, shield replay)"),
     "promote": ("simreal_ros.rollout.cli", "move a policy bundle one rollout stage when its evidence meets the criteria"),
-    "loop": ("simreal_ros.loop.cycle", "the whole cycle in simulation: session, dataset, calibrate, finetune, ope, "
-             "promote, evaluate"),
 }
 
 

@@ -72,6 +72,8 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
               "rate) or timer (free-running)", TRIGGERS),
     LaunchArg("executor", "events", "callback executor of every node: events or single_threaded", EXECUTORS),
     LaunchArg("real_arm", "", "sim only: hidden 'real' arm/table file of exact values (simreal_ros/sim/real_arm.py)"),
+    LaunchArg("latent", "-1", "exploration families (simreal train --explore N): the policy's latent code 0..N-1 "
+              "(-1: none; such a bundle refuses to start without one); /simreal/policy/latent switches it"),
     LaunchArg("force_stage", "false", "run the policy in shield_mode even if its bundle has not been promoted to that "
               "rollout stage (simreal promote; see simreal_ros/rollout/stage.py)", ("true", "false")),
 )
@@ -132,6 +134,7 @@ class GraphOptions:
     real_arm: str = ""  # sim only: hidden real arm file (sim bridge's real_arm)
     view: bool = False  # the live_view node (Foxglove WebSocket)
     force_stage: bool = False  # run a bundle in a shield mode its rollout stage does not allow
+    latent: int = -1  # an exploration family's code (the policy node's latent parameter)
 
     def __post_init__(self) -> None:
         for name, allowed in (("mode", MODES), ("task", TASKS), ("shield_mode", SHIELD_MODES), ("timing", TIMINGS),
@@ -159,11 +162,12 @@ class GraphOptions:
                 v["duration"] = float(v["duration"])
             except ValueError:
                 raise ValueError(f"launch argument 'duration' = {v['duration']!r}; allowed: a number (s)") from None
-        if "seed" in v:
-            try:
-                v["seed"] = int(v["seed"])
-            except ValueError:
-                raise ValueError(f"launch argument 'seed' = {v['seed']!r}; allowed: an integer") from None
+        for key in ("seed", "latent"):
+            if key in v:
+                try:
+                    v[key] = int(v[key])
+                except ValueError:
+                    raise ValueError(f"launch argument '{key}' = {v[key]!r}; allowed: an integer") from None
         return cls(**v)
 
 
@@ -269,6 +273,8 @@ def build_graph(opts: GraphOptions) -> list[NodeSpec]:
     policy_params = {**common, "trigger": opts.trigger}
     if opts.policy or opts.task != "reach":
         policy_params["bundle"] = str(bundle)
+    if opts.latent >= 0:
+        policy_params["latent"] = opts.latent
     nodes.append(NodeSpec("policy_executor", "policy_executor", "simreal_ros.nodes.policy_node",
                           (_config("policy.yaml"),), policy_params))
     if opts.task == "push":  # the scripted pusher is the baseline and the shield's fallback

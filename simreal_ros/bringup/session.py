@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from simreal_ros.bringup.background import BackgroundNode
 from simreal_ros.bringup.graph import GraphOptions, NodeSpec, shield_config
@@ -44,8 +44,13 @@ def _wait(cond, timeout: float, alive=lambda: True) -> bool:
 
 
 def run_session(nodes: list[NodeSpec], opts: GraphOptions, run_dir: Path, goals: int, duration: float,
-                goal_timeout: float, processes: bool, progress: bool, compose_hot_path: bool = False
-                ) -> dict[str, Any]:
+                goal_timeout: float, processes: bool, progress: bool, compose_hot_path: bool = False,
+                before_goal: Callable[[int, Any], None] | None = None) -> dict[str, Any]:
+    """Start the graph, sequence ``goals`` goals, stop, check the bag; the summary.
+
+    ``before_goal(i, coordinator)`` runs before goal ``i`` is requested (goal 0: the sim bridge's
+    first, once the graph is up), e.g. ``simreal explore`` publishing the episode's latent code.
+    """
     from tqdm import tqdm
 
     from simreal_ros.bringup.coordinator import GoalResult
@@ -86,6 +91,8 @@ def run_session(nodes: list[NodeSpec], opts: GraphOptions, run_dir: Path, goals:
         for i in range(goals):
             if duration and time.monotonic() - started > duration:
                 break
+            if before_goal is not None:
+                before_goal(i, coord)
             if i > 0:
                 previous = coord.goal_stamp
                 future = coord.request_next_goal()

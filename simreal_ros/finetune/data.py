@@ -144,35 +144,43 @@ def simulate(bundle: Any, task_name: str, episodes: int, seed: int, noise_std: f
     proposals kept beside it, as in a shadow session.
 
     ``randomization``: a profile name, a calibration file or ranges; ``real``: a hidden arm/table
-    file instead (exact values, no randomization). Episode ``k`` uses seed ``seed + k``.
+    file instead (exact values, no randomization). Episode ``k`` uses seed ``seed + k``; an
+    exploration family (a ``latent`` term) runs its code ``k mod N`` in episode ``k``, as
+    ``simreal explore`` cycles it.
     """
     if driver not in ("policy", "expert"):
         raise ValueError(f"driver must be 'policy' or 'expert', got {driver!r}")
     from simreal_ros.training.tasks import task
 
     spec = task(task_name)
-    env = spec.make_env(real=real) if real is not None else spec.make_env(randomization=randomization)
+    base = spec.make_env(real=real) if real is not None else spec.make_env(randomization=randomization)
     m = bundle.manifest
+    n_latent = dict(m.obs_terms).get("latent")
+    env = base
+    if n_latent is not None:
+        from simreal_ros.training.explore import LatentWrapper
+
+        env = LatentWrapper(base, n_latent)
     rng = np.random.default_rng(seed)
     rows: dict[str, list[Any]] = {f.name: [] for f in fields(Steps)}
-    period = env.control_period
+    period = base.control_period
     try:
         for k in range(episodes):
-            obs, _ = env.reset(seed=seed + k)
+            obs, _ = env.reset(seed=seed + k, options=None if n_latent is None else {"latent": k % n_latent})
             last = np.zeros(m.action_dim)
-            for i in range(env.max_steps):
+            for i in range(base.max_steps):
                 proposal = np.clip(np.asarray(bundle.infer(normalized(m, obs)), dtype=float).ravel(),
                                    -m.action_clip, m.action_clip)
-                base = proposal if driver == "policy" else np.asarray(spec.expert(env, last), dtype=float)
-                action = np.clip(base + rng.normal(0.0, noise_std, proposal.shape), -m.action_clip, m.action_clip)
+                act = proposal if driver == "policy" else np.asarray(spec.expert(base, last), dtype=float)
+                action = np.clip(act + rng.normal(0.0, noise_std, proposal.shape), -m.action_clip, m.action_clip)
                 last = action
                 nxt, reward, terminated, truncated, _ = env.step(action)
-                done = terminated or truncated or i == env.max_steps - 1
+                done = terminated or truncated or i == base.max_steps - 1
                 for key, val in (("observations", obs), ("actions", action), ("proposed_actions", proposal),
                                  ("has_proposal", True), ("rewards", reward), ("next_observations", nxt),
                                  ("terminals", terminated), ("timeouts", done and not terminated),
                                  ("intervened", False), ("episode", k),
-                                 ("stamps", (k * (env.max_steps + 10) + i) * period)):
+                                 ("stamps", (k * (base.max_steps + 10) + i) * period)):
                     rows[key].append(val)
                 obs = nxt
                 if done:

@@ -15,6 +15,8 @@ topic                                       type                               p
                                                                                labelled in layout.dim, see
                                                                                simreal_ros.policy.record)
 /simreal/policy/bundle                      std_msgs/String (JSON, latched)    policy_executor (bundle identity)
+/simreal/policy/latent                      std_msgs/Int32                     simreal explore / user (exploration
+                                                                               family's code)
 /simreal/baseline/command                   std_msgs/Float64MultiArray         baseline_controller / push_baseline
 /simreal/excitation/command                 std_msgs/Float64MultiArray         excitation_controller (labelled)
 /forward_position_controller/commands       std_msgs/Float64MultiArray         safety_shield (sent, position mode)

@@ -23,7 +23,11 @@ The node subscribes to the inputs its bundle's observation terms declare
 task the tracked object pose (``geometry_msgs/PoseStamped`` on ``object_topic``, stamped at
 acquisition; a pose older than ``max_object_age`` skips the cycle). A bundle whose inputs the
 node cannot provide (an empty topic, or an input it has no subscription for) refuses to start,
-naming them.
+naming them. An exploration family (a ``latent`` observation term, ``simreal train --explore N``)
+runs the code of the ``latent`` parameter (0..N-1; -1, the default, is "not provided": such a
+bundle refuses to start, naming it); ``std_msgs/Int32`` messages on ``latent_topic`` switch the
+code while running (``simreal explore`` cycles it per episode; an out-of-range code is ignored
+with an error).
 
 A bundle that does not match the robot (or a bad parameter) stops the process at start with
 exit status 1 and a message naming both sides.
@@ -40,7 +44,7 @@ from geometry_msgs.msg import PointStamped, PoseStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
+from std_msgs.msg import Float64MultiArray, Int32, MultiArrayDimension, String
 
 from simreal_ros.nodes.common import (
     GOAL_QOS,
@@ -81,6 +85,10 @@ SPEC = [replace(s, read_only=True) for s in (
           "simreal_ros.policy.record); '' = not published"),
     Param("bundle_topic", "/simreal/policy/bundle", "the bundle's identity (std_msgs/String JSON, latched); '' = not "
           "published"),
+    Param("latent", -1, "exploration families (a 'latent' observation term): the code to run, 0..N-1; -1: not "
+          "provided (such a bundle refuses to start)", low=-1, high=63),
+    Param("latent_topic", "/simreal/policy/latent", "std_msgs/Int32 latent codes that switch an exploration "
+          "family's policy while running; '' = none"),
     Param("diagnostics_period", 1.0, "s between /diagnostics messages", low=0.05, high=60.0),
     *settings_of(ExecutorConfig),
 )]
@@ -115,6 +123,11 @@ class PolicyExecutorNode(Node):
         if missing:
             raise BundleError(f"policy '{m.name}' ({path}) observes {', '.join(missing)}, which this node cannot "
                               f"provide: {'; '.join(missing.values())}")
+        if self.policy.latent_size is not None:
+            try:
+                self.policy.set_latent(p["latent"])
+            except ValueError as exc:
+                raise BundleError(f"policy '{m.name}' ({path}): parameter 'latent' = {p['latent']}: {exc}") from None
         self.order = JointOrder(self.robot.joint_names)
         self.cmd_pub = self.create_publisher(Float64MultiArray, p["command_topic"], 10)
         self.revert_pub = self.create_publisher(String, p["revert_topic"], 10)
@@ -135,6 +148,8 @@ class PolicyExecutorNode(Node):
         subscribe_goal(self, goal_type, p["goal_topic"], self._on_goal)  # latched or plain publishers
         if "object_pose" in self.policy.inputs:
             self.create_subscription(PoseStamped, p["object_topic"], self._on_object, LATEST_STATE_QOS)
+        if "latent" in self.policy.inputs and p["latent_topic"]:
+            subscribe_goal(self, Int32, p["latent_topic"], self._on_latent)  # latched or plain publishers
         # steady timer on wall time; with use_sim_time the timer follows the ROS (sim) clock
         sim_time = self.get_parameter("use_sim_time").value
         self.gate = CycleGate(period) if config.trigger == "estimate" else None
@@ -180,6 +195,16 @@ class PolicyExecutorNode(Node):
         if not self.policy.update_object([pt.x, pt.y, pt.z], stamp):
             self.get_logger().warn(f"ignoring non-finite object pose on {self.params['object_topic']}",
                                    throttle_duration_sec=2.0)
+
+    def _on_latent(self, msg: Int32) -> None:
+        if msg.data == self.policy.latent:
+            return
+        try:
+            self.policy.set_latent(int(msg.data))
+        except ValueError as exc:
+            self.get_logger().error(f"ignoring latent on {self.params['latent_topic']}: {exc}")
+            return
+        self.get_logger().info(f"latent code {msg.data}")
 
     def _on_goal(self, msg) -> None:
         pt = msg.point if isinstance(msg, PointStamped) else msg.pose.position
@@ -238,6 +263,10 @@ def missing_inputs(inputs, params) -> dict[str, str]:
     topics = {"joint_state": "state_topic", "goal": "goal_topic", "object_pose": "object_topic"}
     out = {}
     for name in inputs:
+        if name == "latent":
+            if params.get("latent", -1) < 0:
+                out[name] = "parameter 'latent' is not set (-1): give the exploration policy's code, 0..N-1"
+            continue
         key = topics.get(name)
         if key is None:
             out[name] = f"the policy node has no {name} subscription"

@@ -173,10 +173,11 @@ def _check_command_mode(rep: _Report, m, command_mode: str | None) -> None:
 
 
 def _check_outputs(rep: _Report, bundle, robot, samples: int, seed: int) -> None:
-    from simreal_ros.policy.observation import ObsInputs, build_observation
+    from simreal_ros.policy.observation import ObsInputs, build_observation, one_hot
 
     m = bundle.manifest
     rng = np.random.default_rng(seed)
+    n_latent = dict(m.obs_terms).get("latent")  # an exploration family: every code in turn
     lim = robot.limits
     z = np.clip(rng.standard_normal((samples, m.obs_dim)), -m.obs_clip, m.obs_clip).astype(np.float32)
     raw = []
@@ -185,7 +186,8 @@ def _check_outputs(rep: _Report, bundle, robot, samples: int, seed: int) -> None
                       goal=rng.uniform([-0.8, -0.8, 0.0], [0.8, 0.8, 1.2]),
                       last_action=rng.uniform(-m.action_clip, m.action_clip, m.action_dim),
                       tool=rng.uniform([-0.8, -0.8, 0.0], [0.8, 0.8, 1.2]),
-                      object=rng.uniform([-0.8, -0.8, 0.0], [0.8, 0.8, 1.2]))
+                      object=rng.uniform([-0.8, -0.8, 0.0], [0.8, 0.8, 1.2]),
+                      latent=None if n_latent is None else one_hot(len(raw) % n_latent, n_latent))
         raw.append(m.normalize(build_observation(robot, m.term_names, x)))
     obs = np.concatenate([z, np.asarray(raw)])
     out = np.stack([bundle.backend(o) for o in obs])
@@ -206,6 +208,8 @@ def _check_timing(rep: _Report, bundle, robot) -> None:
     q = ex.planar.frame.rest if ex.planar is not None else robot.ready_pose
     fk = robot.fk(q)[:3, 3]
     ex.set_goal(fk + np.array([0.05, 0.0, -0.05]))
+    if ex.latent_size is not None:
+        ex.set_latent(0)
     times = []
     for k in range(500):
         ex.update_state(q, np.zeros(m.n_joints), k * ex.period)

@@ -36,14 +36,14 @@ import numpy as np
 from simreal_ros.policy.action import action_to_command, limit_change
 from simreal_ros.policy.bundle import PolicyBundle, check_robot
 from simreal_ros.policy.drift import DriftMonitor, DriftReport, action_statistics
-from simreal_ros.policy.observation import ObsInputs, build_observation, required_inputs
+from simreal_ros.policy.observation import ObsInputs, build_observation, one_hot, required_inputs
 from simreal_ros.policy.ood import OodMonitor, OodReport
 from simreal_ros.robot import RobotModel
 from simreal_ros.settings import SettingError, setting, validate_fields
 
 #: reasons a cycle is skipped (keys of :attr:`PolicyExecutor.skipped`)
 SKIP_REASONS = ("no_state", "no_goal", "stale_state", "no_object", "stale_object", "non_finite_action",
-                "deadline_missed")
+                "deadline_missed", "no_latent")
 #: what starts a cycle (:attr:`ExecutorConfig.trigger`)
 TRIGGERS = ("estimate", "timer")
 
@@ -186,10 +186,16 @@ class PolicyExecutor:
             from simreal_ros.robot.planar import PlanarReference
 
             self.planar = PlanarReference(robot, m.planar_frame(robot), m.action_planar["max_lead"])
-        self.ood = OodMonitor(m.term_slices(), m.obs_mean, m.obs_std, self.config.ood_threshold,
+        # the latent code is chosen, not observed: the monitors give it no weight (an exploration
+        # family runs one code at a time, whose one-hot value is far from the mixture's mean)
+        monitor_std = m.obs_std.copy()
+        if "latent" in m.term_names:
+            monitor_std[m.term_slices()["latent"]] = np.inf
+        self.ood = OodMonitor(m.term_slices(), m.obs_mean, monitor_std, self.config.ood_threshold,
                               self.config.ood_window, self.config.ood_min_count)
         c = self.config
-        self.drift = DriftMonitor(m.term_slices(), m.obs_mean, m.obs_std, action_statistics(m.provenance, m.action_dim),
+        self.drift = DriftMonitor(m.term_slices(), m.obs_mean, monitor_std,
+                                  action_statistics(m.provenance, m.action_dim),
                                   window=c.drift_window, obs_threshold=c.drift_obs_threshold,
                                   action_threshold=c.drift_action_threshold, min_count=c.drift_min_count,
                                   progress_window=c.progress_window, progress_min_decrease=c.progress_min_decrease,
@@ -207,6 +213,7 @@ class PolicyExecutor:
         self._ages: deque[float] = deque(maxlen=n)
         self._ticks: deque[float] = deque(maxlen=n)
         self._last_ood: OodReport | None = None
+        self._latent_code: np.ndarray | None = None  # set_latent (kept across reset: a choice, not a state)
         self.reset()
 
     # ------------------------------------------------------------------ inputs
@@ -255,6 +262,27 @@ class PolicyExecutor:
         self._object, self._object_stamp = p, float(stamp)
         return True
 
+    @property
+    def latent_size(self) -> int | None:
+        """Size of the bundle's ``latent`` term (an exploration family's number of codes), or ``None``."""
+        return dict(self.manifest.obs_terms).get("latent")
+
+    @property
+    def latent(self) -> int | None:
+        """The latent code the policy runs with (``None``: not set)."""
+        return None if self._latent_code is None else int(np.argmax(self._latent_code))
+
+    def set_latent(self, index: int) -> None:
+        """Run an exploration family's policy ``index`` (ValueError when the bundle has no ``latent``
+        term or the index is out of range). Kept across :meth:`reset`."""
+        n = self.latent_size
+        if n is None:
+            raise ValueError(f"policy '{self.manifest.name}' has no 'latent' observation term")
+        code = one_hot(index, n)
+        if self._latent_code is not None and not np.array_equal(code, self._latent_code):
+            self.drift.reset()  # another policy of the family: windows and progress start over
+        self._latent_code = code
+
     def state_fresh(self, now: float) -> bool:
         """A state is held and a cycle at ``now`` would not skip it as stale (``max_state_age``)."""
         return self._stamp is not None and abs(float(now) - self._stamp) <= self.max_state_age
@@ -293,11 +321,13 @@ class PolicyExecutor:
                 return self._skip(now, "no_object", age, t0)
             if abs(float(now) - self._object_stamp) > self.config.max_object_age:
                 return self._skip(now, "stale_object", age, t0)
+        if "latent" in self.inputs and self._latent_code is None:
+            return self._skip(now, "no_latent", age, t0)
         m = self.manifest
         tool = None if self.planar is None else self.planar.frame.tip_position(self.robot, self._q)
         obs = build_observation(self.robot, m.term_names,
                                 ObsInputs(q=self._q, dq=self._dq, goal=self._goal, last_action=self._last_action,
-                                          tool=tool, object=self._object))
+                                          tool=tool, object=self._object, latent=self._latent_code))
         report = self.ood.update(obs)
         self._last_ood = report
         raw = np.asarray(self.bundle.backend(m.normalize(obs)), dtype=float)
@@ -353,6 +383,8 @@ class PolicyExecutor:
             "ood_alarms": self.ood.alarms, "late_cycles": self.late_cycles, "drift_alarms": self.drift.alarms,
             "drift_action_monitor": int(self.drift.action_stats is not None),
         }
+        if self._latent_code is not None:
+            out["latent"] = self.latent
         if self._compute:
             c = np.asarray(self._compute) * 1e3
             out.update(compute_p50_ms=float(np.percentile(c, 50)), compute_p99_ms=float(np.percentile(c, 99)),

@@ -16,7 +16,7 @@ import numpy as np
 
 from simreal_ros.policy.action import ACTION_TYPES, action_dim
 from simreal_ros.policy.manifest_yaml import short_repr
-from simreal_ros.policy.observation import TERMS
+from simreal_ros.policy.observation import SIZED_TERMS, TERMS
 from simreal_ros.robot import RobotModel
 
 FORMAT = "simreal_policy/1"
@@ -172,6 +172,13 @@ class PolicyManifest:
                 raise _err(f"observation.terms[{i}].name", f"term '{tname}' is listed twice")
             if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
                 raise _err(f"observation.terms[{i}].size", f"must be an integer, got {short_repr(size)}")
+            if tname in SIZED_TERMS:  # declared by the manifest, bounded
+                low, high = SIZED_TERMS[tname]
+                if not low <= size <= high:
+                    raise _err(f"observation.terms[{i}].size",
+                               f"term '{tname}' must have a size in [{low}, {high}], got {size}")
+                terms.append((tname, int(size)))
+                continue
             expected = TERMS[tname][0](n)
             if size != expected:
                 raise _err(f"observation.terms[{i}].size",
@@ -353,20 +360,23 @@ def _plain(x: Any) -> Any:
     return x
 
 
-def manifest_for(robot: RobotModel, name: str, model_file: str, terms: Sequence[str], *, backend: str = "onnx",
+def manifest_for(robot: RobotModel, name: str, model_file: str, terms: Sequence[str | tuple[str, int]], *,
+                 backend: str = "onnx",
                  control_rate_hz: float = 20.0, action_type: str = "joint_position_delta",
                  action_scale: float = 0.05, action_clip: float = 1.0, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, obs_clip: float = 10.0,
                  provenance: Mapping[str, Any] | None = None,
                  action_planar: Mapping[str, Any] | None = None,
                  action_max_change: float | None = None) -> PolicyManifest:
-    """Convenience: a manifest for ``robot`` with term sizes filled in (identity normalisation by default)."""
+    """Convenience: a manifest for ``robot`` with term sizes filled in (identity normalisation by default);
+    a term of :data:`~simreal_ros.policy.observation.SIZED_TERMS` is given as ``(name, size)``."""
     n = robot.n_joints
-    sizes = [TERMS[t][0](n) if isinstance(t, str) and t in TERMS else 0 for t in terms]
+    pairs = [tuple(t) if isinstance(t, tuple) else (t, TERMS[t][0](n) if isinstance(t, str) and t in TERMS else 0)
+             for t in terms]
     return PolicyManifest(
         name=name, model_file=model_file, backend=backend, robot_name=robot.name,
         joint_names=list(robot.joint_names), control_rate_hz=control_rate_hz,
-        obs_terms=list(zip(terms, sizes)), obs_mean=mean, obs_std=std, obs_clip=obs_clip, action_type=action_type,
+        obs_terms=pairs, obs_mean=mean, obs_std=std, obs_clip=obs_clip, action_type=action_type,
         action_scale=action_scale, action_clip=action_clip, default_pose=robot.ready_pose.copy(),
         provenance=dict(provenance or {}), action_planar=None if action_planar is None else dict(action_planar),
         action_max_change=action_max_change,

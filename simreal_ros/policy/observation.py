@@ -6,6 +6,10 @@ flange/tool positions from forward kinematics of the measured positions (never s
 ground truth). A policy's manifest lists the terms in order; this module is the only place
 that knows what they mean, and which input each needs (:data:`TERM_INPUTS`): the policy node
 subscribes to exactly those, and a bundle whose inputs are not available refuses to start.
+
+One term has a size the manifest declares rather than the robot (:data:`SIZED_TERMS`):
+``latent``, the one-hot code of an exploration policy family (``simreal train --explore N``),
+provided by the policy node from its ``latent`` parameter and ``latent_topic``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class ObsInputs:
     belief: np.ndarray | None = None  # optional hidden-parameter estimate (estimator)
     tool: np.ndarray | None = None  # tool tip (m, base frame) from FK(q) and the tool offset
     object: np.ndarray | None = None  # tracked object position (m, base frame)
+    latent: np.ndarray | None = None  # one-hot latent code of an exploration policy family
 
 
 def _flange(robot: RobotModel, x: ObsInputs) -> np.ndarray:
@@ -45,6 +50,22 @@ def _belief(robot: RobotModel, x: ObsInputs) -> np.ndarray:
         raise ValueError(f"observation term 'belief' needs the estimator's {size}-value belief vector "
                          f"(simreal_ros.estimator.belief), got {None if x.belief is None else np.shape(x.belief)}")
     return x.belief
+
+
+def _latent(robot: RobotModel, x: ObsInputs) -> np.ndarray:
+    if x.latent is None:
+        raise ValueError("observation term 'latent' needs the latent code (the policy node's 'latent' parameter or "
+                         "latent_topic), which was not given")
+    return np.asarray(x.latent, dtype=float)
+
+
+def one_hot(index: int, size: int) -> np.ndarray:
+    """The latent code ``index`` of ``size`` as the ``latent`` term's value (ValueError when out of range)."""
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= int(index) < size:
+        raise ValueError(f"latent code {index!r} is not an integer in [0, {size - 1}]")
+    z = np.zeros(size)
+    z[int(index)] = 1.0
+    return z
 
 
 def _need(x: ObsInputs, key: str, term: str) -> np.ndarray:
@@ -71,7 +92,12 @@ TERMS: dict[str, tuple[Callable[[int], int], Callable[[RobotModel, ObsInputs], n
                        - _need(x, "tool", "tool_to_object")[:2]),
     "object_to_goal": (lambda n: 2, lambda r, x: x.goal[:2] - _need(x, "object", "object_to_goal")[:2]),
     "last_action_xy": (lambda n: 2, lambda r, x: x.last_action),  # for 2-D (planar) actions
+    # exploration families: the one-hot latent code; its size is the manifest's (SIZED_TERMS)
+    "latent": (lambda n: 0, _latent),
 }
+
+#: terms whose size the manifest declares (not a function of the joints): name -> (least, most)
+SIZED_TERMS: dict[str, tuple[int, int]] = {"latent": (1, 64)}
 
 #: the inputs each term needs: ``joint_state`` (the estimator's state), ``goal`` (the goal
 #: topic), ``object_pose`` (the object tracker's pose), ``belief`` (the estimator's belief)
@@ -80,9 +106,9 @@ TERM_INPUTS: dict[str, tuple[str, ...]] = {
     "goal_pos": ("goal",), "goal_delta": ("goal", "joint_state"), "last_action": (), "belief": ("belief",),
     "tool_xy": ("joint_state",), "object_xy": ("object_pose",), "goal_xy": ("goal",),
     "tool_to_object": ("joint_state", "object_pose"), "object_to_goal": ("goal", "object_pose"),
-    "last_action_xy": (),
+    "last_action_xy": (), "latent": ("latent",),
 }
-INPUTS = ("joint_state", "goal", "object_pose", "belief")
+INPUTS = ("joint_state", "goal", "object_pose", "belief", "latent")
 
 
 def required_inputs(terms: Sequence[str]) -> tuple[str, ...]:
@@ -93,11 +119,21 @@ def required_inputs(terms: Sequence[str]) -> tuple[str, ...]:
 DEFAULT_TERMS: tuple[str, ...] = ("joint_pos", "joint_vel", "flange_pos", "goal_pos", "goal_delta", "last_action")
 
 
-def term_sizes(terms: Sequence[str], n_joints: int) -> list[int]:
-    unknown = [t for t in terms if t not in TERMS]
+def term_sizes(terms: Sequence[str | tuple[str, int]], n_joints: int) -> list[int]:
+    """Sizes of ``terms``; a term of :data:`SIZED_TERMS` is given as ``(name, size)``."""
+    names = [t[0] if isinstance(t, tuple) else t for t in terms]
+    unknown = [t for t in names if t not in TERMS]
     if unknown:
         raise ValueError(f"unknown observation term(s) {unknown}; known: {sorted(TERMS)}")
-    return [TERMS[t][0](n_joints) for t in terms]
+    sized = [t for t in terms if not isinstance(t, tuple) and t in SIZED_TERMS]
+    if sized:
+        raise ValueError(f"observation term(s) {sized} need their size: give them as (name, size)")
+    return [int(t[1]) if isinstance(t, tuple) else TERMS[t][0](n_joints) for t in terms]
+
+
+def term_names(terms: Sequence[str | tuple[str, int]]) -> tuple[str, ...]:
+    """The names of ``terms`` (entries may be ``(name, size)``)."""
+    return tuple(t[0] if isinstance(t, tuple) else t for t in terms)
 
 
 def build_observation(robot: RobotModel, terms: Sequence[str], inputs: ObsInputs) -> np.ndarray:

@@ -56,7 +56,7 @@ class _BaselineRunner:
 
         self.ctl = BaselineController(robot, BaselineConfig(rate_hz=rate_hz))
 
-    def reset(self, q: np.ndarray, goal: np.ndarray) -> None:
+    def reset(self, q: np.ndarray, goal: np.ndarray, seed: int = 0) -> None:
         # The previous episode's goal goes first: reset() would otherwise solve it and seed the
         # new goal's IK from that solution, so an episode depended on the one run before it.
         self.ctl.clear_goal()
@@ -86,7 +86,7 @@ class _PolicyRunner:
         self.fallback = _BaselineRunner(robot, rate_hz)
         self._last_sent: tuple[float, np.ndarray] | None = None
 
-    def reset(self, q: np.ndarray, goal: np.ndarray) -> None:
+    def reset(self, q: np.ndarray, goal: np.ndarray, seed: int = 0) -> None:
         self.ex.reset()
         self.ex.set_goal(goal)
         self.fallback.reset(q, goal)
@@ -121,7 +121,7 @@ class _PushBaselineRunner:
         self.pusher = ScriptedPusher(env.task.action_scale, env.task.puck_radius, env.tool.radius)
         self.ref = PlanarReference(env.robot, env.frame, env.task.max_lead)
 
-    def reset(self, q: np.ndarray, goal: np.ndarray) -> None:
+    def reset(self, q: np.ndarray, goal: np.ndarray, seed: int = 0) -> None:
         self.ref.reset()
 
     def propose(self, q, dq, stamp: float, now: float) -> tuple[np.ndarray | None, np.ndarray, str | None]:
@@ -146,10 +146,14 @@ class _PushPolicyRunner:
         self.env = env
         self.ex = PolicyExecutor(bundle, env.robot, ExecutorConfig(compute_deadline=1e9))  # see _PolicyRunner
         self.fallback = _PushBaselineRunner(env)
+        #: an exploration family's code for every episode; ``None``: the episode seed's (seed mod N)
+        self.latent: int | None = None
 
-    def reset(self, q: np.ndarray, goal: np.ndarray) -> None:
+    def reset(self, q: np.ndarray, goal: np.ndarray, seed: int = 0) -> None:
         self.ex.reset()
         self.ex.set_goal(self.env.goal_point)
+        if self.ex.latent_size is not None:
+            self.ex.set_latent(self.latent if self.latent is not None else seed % self.ex.latent_size)
         self.fallback.reset(q, goal)
 
     def propose(self, q, dq, stamp: float, now: float) -> tuple[np.ndarray | None, np.ndarray, str | None]:
@@ -199,7 +203,7 @@ def run_episode(env: ReachEnv, runner, seed: int, use_shield: bool, name: str,
     _, info = env.reset(seed=seed)
     goal = info["goal"]
     meas = env.measurement
-    runner.reset(meas.position, goal)
+    runner.reset(meas.position, goal, seed)
     period = env.control_period
     shield = EpisodeShield(robot, period, mode=runner.mode, use_shield=use_shield)
     # the shield comes up holding the start pose one period before the first cycle

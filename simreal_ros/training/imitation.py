@@ -69,7 +69,7 @@ def collect(env, policy_fn, steps: int, beta: float, rng: np.random.Generator, n
     controller observes. An env with a task ``continue_probability`` (push) continues that share
     of its episodes from where the last ended, as in PPO training and the graph."""
     obs_list, act_list, successes = [], [], []
-    p_continue = float(getattr(getattr(env, "task", None), "continue_probability", 0.0))
+    p_continue = float(getattr(getattr(env.unwrapped, "task", None), "continue_probability", 0.0))
     obs, info = env.reset(seed=int(rng.integers(2**31)))
     use_expert = rng.random() < beta
     dim = env.action_space.shape[0]
@@ -93,17 +93,40 @@ def collect(env, policy_fn, steps: int, beta: float, rng: np.random.Generator, n
     return np.asarray(obs_list, dtype=np.float32), np.asarray(act_list, dtype=np.float32), stats
 
 
+def _mean_action(policy):
+    """(parameters, forward) of an SB3 policy's deterministic action: PPO's Gaussian mean, SAC's
+    tanh-squashed mean (its actor's)."""
+    import torch
+
+    actor = getattr(policy, "actor", None)
+    if actor is not None:  # SAC
+        params = list(actor.latent_pi.parameters()) + list(actor.mu.parameters())
+
+        def forward(x):
+            return torch.tanh(actor.mu(actor.latent_pi(actor.extract_features(x, actor.features_extractor))))
+
+        return params, forward
+    params = list(policy.mlp_extractor.policy_net.parameters()) + list(policy.action_net.parameters())
+    if hasattr(policy, "features_extractor"):
+        params += list(policy.features_extractor.parameters())
+
+    def forward(x):
+        return policy.action_net(policy.mlp_extractor.forward_actor(policy.extract_features(
+            x, policy.pi_features_extractor)))
+
+    return params, forward
+
+
 def fit(policy, obs_n: np.ndarray, actions: np.ndarray, epochs: int, lr: float, seed: int,
         batch_size: int = 256) -> float:
-    """Regress the SB3 policy's deterministic action on normalised observations; returns the final MSE."""
+    """Regress the SB3 policy's deterministic action (PPO or SAC) on normalised observations; returns
+    the final MSE."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     x = torch.as_tensor(obs_n)
     y = torch.as_tensor(actions)
-    params = list(policy.mlp_extractor.policy_net.parameters()) + list(policy.action_net.parameters())
-    if hasattr(policy, "features_extractor"):
-        params += list(policy.features_extractor.parameters())
+    params, forward = _mean_action(policy)
     opt = torch.optim.Adam(params, lr=lr)
     loss_val = float("nan")
     for _ in range(epochs):
@@ -111,8 +134,7 @@ def fit(policy, obs_n: np.ndarray, actions: np.ndarray, epochs: int, lr: float, 
         total, count = 0.0, 0
         for i in range(0, len(x), batch_size):
             idx = perm[i:i + batch_size]
-            pred = policy.action_net(policy.mlp_extractor.forward_actor(policy.extract_features(
-                x[idx], policy.pi_features_extractor)))
+            pred = forward(x[idx])
             loss = torch.mean((pred - y[idx]) ** 2)
             opt.zero_grad()
             loss.backward()

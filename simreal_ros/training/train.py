@@ -5,7 +5,8 @@ Stable-Baselines3 (PPO by default) on the task's env (``--task reach``: ``SimRea
 observation normalisation by ``VecNormalize`` and a tqdm progress bar. The result is a
 policy bundle (ONNX model + ``manifest.yaml``) whose provenance records the exact command
 line, seed, hyper-parameters, randomization, wall time and, with ``--eval-episodes``, the
-evaluation results; ``policies/reach_default`` is produced this way.
+evaluation results; ``policies/reach_default`` is produced this way. ``--task push --explore N``
+trains a family of N exploration policies instead (SAC, :mod:`simreal_ros.training.explore`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=TASK_NAMES, default="reach", help="task to train (default: %(default)s)")
     p.add_argument("--out", default=None, help="bundle directory to write (default: <task>_policy)")
     p.add_argument("--name", default=None, help="policy name in the manifest (default: <task>_default)")
-    p.add_argument("--algo", choices=ALGORITHMS, default="ppo", help="SB3 algorithm (default: %(default)s)")
+    p.add_argument("--algo", choices=ALGORITHMS, default=None,
+                   help="SB3 algorithm (default: ppo; sac with --explore, which needs it)")
     p.add_argument("--timesteps", type=int, default=1_000_000, help="environment steps (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-envs", type=int, default=8, help="parallel environments (default: %(default)s)")
@@ -50,7 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--learning-rate", type=float, default=None, help="override the algorithm's learning rate")
     p.add_argument("--log-std-init", type=float, default=-1.0, help="PPO initial log std of the actions")
     p.add_argument("--pretrain-steps", type=int, default=0,
-                   help="PPO only: DAgger warm start from the analytic expert for this many env steps (0: off)")
+                   help="PPO (and --explore's SAC): DAgger warm start from the analytic expert for this many env "
+                        "steps (0: off)")
     p.add_argument("--dagger-iterations", type=int, default=4, help="DAgger iterations (default: %(default)s)")
     p.add_argument("--eval-episodes", type=int, default=0,
                    help="after training, evaluate this many episodes per condition and record them")
@@ -59,13 +62,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from simreal_ros.scale import add_ray_argument
 
     add_ray_argument(p, "the environments (one actor per CPU) and the --eval-episodes evaluation")
+    from simreal_ros.training import explore
+
+    explore.add_arguments(p)
 
 
-def _make_env(task_name: str, randomization: str, seed: int, rank: int):
+def _make_env(task_name: str, randomization: str, seed: int, rank: int, wrap=None):
     def thunk():
         from gymnasium.wrappers import RecordEpisodeStatistics
 
-        env = RecordEpisodeStatistics(task(task_name).make_env(randomization=randomization))
+        env = task(task_name).make_env(randomization=randomization)
+        env = RecordEpisodeStatistics(wrap(env) if wrap is not None else env)
         env.reset(seed=seed + 1000 * rank)
         return env
     return thunk
@@ -149,6 +156,14 @@ def export_bundle(model, vecnorm, out: Path, name: str, provenance: dict[str, An
         return save_bundle(out, manifest, onnx_path)
 
 
+def quiet_logger(model) -> None:
+    """SB3's default logger makes a /tmp/SB3-<date> directory even when it writes nothing (verbose 0):
+    a logger without outputs and without a folder leaves nothing behind."""
+    from stable_baselines3.common.logger import Logger
+
+    model.set_logger(Logger(folder=None, output_formats=[]))
+
+
 def _argv(args: argparse.Namespace) -> list[str]:
     """The arguments after ``simreal train`` (from ``main(argv)`` or the process's command line)."""
     argv = getattr(args, "argv", None)
@@ -159,8 +174,9 @@ def _argv(args: argparse.Namespace) -> list[str]:
     return list(argv)
 
 
-def _pretrain(model, venv, args: argparse.Namespace) -> dict[str, Any]:
-    """DAgger warm start (see :mod:`simreal_ros.training.imitation`); seeds VecNormalize's obs statistics."""
+def _pretrain(model, venv, args: argparse.Namespace, wrap=None) -> dict[str, Any]:
+    """DAgger warm start (see :mod:`simreal_ros.training.imitation`); seeds VecNormalize's obs statistics.
+    ``wrap``: the envs' wrapper (the exploration family's latent), whose inner env the expert labels."""
     from tqdm import tqdm
 
     from simreal_ros.training.imitation import dagger
@@ -174,9 +190,15 @@ def _pretrain(model, venv, args: argparse.Namespace) -> dict[str, Any]:
         bar.set_postfix_str(text)
 
     t0 = time.monotonic()
-    mean, var, report = dagger(model, lambda: spec.make_env(randomization=args.randomization), args.pretrain_steps,
-                               args.dagger_iterations, args.seed, progress=progress, expert=spec.expert,
-                               expert_info=spec.expert_info)
+    def make_env():
+        env = spec.make_env(randomization=args.randomization)
+        return env if wrap is None else wrap(env)
+
+    def expert(env, last):
+        return spec.expert(env.unwrapped, last)
+
+    mean, var, report = dagger(model, make_env, args.pretrain_steps, args.dagger_iterations, args.seed,
+                               progress=progress, expert=expert, expert_info=spec.expert_info)
     bar.close()
     rms = venv.obs_rms
     rms.mean, rms.var, rms.count = mean.copy(), var.copy(), float(args.pretrain_steps)
@@ -195,6 +217,18 @@ def train(args: argparse.Namespace) -> Path:
 
     torch.set_num_threads(1)
     spec = task(args.task)
+    n_latent = int(getattr(args, "explore", 0) or 0)
+    if n_latent:
+        if args.task != "push":
+            raise ValueError("--explore is for --task push (the exploration family of the push task)")
+        if args.algo not in (None, "sac"):
+            raise ValueError(f"--explore trains with SAC (the paper's algorithm); --algo {args.algo} cannot")
+        if args.subproc or getattr(args, "ray", None) is not None:
+            raise ValueError("--explore runs its environments in this process (they share the discriminator); "
+                             "drop --subproc/--ray")
+        if n_latent < 2 or n_latent > 64:
+            raise ValueError(f"--explore N needs 2 <= N <= 64 latent codes, got {n_latent}")
+    args.algo = args.algo or ("sac" if n_latent else "ppo")
     args.out = args.out or f"{args.task}_policy"
     args.name = args.name or f"{args.task}_default"
     if args.timesteps < 1:
@@ -211,7 +245,19 @@ def train(args: argparse.Namespace) -> Path:
     ray_address = getattr(args, "ray", None)
     if ray_address is not None and args.subproc:
         raise ValueError("--ray and --subproc both choose where the environments run; give one")
-    fns = [_make_env(args.task, args.randomization, args.seed, i) for i in range(args.n_envs)]
+    disc = wrap = explore_cfg = None
+    if n_latent:
+        from simreal_ros.robot import load_robot
+        from simreal_ros.sim.push_task import load_push_task
+        from simreal_ros.training import explore
+
+        explore_cfg = explore.config_from_args(args)
+        disc = explore.Discriminator(n_latent, explore.feature_slices(spec.obs_terms, load_robot().n_joints),
+                                     tuple(load_push_task().workspace), explore_cfg, args.seed)
+
+        def wrap(env):
+            return explore.LatentWrapper(env, n_latent, disc)
+    fns = [_make_env(args.task, args.randomization, args.seed, i, wrap) for i in range(args.n_envs)]
     if ray_address is not None:  # the same envs, seeds and order as locally, stepped in Ray actors
         from simreal_ros.scale import connect
         from simreal_ros.scale.vec_env import RayVecEnv
@@ -233,25 +279,28 @@ def train(args: argparse.Namespace) -> Path:
         model = PPO("MlpPolicy", venv, seed=args.seed, policy_kwargs=policy_kwargs, device="cpu", verbose=0, **hp)
     else:
         hp["learning_starts"] = min(hp["learning_starts"], max(1, args.timesteps // 10))
+        if args.pretrain_steps > 0:  # warm-started: collect with the pretrained actor, not uniform actions
+            hp["learning_starts"] = min(hp["learning_starts"], hp["batch_size"])
         policy_kwargs = {"net_arch": net}
         model = SAC("MlpPolicy", venv, seed=args.seed, policy_kwargs=policy_kwargs, device="cpu", verbose=0, **hp)
 
-    # SB3's default logger makes a /tmp/SB3-<date> directory even when it writes nothing (verbose 0):
-    # a logger without outputs and without a folder leaves nothing behind
-    from stable_baselines3.common.logger import Logger
-
-    model.set_logger(Logger(folder=None, output_formats=[]))
+    quiet_logger(model)
     pretrain = None
     if args.pretrain_steps > 0:
-        if args.algo != "ppo":
-            raise ValueError("--pretrain-steps needs --algo ppo (the warm start fits PPO's Gaussian mean)")
-        pretrain = _pretrain(model, venv, args)
+        if args.algo != "ppo" and not n_latent:
+            raise ValueError("--pretrain-steps needs --algo ppo (the warm start fits PPO's Gaussian mean) or --explore "
+                             "(SAC's squashed mean)")
+        pretrain = _pretrain(model, venv, args, wrap)
     wd = Path(args.workdir) if args.workdir else None
     if wd is not None:
         wd.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    model.learn(total_timesteps=args.timesteps, callback=_Progress.make(
-        args.timesteps, not args.no_progress, (wd, 100_000) if wd is not None else None))
+    callback = _Progress.make(args.timesteps, not args.no_progress, (wd, 100_000) if wd is not None else None)
+    if disc is not None:
+        obs_dim = int(venv.observation_space.shape[0]) - n_latent
+        disc_cb = explore.DiscriminatorCallback.make(disc, obs_dim, args.seed)
+        callback = [callback, disc_cb]
+    model.learn(total_timesteps=args.timesteps, callback=callback)
     wall = time.monotonic() - t0
     if wd is not None:
         model.save(wd / "model.zip")
@@ -272,8 +321,12 @@ def train(args: argparse.Namespace) -> Path:
     }
     if pretrain is not None:
         provenance["training"]["pretraining"] = pretrain
-    out = export_bundle(model, venv, Path(args.out), args.name, provenance, action_scale, rate, spec.obs_terms,
-                        **fields)
+    terms: tuple = spec.obs_terms
+    if disc is not None:  # the family: the latent is the last observation term
+        acc, held = explore.holdout_accuracy(disc, model.replay_buffer, obs_dim, explore_cfg.holdout)
+        provenance["exploration"] = explore.provenance(n_latent, explore_cfg, disc, disc_cb, acc, held)
+        terms = (*spec.obs_terms, ("latent", n_latent))
+    out = export_bundle(model, venv, Path(args.out), args.name, provenance, action_scale, rate, terms, **fields)
     from simreal_ros.training.action_stats import record_action_statistics
 
     record_action_statistics(out, episodes=10, profile=args.randomization, seed=args.seed + 20_000)  # drift monitor

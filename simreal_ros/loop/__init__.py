@@ -1,1 +1,0 @@
-"""``simreal loop``: one session -> dataset -> calibration -> fine-tuning -> OPE -> gated rollout -> evaluation."""
