@@ -56,3 +56,49 @@ def test_the_reality_gap_bites_on_a_laggy_tracker():
     assert pusher["success_rate"] >= 7 / 8
     assert policy["success_rate"] <= 0.25, policy
     assert policy["limit_violations"] == 0 and pusher["limit_violations"] == 0
+
+
+def _sequential_goals(controller, seed: int, goals: int) -> tuple[list[bool], list[float]]:
+    """``goals`` goals in a row on one table (nominal), each sampled where the last was met, as
+    ``simreal sim --task push`` sequences them: ``controller`` 'policy' (the shipped bundle through
+    the executor core) or 'pusher'. Returns per goal whether it was met, and the puck's final x, y."""
+    from simreal_ros.policy.bundle import load_bundle
+    from simreal_ros.policy.executor import ExecutorConfig, PolicyExecutor
+    from simreal_ros.sim.push_env import PushEnv
+    from simreal_ros.training.tasks import push_expert
+
+    env = PushEnv(randomization="nominal")
+    env.reset(seed=seed)
+    ex = PolicyExecutor(load_bundle(SHIPPED, env.robot), env.robot, ExecutorConfig(compute_deadline=1e9))
+    met = []
+    for g in range(goals):
+        if g > 0:  # as the sim bridge's next_goal: a goal sampled from the puck as it lies, nothing reset
+            env.world.set_goal(env.world.sample_goal(env.np_random, env.puck_state()[0]))
+        ex.set_goal(env.goal_point)
+        ok = False
+        for _ in range(env.max_steps):
+            if controller == "policy":
+                m, tr = env.measurement, env.tracked
+                ex.update_state(m.position, m.velocity, m.stamp)
+                ex.update_object(tr.position, tr.stamp)
+                st = env.advance(ex.step(env.arm.time).command)
+            else:
+                st = env.step(push_expert(env, env._last_action))[4]
+            if st["is_success"] or st["fell"]:
+                ok = bool(st["is_success"])
+                break
+        met.append(ok)
+    return met, [float(v) for v in env.puck_state()[0][:2]]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12: the shipped push policy sometimes pushes the puck out of the "
+                   "tool's workspace (here to x = 0.71 m, beyond the workspace's 0.70), where no controller can "
+                   "get behind it: every later goal fails. Needs retraining (e.g. ending episodes with a penalty "
+                   "when the puck leaves the pushable region)")
+def test_shipped_push_policy_meets_sequential_goals_like_the_pusher():
+    """The graph's sequential goals offline (no load, no DDS): in 12 sessions of 5 goals (seeds
+    5000-5011) the pusher met 60/60, the policy 58/60; seed 5010 is the policy's failing one."""
+    pusher, _ = _sequential_goals("pusher", 5010, 5)
+    assert pusher == [True] * 5
+    policy, puck = _sequential_goals("policy", 5010, 5)
+    assert policy == [True] * 5, (policy, puck)
