@@ -96,7 +96,7 @@ def test_writer_refuses_inconsistent_transitions(tmp_path):
 def _true_episode(name, env, expert):
     """One episode of ``env`` under ``expert``: true states after the reset and every step, the
     measured velocities, the true puck and its planar speed (push), actions, rewards, terminations."""
-    ep = {k: [] for k in ("q", "dq", "meas", "obj", "speed", "act", "reward", "terminated")}
+    ep = {k: [] for k in ("q", "dq", "meas", "obj", "speed", "act", "cut", "reward", "terminated")}
 
     def snap():
         st = env.arm.true_state()
@@ -114,7 +114,8 @@ def _true_episode(name, env, expert):
     for k in range(80):
         a = np.clip(expert(env, last) + (0.3 * np.sin(k) if name == "reach" else 0.0), -1.0, 1.0)
         _, r, terminated, truncated, _ = env.step(a)
-        a = env._last_action.copy()  # the action executed: after the env's declared filter (action.max_change)
+        ep["cut"].append(a - env._last_action)  # what the env's declared filter (action.max_change) cut
+        a = env._last_action.copy()  # the action executed: after the filter
         ep["act"].append(a)
         ep["reward"].append(r)
         ep["terminated"].append(terminated)
@@ -143,8 +144,8 @@ def test_rewards_from_states_equal_the_envs(name):
                           ep["speed"] if name == "push" else None, getattr(env, "frame", None))
     acts = ep["act"]
     n = len(acts)
-    mine = np.array([transition_reward(name, status, i, acts[i], acts[i - 1] if i else 0 * acts[0], ep["meas"][i + 1])
-                     for i in range(n)])
+    mine = np.array([transition_reward(name, status, i, acts[i], acts[i - 1] if i else 0 * acts[0], ep["meas"][i + 1],
+                                       acts[i - 2] if i > 1 else 0 * acts[0], ep["cut"][i]) for i in range(n)])
     assert np.max(np.abs(mine - ep["reward"])) < tol
     assert status["terminal"][1:].tolist() == ep["terminated"].tolist()
     if name == "push":

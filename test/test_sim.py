@@ -163,6 +163,31 @@ def test_reach_env_passes_gymnasium_checker_and_is_deterministic():
     assert not np.array_equal(a, c)
 
 
+def test_reach_reward_penalises_what_the_filter_cuts_and_reversed_action_changes():
+    """The proposal's part beyond the declared filter's step and the executed action's second
+    difference both cost reward (without them PPO's policy went bang-bang and the filter made a
+    triangle wave the shield clipped on acceleration); a smooth ramp within the filter costs neither."""
+    from simreal_ros.sim.rewards import REACH_ACTION_ACCEL_WEIGHT, REACH_FILTER_EXCESS_WEIGHT
+
+    env = ReachEnv()  # declared filter 0.25
+
+    def terms(actions):
+        env.reset(seed=3)
+        return [env.step(np.asarray(a, dtype=np.float32))[4]["reward_terms"] for a in actions]
+
+    step = env.action_max_change
+    ramp = terms([np.full(7, step * k) for k in (1, 2, 3)])  # changes of exactly the filter's step
+    assert [t["filter_excess"] for t in ramp] == [0.0, 0.0, 0.0]
+    assert ramp[1]["action_accel"] == pytest.approx(0.0, abs=1e-12)
+    assert ramp[2]["action_accel"] == pytest.approx(0.0, abs=1e-12)
+    bang = terms([np.ones(7), -np.ones(7), np.ones(7)])  # executed: 0.25, 0, 0.25 (filtered)
+    assert bang[0]["filter_excess"] == pytest.approx(-REACH_FILTER_EXCESS_WEIGHT * 7 * 0.75**2)
+    assert bang[1]["filter_excess"] == pytest.approx(-REACH_FILTER_EXCESS_WEIGHT * 7 * 1.0**2)
+    # second difference: 0 - 2*0.25 + 0 = -0.5, then 0.25 - 0 + 0.25 = 0.5 per joint
+    assert bang[1]["action_accel"] == pytest.approx(-REACH_ACTION_ACCEL_WEIGHT * 7 * 0.5**2)
+    assert bang[2]["action_accel"] == pytest.approx(-REACH_ACTION_ACCEL_WEIGHT * 7 * 0.5**2)
+
+
 def test_goal_is_reachable_and_above_table():
     env = ReachEnv()
     for seed in range(20):

@@ -106,6 +106,7 @@ class _Cycles:
     sent: np.ndarray  # (M, n) the executed command of each cycle (NaN: none yet)
     kinds: np.ndarray  # (M, K) bool
     notes: list[str] = field(default_factory=list)
+    discarded: np.ndarray | None = None  # (M, A) model output clipped minus proposed (the filter's cut); None: none
 
 
 def _read(bag: Path, topics: Sequence[str]) -> dict[str, list[tuple[int, Any]]]:
@@ -246,10 +247,12 @@ def cycle_status(task: str, robot, q: np.ndarray, dq: np.ndarray, goal: np.ndarr
 
 
 def transition_reward(task: str, status: dict[str, np.ndarray], i: int, action: np.ndarray, last_action: np.ndarray,
-                      dq_after: np.ndarray) -> float:
+                      dq_after: np.ndarray, previous_action: np.ndarray | None = None,
+                      discarded: np.ndarray | None = None) -> float:
     """The task's reward (:mod:`simreal_ros.sim.rewards`) of the step from state ``i`` to ``i + 1``
-    of :func:`cycle_status` with ``action`` after ``last_action``; ``dq_after``: the measured joint
-    velocities after it."""
+    of :func:`cycle_status` with ``action`` after ``last_action`` (after ``previous_action``);
+    ``dq_after``: the measured joint velocities after it; ``discarded``: what the declared action
+    filter cut from the proposal (reach)."""
     j = i + 1
     if task == "push":
         from simreal_ros.sim.rewards import push_reward
@@ -259,7 +262,8 @@ def transition_reward(task: str, status: dict[str, np.ndarray], i: int, action: 
                            status["tool_radius"])[0]
     from simreal_ros.sim.rewards import reach_reward
 
-    return reach_reward(status["distance"][j], bool(status["success"][j]), action, last_action, dq_after)[0]
+    return reach_reward(status["distance"][j], bool(status["success"][j]), action, last_action, dq_after,
+                        discarded=discarded, previous_action=previous_action)[0]
 
 
 class _Builder:
@@ -485,6 +489,7 @@ class _Builder:
         recs, t, state_t, si = [r for r, k in zip(recs, keep) if k], t[keep], state_t[keep], si[keep]
         obs = np.array([r["observation"] for r in recs])
         proposed = np.array([r["action"] for r in recs])
+        discarded = np.clip(np.array([r["raw_action"] for r in recs]), -m.action_clip, m.action_clip) - proposed
         goal = self._goals(data, t)
         sl = m.term_slices()
         if "goal_pos" in sl:  # the goal the policy saw
@@ -519,7 +524,7 @@ class _Builder:
         ct, cmd, kinds = self._sent(bag, data)
         sent, krows = self._executed(t, ct, cmd, kinds)
         return _Cycles(t, state_t, q[si], dq[si], obs, proposed, goal, obj, speed, (ot, op) if obj is not None else None,
-                       sent, krows, notes)
+                       sent, krows, notes, discarded)
 
     def _executed(self, t: np.ndarray, ct: np.ndarray, cmd: np.ndarray, kinds: list[set[str]]):
         """Per cycle: the last command sent after it and up to the next cycle (else the one holding
@@ -648,7 +653,9 @@ class _Builder:
                 self.counts["dropped_after_terminal"] += 1
                 continue
             last = act[i - 1] if i > 0 and not new[i] else np.zeros(m.action_dim)
-            rewards[i] = transition_reward(self.task, status, i, act[i], last, c.dq[i + 1])
+            prev = act[i - 2] if i > 1 and not new[i] and not new[i - 1] else np.zeros(m.action_dim)
+            cut = None if c.discarded is None or not np.all(np.isfinite(c.discarded[i])) else c.discarded[i]
+            rewards[i] = transition_reward(self.task, status, i, act[i], last, c.dq[i + 1], prev, cut)
             cur.append(i)
             if status["terminal"][i + 1]:
                 close(True)

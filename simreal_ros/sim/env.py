@@ -152,6 +152,7 @@ class ReachEnv(gym.Env):
                      else sample_goal(self.robot, self.np_random))
         self.arm.set_target(self.goal)
         self._last_action = np.zeros(self.robot.n_joints)
+        self._previous_action = np.zeros(self.robot.n_joints)
         self._steps = 0
         # settle one control period so a (possibly delayed) first measurement exists
         self.arm.set_command(self.arm.true_state().position)
@@ -163,13 +164,15 @@ class ReachEnv(gym.Env):
         return self._obs(), {**status, "goal": self.goal.copy(), "randomization": self.arm.draw}
 
     def step(self, action):
-        action = limit_change(np.clip(np.asarray(action, dtype=float), -1.0, 1.0), self._last_action,
-                              self.action_max_change)
+        proposed = np.clip(np.asarray(action, dtype=float), -1.0, 1.0)
+        action = limit_change(proposed, self._last_action, self.action_max_change)
         target = action_to_target(self.robot, self._last_meas.position, action, self.action_scale)
         status = self.advance(target)
         self._steps += 1
         reward, terms = reach_reward(status["distance"], status["is_success"], action, self._last_action,
-                                     self._last_meas.velocity)
+                                     self._last_meas.velocity, discarded=proposed - action,
+                                     previous_action=self._previous_action)
+        self._previous_action = self._last_action
         self._last_action = action
         truncated = self._steps >= self.max_steps
         obs = self._obs()
