@@ -20,10 +20,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "estimate": ("simreal_ros.estimator.cli", "score the state estimator and friction/payload belief in the sim"),
     "calibrate": ("simreal_ros.calibrate.cli", "record an excitation session, fit the simulator to recorded bags"),
     "dataset": ("simreal_ros.dataset.cli", "turn recorded sessions into a Minari offline-RL dataset"),
-    "finetune": ("simreal_ros.finetune.finetune", "improve a policy bundle from logged datasets (d3rlpy TD3+BC, "
-                 "frozen reference)"),
+    "finetune": ("simreal_ros.finetune.finetune", "improve a policy bundle from logged datasets (d3rlpy TD3+BC or "
+                 "SB3 PPO in the calibrated sim, frozen reference)"),
     "ope": ("simreal_ros.finetune.ope", "off-policy evaluation of a bundle on logged datasets (FQE, shield replay)"),
     "promote": ("simreal_ros.rollout.cli", "move a policy bundle one rollout stage when its evidence meets the criteria"),
+    "loop": ("simreal_ros.loop.cycle", "the whole cycle in simulation: session, dataset, calibrate, finetune, ope, "
+             "promote, evaluate"),
 }
 
 

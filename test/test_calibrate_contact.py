@@ -16,6 +16,7 @@ every std by that much at least."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -100,13 +101,13 @@ def test_the_fit_recovers_the_hidden_friction_and_mass(push_bag, tmp_path):
     assert (out / "report_contact.png").stat().st_size > 10_000
 
 
-def _idle_log(seconds: float = 2.0) -> PushLog:
+def _idle_log(seconds: float = 2.0, ranges: ContactRanges | None = None) -> PushLog:
     """What a bag of a session in which the tool never reaches the puck holds: the MuJoCo arm with
     the push scene holding its start pose, its measurements and the tracker's samples."""
     robot = load_robot()
     task, tool = load_push_task(), load_tool()
     arm = ArmSim(ArmSimConfig(push=PushScene(tool, task)), robot=robot, seed=0)
-    world = PushWorld(arm, task, tool, ContactRanges())
+    world = PushWorld(arm, task, tool, ranges or ContactRanges())
     arm.reset(q0=world.frame.rest)
     world.reset(np.random.default_rng(0), 1)
     arm.set_command(world.frame.rest)
@@ -126,9 +127,39 @@ def test_without_a_push_nothing_is_identified_and_the_reason_is_given():
     assert len(log.obj_t) >= 50 and len(log.state_t) >= 1000
     got = fit_contact([log])
     assert not got.segments
-    for e in got.estimates.values():
+    for name in ("table_friction", "puck_mass"):
+        e = got.estimates[name]
         assert not e.identified and e.value is None and "never moved the puck" in e.reason, e
-    assert len(got.warnings) == 2
+    # the tracker needs no push; this log has no arrival times (no bag), so no latency
+    assert not got.estimates["tracker_latency"].identified and "arrival times" in got.estimates[
+        "tracker_latency"].reason
+    assert len(got.warnings) == 3
+
+
+def test_the_tracker_latency_and_noise_come_from_the_stamps_and_the_tracked_positions():
+    """A still puck tracked with 3 mm noise, its poses arriving 150 ms after their stamps (the
+    joint states 1 ms after theirs): both are identified, and the profile is centred on them."""
+    from simreal_ros.calibrate.contact import ContactConfig, contact_profile, fit_tracker
+
+    log = _idle_log(4.0, ContactRanges(tracker_noise_std=(0.003, 0.003), tracker_latency=(0.15, 0.15)))
+    rng = np.random.default_rng(1)
+    log.obj_delay = 0.151 + rng.uniform(0.0, 0.002, len(log.obj_t))  # the bridge's cycle as jitter
+    log.state_delay = 0.001 + rng.uniform(0.0, 0.0005, len(log.state_t))
+    cfg = ContactConfig()
+    est = fit_tracker([log], cfg, load_push_task().tracker_rate_hz)
+    lat, noise = est["tracker_latency"], est["tracker_noise_std"]
+    assert lat.identified and lat.value == pytest.approx(0.15, abs=0.002) and lat.std == cfg.latency_floor
+    assert noise.identified and noise.value == pytest.approx(0.003, rel=0.15), noise
+    got = fit_contact([log])
+    prof = contact_profile(got)
+    assert prof["tracker_latency"][0] < 0.15 < prof["tracker_latency"][1] < 0.2
+    assert prof["tracker_noise_std"][0] < 0.003 < prof["tracker_noise_std"][1]
+    assert prof["table_friction_scale"] == [0.7, 1.3]  # not identified without a push: the default profile's
+    # too few poses: not identified, with the reason
+    short = dataclasses.replace(log, obj_t=log.obj_t[:10], obj_p=log.obj_p[:10], obj_quat=log.obj_quat[:10],
+                                obj_delay=log.obj_delay[:10])
+    few = fit_tracker([short], cfg, 50.0)
+    assert not few["tracker_latency"].identified and "only 10 tracked poses" in few["tracker_latency"].reason
 
 
 def _joint_state_bag(path: Path) -> Path:

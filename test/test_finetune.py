@@ -215,3 +215,81 @@ def test_a_shadow_session_keeps_the_policy_proposals_beside_what_the_expert_did(
     assert np.mean(np.abs(s.actions - s.proposed_actions)) > 0.05
     with pytest.raises(ValueError, match="driver"):
         simulate(b, "push", 1, seed=9, driver="baseline")
+
+
+def test_ppo_finetune_starts_from_the_parent_learns_in_the_simulator_and_leaves_the_parent_alone(tmp_path, dataset,
+                                                                                                  logged):
+    """--method ppo, a short run with real parts: SB3 PPO on the MuJoCo push env of a profile, the
+    parent's ONNX weights as the start, the frozen parent through ONNX Runtime in the loss."""
+    from simreal_ros.finetune.finetune import finetune
+
+    parent = tmp_path / "push_default"
+    shutil.copytree(PUSH, parent)
+    before = bundle_hash(parent)
+    res = finetune(parent, [dataset], tmp_path / "new", method="ppo", randomization="default", timesteps=128,
+                   value_warmup=64, n_envs=1, progress=False, command="test")
+    assert bundle_hash(parent) == before
+    b = load_bundle(tmp_path / "new", load_robot())
+    pm, nm = read_manifest(parent)[0].to_dict(), b.manifest.to_dict()
+    for key in ("robot", "control_rate_hz", "observation", "action", "default_pose"):
+        assert nm[key] == pm[key], key  # the parent's normalization and action semantics, fixed
+    prov = nm["provenance"]
+    assert prov["parent"]["sha256"] == before and prov["calibration"]["randomization"] == "default"
+    assert [d["path"] for d in prov["datasets"]] == [str(dataset.resolve())]
+    ft = prov["finetuning"]
+    assert ft["algorithm"] == "PPO" and ft["library"].startswith("stable-baselines3")
+    assert "read from its ONNX graph" in ft["initialization"] and ft["wall_time_s"] > 0
+    hp = ft["hyperparameters"]
+    assert hp["timesteps"] == 128 and hp["value_warmup"] == 64 and hp["learning_rate"] == 3e-5
+    assert ft["phases"]["value_warmup"]["timesteps"] == 64 and ft["phases"]["ppo"]["timesteps"] == 64
+    assert np.isfinite(ft["phases"]["ppo"]["reference_loss_last"])
+    assert "action_statistics" in prov  # for the drift monitor, as simreal train records them
+    # the exported model is the PPO actor's mean: near the parent after so few small steps, not equal
+    obs = b.manifest.normalize(logged.observations)
+    d = np.abs(np.clip(b.infer(obs), -1, 1) - np.clip(load_bundle(parent).infer(obs), -1, 1))
+    assert 0 < d.mean() < 0.05 and res["distance_to_parent"]["final"]["mean_abs"] == pytest.approx(d.mean(), abs=1e-4)
+
+
+def test_ppo_finetune_refuses_what_it_cannot_use(tmp_path, dataset):
+    from simreal_ros.finetune.finetune import finetune
+
+    with pytest.raises(DataError, match="learns in the simulator: give --randomization"):
+        finetune(PUSH, [dataset], tmp_path / "a", method="ppo", progress=False)
+    with pytest.raises(DataError, match="does not take --steps"):
+        finetune(PUSH, [dataset], tmp_path / "b", method="ppo", randomization="default", steps=5, progress=False)
+    with pytest.raises(DataError, match="--method 'sac'"):
+        finetune(PUSH, [dataset], tmp_path / "c", method="sac", progress=False)
+    res = _cli("finetune", str(PUSH), "--data", str(dataset), "--out", str(tmp_path / "d"), "--method", "ppo",
+               "--randomization", "default", "--critic-warmup", "3")
+    assert res.returncode == 2 and "does not take --critic-warmup" in res.stderr and res.stderr.count("\n") == 1
+    assert not any((tmp_path / n).exists() for n in "abcd")
+
+
+def test_the_shielded_training_env_sends_the_shields_command_and_ends_at_its_revert():
+    """Targets far ahead of the arm: the deployed shield clips every cycle (penalised), the arm gets the
+    clipped command, and the automatic revert ends the episode as a failure."""
+    from simreal_ros.finetune.ppo import shielded
+    from simreal_ros.training.tasks import task
+
+    env = shielded(task("push").make_env(), 0.5, 5.0)
+    free = shielded(task("push").make_env(), 0.0, 0.0)  # the same shield, no penalties: the same trajectory
+    base = env.unwrapped
+    env.reset(seed=3)
+    free.reset(seed=3)
+    sent = []
+    original = base._unshielded_advance
+    base._unshielded_advance = lambda cmd: sent.append(np.array(cmd)) or original(cmd)
+    base.reference.step = lambda q, delta: q + 0.5  # half a radian ahead on every joint
+    free.unwrapped.reference.step = lambda q, delta: q + 0.5
+    rewards, ends = [], None
+    for k in range(40):
+        _, r, terminated, truncated, info = env.step(np.zeros(2))
+        _, r_free, *_ = free.step(np.zeros(2))
+        rewards.append(r - r_free)
+        if terminated:
+            ends = (k, info)
+            break
+    assert ends is not None and ends[1]["is_success"] is False and ends[1]["reverted"], ends
+    assert 8 <= ends[0] < 30  # the shield's revert window (config/shield.yaml: 10 cycles, half of them changed)
+    assert all(np.max(np.abs(c - base.measurement.position)) < 0.5 for c in sent[-1:])  # clipped, not q + 0.5
+    assert rewards[0] == pytest.approx(-0.5) and rewards[-1] == pytest.approx(-5.5)

@@ -137,3 +137,32 @@ def test_executor_reverts_with_the_drift_reason_when_the_arm_does_not_get_closer
     ex.set_goal(flange + [0.0, 0.2, 0.0])  # a new goal starts the progress history over
     ex.update_state(q, np.zeros(7), 10.0)
     assert ex.step(10.0).drift.progress_stalled is False and not ex.drift.sustained
+
+
+@pytest.mark.parametrize("name", ["push_default", "reach_default"])
+def test_shipped_bundles_carry_their_action_statistics_and_the_action_drift_term_is_active(name):
+    """The shipped bundles' provenance.action_statistics are what simreal train's own recording
+    (training.action_stats, the seed/episodes/profile they name) gives, and the executor's drift
+    monitor watches their actions: a policy pinned at one action bound drifts there."""
+    from simreal_ros.resources import resource
+    from simreal_ros.training.action_stats import action_statistics_of
+
+    robot = load_robot()
+    bundle = load_bundle(resource("policies", name), robot)
+    stats = bundle.manifest.provenance["action_statistics"]
+    again = action_statistics_of(bundle.directory, stats["episodes"], stats["profile"], stats["seed"])
+    assert again["samples"] == stats["samples"]
+    assert np.allclose(again["mean"], stats["mean"], atol=1e-9) and np.allclose(again["std"], stats["std"], atol=1e-9)
+    ex = PolicyExecutor(bundle, robot, ExecutorConfig())
+    assert ex.drift.action_stats is not None and ex.stats()["drift_action_monitor"] == 1
+    m = bundle.manifest
+    mean, std = np.asarray(stats["mean"]), np.asarray(stats["std"])
+    pinned = np.clip(mean - 4 * std, -m.action_clip, m.action_clip)  # as far from the training mean as the clip allows
+    k = int(np.argmax(np.abs(pinned - mean) / std))
+    assert abs(pinned[k] - mean[k]) / std[k] > ex.config.drift_action_threshold
+    reports = [ex.drift.update(np.asarray(m.obs_mean), pinned) for _ in range(ex.config.drift_window + 40)]
+    raised = [r for r in reports if r.raised]
+    assert len(raised) == 1 and raised[0].monitors_over == ["action"] and "action window mean" in raised[0].reason
+    # and the training actions themselves do not
+    ex.drift.reset()
+    assert not any(ex.drift.update(np.asarray(m.obs_mean), mean).raised for _ in range(ex.config.drift_window + 40))

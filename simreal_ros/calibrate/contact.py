@@ -53,14 +53,20 @@ OBJECT_TOPIC = "/simreal/object_pose"
 STATE_TOPIC = "/joint_states"
 GRAVITY = 9.81
 #: names of the parameters this module identifies (calibration.yaml's ``parameters`` keys)
-PARAMETERS = ("table_friction", "puck_mass")
+PARAMETERS = ("table_friction", "puck_mass", "tracker_latency", "tracker_noise_std")
 #: how each is identified (written with it into calibration.yaml)
 METHODS = {"table_friction": "mujoco.sysid Gauss-Newton: tracked vs replayed puck path (tool replayed from the "
                              "measured arm); std: the largest of calculate_intervals x residual correlation, the "
                              "scatter of the pushes' own estimates and model_error x the value",
            "puck_mass": "linear least squares: contact force from the measured torques (inverse dynamics) vs the "
                         "replay's at the fitted friction; std: the largest of the residual's x its correlation, "
-                        "the scatter of the pushes' own estimates and model_error x the value"}
+                        "the scatter of the pushes' own estimates and model_error x the value",
+           "tracker_latency": "the tracked poses' arrival at the recorder (bag log time) minus their acquisition "
+                              "stamps, less the same for the joint states (the transport both share); median; std: "
+                              "the robust spread of the per-pose delays, at least latency_floor",
+           "tracker_noise_std": "robust scatter of the tracked positions' second differences at the tracker's "
+                                "rate, 1.4826 MAD / sqrt(6) per axis (white noise; the puck's own motion adds "
+                                "little in two samples)"}
 
 
 class ContactInputError(ValueError):
@@ -94,6 +100,10 @@ class ContactConfig:
                                  "(measured on hidden MuJoCo tables: friction +9 % and +11 %, mass -5 %)", low=0.0,
                                  high=1.0)
     widening: float = setting(3.0, "randomization ranges are estimate +- widening x std", low=0.0, high=20.0)
+    latency_floor: float = setting(0.005, "least std of the tracker latency (the arrival times' own jitter: the "
+                                   "driver cycle, the transport)", unit="s", low=0.0, high=1.0)
+    min_tracked_poses: int = setting(50, "fewest tracked poses for the tracker's latency and noise", low=3,
+                                     high=1000000)
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -136,6 +146,8 @@ class PushLog:
     obj_t: np.ndarray  # (M,) acquisition stamps of the tracked puck
     obj_p: np.ndarray  # (M, 3)
     obj_quat: np.ndarray  # (M, 4) w x y z
+    obj_delay: np.ndarray | None = None  # (M,) s, arrival at the recorder (bag log time) minus acquisition stamp
+    state_delay: np.ndarray | None = None  # (N,) s, the same for the joint states
 
 
 @dataclass
@@ -203,6 +215,8 @@ def read_push_bag(bag: str | Path, robot: Any = None) -> PushLog:
     except BagInputError as exc:
         raise ContactInputError(str(exc)) from None
     o_ns = np.array([m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec for _, m in obj_msgs], np.int64)
+    o_log = np.array([t for t, _ in obj_msgs], np.int64)
+    s_log = np.array([t for t, _ in state_msgs], np.int64)
     p = np.array([[m.pose.position.x, m.pose.position.y, m.pose.position.z] for _, m in obj_msgs], float)
     quat = np.array([[m.pose.orientation.w, m.pose.orientation.x, m.pose.orientation.y, m.pose.orientation.z]
                      for _, m in obj_msgs], float)
@@ -216,7 +230,8 @@ def read_push_bag(bag: str | Path, robot: Any = None) -> PushLog:
     if not np.all(np.isfinite(p[oo])):
         raise ContactInputError(f"{bag} {OBJECT_TOPIC}: non-finite tracked positions")
     return PushLog(bag.name, content_hash(bag, meta), (s_ns[so] - epoch) * 1e-9, q[so], dq[so],
-                   None if tau is None else tau[so], (o_ns[oo] - epoch) * 1e-9, p[oo], quat[oo])
+                   None if tau is None else tau[so], (o_ns[oo] - epoch) * 1e-9, p[oo], quat[oo],
+                   obj_delay=(o_log[oo] - o_ns[oo]) * 1e-9, state_delay=(s_log[so] - s_ns[so]) * 1e-9)
 
 
 # ---------------------------------------------------------------------------------- kinematics
@@ -540,6 +555,57 @@ def _measured_force(prep: _Prepared, arm: ArmTool, cfg: ContactConfig) -> tuple[
     return 0.5 * (t[k] + t[k + 1]), arm.contact_force(q, dq, ddq, tau, tip), ok, k, k + 1
 
 
+def fit_tracker(logs: Sequence[PushLog], cfg: ContactConfig, rate_hz: float) -> dict[str, Estimate]:
+    """The object tracker's latency and noise from the bags' stamps and tracked positions (see
+    :data:`METHODS`). A tracker that stamps at publication rather than acquisition shows no latency
+    here; its latency then stays in the default profile's range."""
+    names = ", ".join(log.name for log in logs)
+    n_poses = sum(len(log.obj_t) for log in logs)
+
+    def none(name: str, unit: str, why: str) -> Estimate:
+        return Estimate(name, None, None, unit, 0.0, False, why, METHODS[name])
+
+    if n_poses < cfg.min_tracked_poses:
+        why = f"only {n_poses} tracked poses in {names} (at least {cfg.min_tracked_poses} needed)"
+        return {"tracker_latency": none("tracker_latency", "s", why), "tracker_noise_std": none("tracker_noise_std",
+                                                                                                "m", why)}
+    out: dict[str, Estimate] = {}
+    if any(log.obj_delay is None or log.state_delay is None for log in logs):
+        out["tracker_latency"] = none("tracker_latency", "s", f"no arrival times in {names}")
+    else:
+        pose_d = np.concatenate([log.obj_delay for log in logs])
+        state_d = np.concatenate([log.state_delay for log in logs])
+        lat = float(np.median(pose_d) - np.median(state_d))
+        spread = 1.4826 * float(np.median(np.abs(pose_d - np.median(pose_d))))
+        std = max(spread, cfg.latency_floor)
+        if lat < -3 * std:
+            out["tracker_latency"] = none("tracker_latency", "s", f"the tracked poses arrived {-lat * 1e3:.0f} ms "
+                                          f"before the joint states of the same stamps in {names}: the tracker's "
+                                          "stamps are not on the arm's clock")
+        else:
+            out["tracker_latency"] = Estimate("tracker_latency", max(lat, 0.0), std, "s", 0.0, True, "",
+                                              METHODS["tracker_latency"], lat)
+    d2 = []
+    for log in logs:
+        t, xy = log.obj_t, log.obj_p[:, :2]
+        if len(t) < 3:
+            continue
+        dt = np.diff(t)
+        even = (np.abs(dt[:-1] - 1.0 / rate_hz) < 0.25 / rate_hz) & (np.abs(dt[1:] - 1.0 / rate_hz) < 0.25 / rate_hz)
+        d2.append((xy[2:] - 2 * xy[1:-1] + xy[:-2])[even])
+    d2a = np.concatenate(d2) if d2 else np.zeros((0, 2))
+    if len(d2a) < cfg.min_tracked_poses // 2:
+        out["tracker_noise_std"] = none("tracker_noise_std", "m", f"only {len(d2a)} evenly spaced triples of "
+                                        f"tracked poses in {names}")
+    else:
+        sig = 1.4826 * np.median(np.abs(d2a - np.median(d2a, axis=0)), axis=0) / np.sqrt(6.0)
+        v = float(np.mean(sig))
+        std = max(float(np.abs(sig[0] - sig[1])) / 2, v / np.sqrt(len(d2a)), cfg.model_error * v, 1e-4)
+        out["tracker_noise_std"] = Estimate("tracker_noise_std", v, std, "m", 0.0, True, "",
+                                            METHODS["tracker_noise_std"], v)
+    return out
+
+
 def fit_contact(logs: Sequence[PushLog], cfg: ContactConfig | None = None, robot: Any = None,
                 task: PushTaskConfig | None = None, tool: ToolSpec | None = None,
                 physics_dt: float = 0.001) -> ContactCalibration:
@@ -575,10 +641,12 @@ def fit_contact(logs: Sequence[PushLog], cfg: ContactConfig | None = None, robot
 
     prior_mu, prior_m = task.table_friction, task.puck_mass
     result = ContactCalibration({}, segments, sources, stats=stats, warnings=warnings, config=cfg, task=task)
+    tracker = fit_tracker(logs, cfg, task.tracker_rate_hz)
+    warnings += [f"{e.name}: {e.reason}" for e in tracker.values() if not e.identified]
     if not segments:
         why = f"the tool never moved the puck in {names} (no push: nothing shows the contact)"
         result.estimates = {"table_friction": not_identified("table_friction", "", prior_mu, why),
-                            "puck_mass": not_identified("puck_mass", "kg", prior_m, why)}
+                            "puck_mass": not_identified("puck_mass", "kg", prior_m, why), **tracker}
         stats["wall_time_s"] = _time.perf_counter() - wall
         return result
 
@@ -755,7 +823,7 @@ def fit_contact(logs: Sequence[PushLog], cfg: ContactConfig | None = None, robot
                                        f"uncertain: {m:.3g} +- {m_std:.2g} kg")
             else:
                 est_m = Estimate("puck_mass", m, m_std, "kg", prior_m, True, "", METHODS["puck_mass"], m)
-    result.estimates = {"table_friction": est_mu, "puck_mass": est_m}
+    result.estimates = {"table_friction": est_mu, "puck_mass": est_m, **tracker}
     stats["wall_time_s"] = _time.perf_counter() - wall
     return result
 
@@ -807,6 +875,10 @@ def contact_profile(cc: ContactCalibration | None, widening: float | None = None
         if e is not None and e.identified:
             lo, hi = max(e.value - w * e.std, 1e-3 * e.value), e.value + w * e.std
             out[key] = [float(lo / nominal), float(hi / nominal)]
+    for name in ("tracker_latency", "tracker_noise_std"):  # absolute ranges
+        e = cc.estimates.get(name)
+        if e is not None and e.identified:
+            out[name] = [float(max(e.value - w * e.std, 0.0)), float(e.value + w * e.std)]
     return out
 
 

@@ -37,14 +37,17 @@ SAC_FROM_EXPLORATION: dict[str, Any] = {"learning_rate": 3e-4, "buffer_size": 30
                                         "learning_starts": 256, "train_freq": 1, "gradient_steps": 1}
 
 
+#: SAC's simulator steps when ``--timesteps`` is not given
+DEFAULT_TIMESTEPS = 20_000
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The method's own flags on ``simreal finetune``'s parser (the others are shared)."""
+    """The method's own flags on ``simreal finetune``'s parser (the others are shared; ``--timesteps``,
+    SAC's simulator steps, is the PPO method's flag, :data:`DEFAULT_TIMESTEPS` when not given)."""
     p.add_argument("--from-exploration", action="store_true",
                    help="BUNDLE is an exploration family (simreal train --explore N) and DS its sessions "
                         "(simreal explore + simreal dataset): learn the task policy with SB3 SAC, online in the "
                         "simulator, every batch mixing the real transitions in (simreal_ros.finetune.explore)")
-    p.add_argument("--timesteps", type=int, default=20_000,
-                   help="--from-exploration: SAC's simulator steps (default: %(default)s)")
     p.add_argument("--net", default="256,256", help="--from-exploration: hidden layer sizes (default: %(default)s)")
 
 
@@ -212,7 +215,8 @@ def run(args: argparse.Namespace, command: str) -> int:
 
     try:
         res = finetune_from_exploration(args.bundle, args.data, args.out, randomization=args.randomization,
-                                        timesteps=args.timesteps, sim_ratio=args.sim_ratio,
+                                        timesteps=args.timesteps if args.timesteps is not None
+                                        else DEFAULT_TIMESTEPS, sim_ratio=args.sim_ratio,
                                         batch_size=args.batch_size, net=args.net, seed=args.seed, name=args.name,
                                         progress=not args.no_progress, command=command)
     except (DataError, BundleError, ValueError, KeyError) as exc:

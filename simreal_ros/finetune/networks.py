@@ -96,7 +96,13 @@ def load_actor_weights(policy, mlp: Mlp) -> None:
     """Copy ``mlp`` into a d3rlpy ``DeterministicPolicy`` built with the same hidden sizes and activation."""
     import torch
 
-    linears = [m for m in policy._encoder._layers if isinstance(m, torch.nn.Linear)] + [policy._fc]
+    copy_into([m for m in policy._encoder._layers if isinstance(m, torch.nn.Linear)] + [policy._fc], mlp)
+
+
+def copy_into(linears: list, mlp: Mlp) -> None:
+    """Copy ``mlp``'s dense layers into the torch ``Linear`` layers ``linears`` (same shapes, in order)."""
+    import torch
+
     if [tuple(m.weight.shape) for m in linears] != [tuple(w.shape) for w in mlp.weights]:
         raise ValueError(f"actor layers {[tuple(m.weight.shape) for m in linears]} differ from the bundle's "
                          f"{[tuple(w.shape) for w in mlp.weights]}")

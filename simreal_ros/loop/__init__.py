@@ -1,0 +1,1 @@
+"""``simreal loop``: one session -> dataset -> calibration -> fine-tuning -> OPE -> gated rollout -> evaluation."""
