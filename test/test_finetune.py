@@ -293,3 +293,27 @@ def test_the_shielded_training_env_sends_the_shields_command_and_ends_at_its_rev
     assert 8 <= ends[0] < 30  # the shield's revert window (config/shield.yaml: 10 cycles, half of them changed)
     assert all(np.max(np.abs(c - base.measurement.position)) < 0.5 for c in sent[-1:])  # clipped, not q + 0.5
     assert rewards[0] == pytest.approx(-0.5) and rewards[-1] == pytest.approx(-5.5)
+
+
+def test_fqe_ranks_the_shipped_push_policy_above_a_slower_copy_as_monte_carlo_does(tmp_path):
+    """simreal ope's FQE (fqe_start_values, the task's gamma) on 16 logged episodes of the shipped push
+    policy with exploration noise (nominal table) values the shipped policy above a copy of it that
+    pushes at 35 % of its speed, as the two policies' Monte Carlo returns from the same initial states
+    (noiseless rollouts, the task's reward) do. The absolute agreement: bench/bench_ope_mc.py."""
+    from simreal_ros.finetune.networks import write_scaled_bundle
+    from simreal_ros.finetune.ope import DEFAULTS, discounted_returns, fqe_start_values, task_gamma
+
+    robot = load_robot()
+    policies = {"shipped": load_bundle(PUSH, robot),
+                "slower": load_bundle(write_scaled_bundle(PUSH, tmp_path / "slower", 0.35), robot)}
+    logged = simulate(policies["shipped"], "push", 16, seed=40_000, noise_std=0.3)
+    gamma = task_gamma("push")
+    assert 0.97 < gamma < 0.98  # 120 steps of 0.1 s: gamma^120 = 0.05
+    mc = {k: float(discounted_returns(simulate(b, "push", 16, seed=40_000, noise_std=0.0), gamma).mean())
+          for k, b in policies.items()}
+    assert mc["shipped"] > mc["slower"] + 3.0, mc
+    # a short fit (1500 steps of 128, target every 30: seen 3.3 and -4.1 for true 4.0 and -2.9)
+    fqe = {k: float(fqe_start_values(b, logged, n_steps=1500, gamma=gamma, batch_size=128, lr=float(DEFAULTS["fqe_lr"]),
+                                     target_update_interval=30, seed=0).mean())
+           for k, b in policies.items()}
+    assert fqe["shipped"] > fqe["slower"] + 3.0, (fqe, mc)

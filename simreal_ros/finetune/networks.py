@@ -130,3 +130,37 @@ def export_actor(policy, obs_dim: int, action_clip: float, path: str | Path) -> 
             return self.clip * self.policy(obs).squashed_mu
 
     return export_onnx(Actor(), obs_dim, path)
+
+
+def write_scaled_bundle(src: str | Path, dst: str | Path, scale: float, name: str | None = None) -> Path:
+    """A copy of bundle ``src`` at ``dst`` whose ONNX output layer (the last ``Gemm``: weights and
+    bias) is multiplied by ``scale``: the same policy, ``scale`` times as eager (a deliberately worse
+    policy for checking an off-policy estimate; ``scale`` 1 is the original). The manifest is the
+    original's with ``name`` (default ``<name>_x<scale>``); ``provenance.derived`` says how it was made."""
+    import shutil
+
+    import onnx
+    import yaml
+    from onnx import numpy_helper
+
+    from simreal_ros.policy.bundle import MANIFEST_FILE, read_manifest
+
+    manifest, directory = read_manifest(src)
+    dst = Path(dst)
+    shutil.copytree(directory, dst)
+    path = dst / manifest.model_file
+    model = onnx.load(str(path))
+    gemms = [n for n in model.graph.node if n.op_type == "Gemm"]
+    if not gemms:
+        raise ValueError(f"{path}: no dense (Gemm) layer to scale")
+    init = {t.name: t for t in model.graph.initializer}
+    for tensor_name in gemms[-1].input[1:3]:
+        t = init[tensor_name]
+        t.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(t) * scale).astype(np.float32), tensor_name))
+    onnx.save(model, str(path))
+    data = manifest.to_dict()
+    data["name"] = name or f"{manifest.name}_x{scale:g}"
+    data["provenance"] = {**data.get("provenance", {}), "derived": {
+        "from": str(directory), "how": f"output layer scaled by {scale:g} (simreal_ros.finetune.networks)"}}
+    (dst / MANIFEST_FILE).write_text(yaml.safe_dump(data, sort_keys=False, width=120))
+    return dst
