@@ -258,7 +258,7 @@ def test_promote_to_blend_refuses_a_divergent_or_foreign_shadow_session(tmp_path
     promote(b, "shadow", [ope_file(tmp_path / "ope.json")])
     d = promote(b, "blend", [shadow_bag(tmp_path / "far", h, offset=0.2)])
     assert d.decision == "refused" and [c.name for c in d.criteria if not c.passed] == ["divergence from the baseline"]
-    d = promote(b, "blend", [shadow_bag(tmp_path / "iv", h, iv_every=2)])
+    d = promote(b, "blend", [shadow_bag(tmp_path / "iv", h, iv_every=1)])
     assert [c.name for c in d.criteria if not c.passed] == ["would-be intervention rate"]
     d = promote(b, "blend", [shadow_bag(tmp_path / "foreign", "sha256:" + "1" * 64)])
     assert [c.name for c in d.criteria if not c.passed] == ["shadow evidence is of this policy"]
@@ -287,3 +287,33 @@ def test_promotion_file_holds_the_code_defaults():
     assert PromotionConfig.from_file(REPO / "config" / "promotion.yaml") == PromotionConfig()
     data = yaml.safe_load((REPO / "config" / "promotion.yaml").read_text())["promotion"]
     assert set(data) == set(PromotionConfig().__dict__)
+
+
+@pytest.mark.ros
+def test_calibrated_shadow_thresholds_pass_the_shipped_push_policy_and_refuse_a_reversed_one(tmp_path):
+    """config/promotion.yaml's shadow thresholds were set between measured sessions: a real shadow
+    session (simreal sim --task push --shield-mode shadow, every node its own process, 5 goals) of
+    the shipped push policy is promoted to blend; one of the same network with its output reversed
+    is refused on its divergence from the baseline."""
+    import shutil
+
+    from simreal_ros.bringup.session import run_session
+    from simreal_ros.finetune.networks import write_scaled_bundle
+
+    shipped = tmp_path / "push_shipped"
+    shutil.copytree(REPO / "policies" / "push_default", shipped)
+    reversed_ = write_scaled_bundle(REPO / "policies" / "push_default", tmp_path / "push_reversed", -1.0)
+    config = PromotionConfig.from_file(REPO / "config" / "promotion.yaml")
+    decisions = {}
+    for b in (shipped, reversed_):
+        write_rollout(b, "shadow", {"from": "none", "to": "shadow", "decision": "forced"})
+        opts = GraphOptions(task="push", shield_mode="shadow", policy=str(b), output_dir=str(tmp_path),
+                            bag_name=f"{b.name}_bag")
+        s = run_session(build_graph(opts), opts, tmp_path / f"{b.name}_logs", goals=5, duration=0.0,
+                        goal_timeout=30.0, processes=True, progress=False)
+        assert s["error"] is None, s
+        decisions[b.name] = promote(b, "blend", [tmp_path / f"{b.name}_bag"], config)
+    ok, bad = decisions["push_shipped"], decisions["push_reversed"]
+    assert ok.decision == "promoted", [(c.name, c.value, c.passed) for c in ok.criteria]
+    assert bad.decision == "refused" and "divergence from the baseline" in [c.name for c in bad.criteria if not c.passed]
+    assert read_stage(shipped).stage == "blend" and read_stage(reversed_).stage == "shadow"
