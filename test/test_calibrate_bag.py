@@ -201,3 +201,14 @@ def test_the_cli_describes_what_each_session_can_identify(tmp_path, capsys):
     still = write_bag(tmp_path / "still", controller="baseline")  # joints 1-7 move: nothing said to be still
     assert simreal(["calibrate", "fit", str(still), "--out", str(tmp_path / "o2"), "--read-only"]) == 0
     assert "barely moved" not in capsys.readouterr().out
+
+
+def test_an_empty_bag_is_named_as_empty(tmp_path, capsys):
+    with BagWriter(tmp_path / "empty", status_interval_s=0) as w:
+        w.add_topic("/joint_states", "sensor_msgs/msg/JointState")
+    with pytest.raises(BagInputError, match=r"empty bag \(no messages on any of its 1 topics\)"):
+        read_bag(tmp_path / "empty")
+    rc = simreal(["calibrate", "fit", str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "empty bag" in err and str(tmp_path / "empty") in err
+    assert not (tmp_path / "out").exists()

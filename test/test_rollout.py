@@ -317,3 +317,19 @@ def test_calibrated_shadow_thresholds_pass_the_shipped_push_policy_and_refuse_a_
     assert ok.decision == "promoted", [(c.name, c.value, c.passed) for c in ok.criteria]
     assert bad.decision == "refused" and "divergence from the baseline" in [c.name for c in bad.criteria if not c.passed]
     assert read_stage(shipped).stage == "blend" and read_stage(reversed_).stage == "shadow"
+
+
+def test_an_empty_or_foreign_bag_as_shadow_evidence_is_one_line_naming_it(tmp_path, capsys):
+    b = bundle(tmp_path)
+    promote(b, "shadow", [ope_file(tmp_path / "ope.json")])
+    before = (b / "manifest.yaml").read_bytes()
+    with BagWriter(tmp_path / "empty", status_interval_s=0) as w:
+        w.add_topic("/simreal/shield/shadow_command", FA)
+    with BagWriter(tmp_path / "chatter", status_interval_s=0) as w:
+        w.add_topic("/chatter", "std_msgs/msg/String")
+        w.write("/chatter", bytes([0, 1, 0, 0, 3, 0, 0, 0, 104, 105, 0, 0]), 1)
+    for bag, why in ((tmp_path / "empty", "empty bag"), (tmp_path / "chatter", "not a session in shield mode shadow")):
+        rc = simreal(["promote", str(b), "--to", "blend", "--evidence", str(bag)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and why in err and str(bag) in err and "Traceback" not in err, err
+    assert (b / "manifest.yaml").read_bytes() == before

@@ -197,6 +197,8 @@ def read_bag(bag: str | Path, robot: Any = None, options: ReadOptions | None = N
     except BagReadError as exc:
         raise BagInputError(str(exc)) from None
     topics = topic_counts(meta)
+    if not sum(n for _, n in topics.values()):
+        raise BagInputError(f"{bag}: empty bag (no messages on any of its {len(topics)} topics)")
     state_topic = _state_topic(bag, topics, opts.state_topic)
     ours = {state_topic, STAMPED_SENT_TOPIC, *CONTROLLER_TOPICS, "/simreal/state_estimate",
             "/forward_position_controller/commands"}

@@ -185,11 +185,17 @@ def shadow_figures(bag: str | Path, max_lag: float = 0.1) -> tuple[dict[str, Any
     shadow session.
     """
     from simreal_ros.bag.check import BagReadError, check_bag
+    from simreal_ros.bag.metadata import topic_counts
     from simreal_ros.bringup.report import read_bag
 
     bag = Path(bag)
     try:
-        check_bag(bag)
+        topics = topic_counts(check_bag(bag))
+    except BagReadError as exc:
+        raise EvidenceError(str(exc)) from None
+    if not sum(n for _, n in topics.values()):
+        raise EvidenceError(f"{bag}: empty bag (no messages on any of its {len(topics)} topics): not a shadow session")
+    try:
         data = read_bag(bag, [SHADOW_TOPIC, SHADOW_IV_TOPIC, BASELINE_TOPIC, DIAGNOSTICS_TOPIC])
     except BagReadError as exc:
         raise EvidenceError(str(exc)) from None
