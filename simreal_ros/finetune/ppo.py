@@ -276,7 +276,7 @@ def finetune_ppo(parent, task_name: str, randomization: str, logged_obs: np.ndar
         "initialization": f"the parent's weights, read from its ONNX graph: {why}",
         "hyperparameters": {**{k: hp[k] for k in PPO_FT_DEFAULTS}, "ppo": ppo_hp,
                             "net_arch": {"pi": mlp.hidden, "vf": [256, 256]}},
-        "phases": phases, "training_curve": curve[-40:],
+        "phases": phases, "training_curve": curve[::max(1, len(curve) // 100)] + curve[-1:],
         "wall_time_s_training": round(time.monotonic() - t0, 1), "torch_threads": 1,
     }
     return model, info
