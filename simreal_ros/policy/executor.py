@@ -72,10 +72,10 @@ class ExecutorConfig:
     ood_revert: bool = setting(True, "request the shield's revert when an OOD alarm is raised")
     drift_window: int = setting(40, "cycles in the drift monitors' sliding windows of observations and actions "
                                 "(simreal_ros.policy.drift)", low=1, high=100000)
-    drift_obs_threshold: float = setting(5.0, "observation drift: window mean this many training std from the "
+    drift_obs_threshold: float = setting(8.0, "observation drift: window mean this many training std from the "
                                          "training mean (largest over the observation's values)", low=0.1,
                                          high=1000.0)
-    drift_action_threshold: float = setting(3.0, "action drift: window mean this many training std from the "
+    drift_action_threshold: float = setting(5.0, "action drift: window mean this many training std from the "
                                             "training action mean (bundles with provenance.action_statistics)",
                                             low=0.1, high=1000.0)
     drift_min_count: int = setting(20, "consecutive cycles over a drift threshold that raise the drift alarm", low=1,
