@@ -75,7 +75,7 @@ class ExecutorConfig:
     drift_obs_threshold: float = setting(8.0, "observation drift: window mean this many training std from the "
                                          "training mean (largest over the observation's values)", low=0.1,
                                          high=1000.0)
-    drift_action_threshold: float = setting(5.0, "action drift: window mean this many training std from the "
+    drift_action_threshold: float = setting(3.5, "action drift: window mean this many training std from the "
                                             "training action mean (bundles with provenance.action_statistics)",
                                             low=0.1, high=1000.0)
     drift_min_count: int = setting(20, "consecutive cycles over a drift threshold that raise the drift alarm", low=1,
