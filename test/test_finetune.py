@@ -218,10 +218,18 @@ def test_a_shadow_session_keeps_the_policy_proposals_beside_what_the_expert_did(
 
 
 def test_ppo_finetune_starts_from_the_parent_learns_in_the_simulator_and_leaves_the_parent_alone(tmp_path, dataset,
-                                                                                                  logged):
+                                                                                                  logged, monkeypatch):
     """--method ppo, a short run with real parts: SB3 PPO on the MuJoCo push env of a profile, the
-    parent's ONNX weights as the start, the frozen parent through ONNX Runtime in the loss."""
+    parent's ONNX weights as the start, the frozen parent through ONNX Runtime in the loss; it
+    leaves no SB3 logger directory (``<tmp>/SB3-<date>``) behind."""
+    import tempfile
+
     from simreal_ros.finetune.finetune import finetune
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
 
     parent = tmp_path / "push_default"
     shutil.copytree(PUSH, parent)
@@ -229,6 +237,7 @@ def test_ppo_finetune_starts_from_the_parent_learns_in_the_simulator_and_leaves_
     res = finetune(parent, [dataset], tmp_path / "new", method="ppo", randomization="default", timesteps=128,
                    value_warmup=64, n_envs=1, progress=False, command="test")
     assert bundle_hash(parent) == before
+    assert [p.name for p in tmp.iterdir() if p.name.startswith("SB3-")] == []
     b = load_bundle(tmp_path / "new", load_robot())
     pm, nm = read_manifest(parent)[0].to_dict(), b.manifest.to_dict()
     for key in ("robot", "control_rate_hz", "observation", "action", "default_pose"):

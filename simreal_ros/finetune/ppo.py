@@ -218,6 +218,9 @@ def finetune_ppo(parent, task_name: str, randomization: str, logged_obs: np.ndar
     cls = _make_regularized_ppo()
     torch.manual_seed(seed)
     model = cls("MlpPolicy", venv, seed=seed, policy_kwargs=policy_kwargs, device="cpu", verbose=0, **ppo_hp)
+    from simreal_ros.training.train import quiet_logger
+
+    quiet_logger(model)  # no /tmp/SB3-<date> directory
     load_parent_actor(model, mlp)
 
     def reference(x: np.ndarray) -> np.ndarray:  # the frozen parent's mean (ONNX Runtime), clipped like its actions
