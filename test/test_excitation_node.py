@@ -133,6 +133,18 @@ def test_with_a_recorder_named_it_starts_only_once_that_node_records_what_the_fi
                                 (Float64MultiArray, "/simreal/excitation/command"),
                                 (Float64MultiArray, "/forward_position_controller/commands")):
             recorder.create_subscription(msg_type, topic, lambda _m: None, 10)
+        # subscribed is not yet recording: it waits until the recorder's own counts (its /diagnostics)
+        # show messages received on the topics others publish (a late match lost 0.24 s of states)
+        n = len(status)
+        assert ros_node.spin_until(lambda: sum("nothing received yet" in m for m in status[n:]) >= 3, 60), status[-1:]
+        assert cmds == []
+        from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+        diag = recorder.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        topics = ("/joint_states", "/simreal/shield/sent", "/simreal/state_estimate",
+                  "/forward_position_controller/commands")
+        ros_node.create_timer(0.1, lambda: diag.publish(DiagnosticArray(status=[DiagnosticStatus(
+            name="recorder", values=[KeyValue(key=f"{t}.received", value="3") for t in topics])])))
         assert ros_node.spin_until(lambda: len(cmds) >= 5, 60), processes.output(proc)[-2000:]
         np.testing.assert_allclose(np.array(cmds[0].data), START, atol=1e-9)  # from the held pose, no jump
     finally:

@@ -80,6 +80,9 @@ class ExcitationNode(Node):
         self.create_subscription(JointState, p["state_topic"], self._on_state, qos_profile_sensor_data)
         if p["sent_topic"]:
             self.create_subscription(Float64MultiArray, p["sent_topic"], self._on_sent, 10)
+        self._recorder_received: dict[str, int] = {}  # the recorder's own count per topic (its /diagnostics)
+        if p["recorder"]:
+            self.create_subscription(DiagnosticArray, "/diagnostics", self._on_recorder_status, 50)
         sim_time = self.get_parameter("use_sim_time").value
         clock = None if sim_time else Clock(clock_type=ClockType.STEADY_TIME)
         self._run_clock = self.get_clock() if sim_time else clock  # (not _clock: rclpy's)
@@ -141,18 +144,33 @@ class ExcitationNode(Node):
             self.get_logger().info(f"excitation finished after {t:.2f} s: holding the centre")
             self._on_diagnostics()
 
+    def _on_recorder_status(self, msg: DiagnosticArray) -> None:
+        for st in msg.status:
+            if st.name != self.params["recorder"]:
+                continue
+            for kv in st.values:
+                if kv.key.endswith(".received"):
+                    try:
+                        self._recorder_received[kv.key[: -len(".received")]] = int(kv.value)
+                    except ValueError:
+                        pass
+
     def _not_recorded(self) -> list[str]:
         """The topics (resolved, so remapped) the recorder node does not subscribe to yet."""
         p = self.params
         topics = [p["state_topic"], p["command_topic"], p["sent_topic"], *p["recorded_topics"]]
         out = []
+        command = self.resolve_topic_name(p["command_topic"])
         for topic in dict.fromkeys(self.resolve_topic_name(t) for t in topics if t):
             if not any(i.node_name == p["recorder"] for i in self.get_subscriptions_info_by_topic(topic)):
                 out.append(topic)
+            elif topic != command and self._recorder_received.get(topic, 0) <= 0:
+                # subscribed is not receiving: the publisher may match the recorder's subscription
+                # later (the bag then began 0.24 s into the run's states, at load 3); its own count says
+                out.append(f"{topic} (nothing received yet)")
         # The graph names a subscription once it is discovered, before this node's publisher has
         # matched it; a proposal published in between is lost to that subscriber (the bag began at
         # the second proposal in about one recording in four at load 5-8). Wait for the match too.
-        command = self.resolve_topic_name(p["command_topic"])
         if command not in out and self.cmd_pub.get_subscription_count() < self.count_subscribers(command):
             out.append(f"{command} (not matched yet)")
         return out
