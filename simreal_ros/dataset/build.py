@@ -13,6 +13,8 @@ What a bag gives (``simreal sim --record``, ``bringup.launch.py record:=true``):
   stamped) after the cycle and up to the next, mapped back into the bundle's action space
   (:func:`~simreal_ros.policy.action.command_to_action`, :func:`~simreal_ros.policy.action.planar_command_to_action`);
   its interventions from ``/simreal/shield/interventions`` (matched to the sent commands by stamp);
+  a cycle with no sent command in the bag up to the next one (a recording that began late) has no
+  executed action and starts no transition (counted: ``cycles_without_a_sent_command``);
 - rewards: :mod:`simreal_ros.sim.rewards` at the state after the step (the state the next cycle
   acted on; for push the tracked puck on ``/simreal/object_pose``);
 - episodes: one per goal (``/simreal/goal``); a gap longer than ``max_gap_periods`` policy periods
@@ -46,16 +48,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from simreal_ros import topics
 from simreal_ros.bag.check import STAMPED_SENT_TOPIC, BagReadError, check_bag
 from simreal_ros.bag.metadata import topic_counts
 from simreal_ros.dataset import INTERVENTION_KINDS, DatasetError, DatasetMeta, Transitions
 
-RECORD_TOPIC = "/simreal/policy/record"
-BUNDLE_TOPIC = "/simreal/policy/bundle"
-INTERVENTIONS_TOPIC = "/simreal/shield/interventions"
-GOAL_TOPIC = "/simreal/goal"
-OBJECT_TOPIC = "/simreal/object_pose"
-STATE_TOPICS = ("/simreal/state_estimate", "/joint_states")
+RECORD_TOPIC = topics.POLICY_RECORD
+BUNDLE_TOPIC = topics.POLICY_BUNDLE
+INTERVENTIONS_TOPIC = topics.INTERVENTIONS
+GOAL_TOPIC = topics.GOAL
+OBJECT_TOPIC = topics.OBJECT_POSE
+STATE_TOPICS = (topics.STATE_ESTIMATE, topics.JOINT_STATES)
 #: an intervention message belongs to the sent command stamped at most this long before it (the
 #: shield stamps both in one cycle: the sent copy with its step time, the interventions right after)
 MATCH_S = 0.005
@@ -278,7 +281,7 @@ class _Builder:
         self.source = None
         self.bags: list[dict[str, Any]] = []
         self.counts = {"cycles": 0, "skipped": {}, "rows": 0, "dropped_after_terminal": 0, "dropped_no_state": 0,
-                       "episodes_cut_by_gaps": 0}
+                       "episodes_cut_by_gaps": 0, "cycles_without_a_sent_command": 0}
         self.notes: list[str] = []
 
     # ------------------------------------------------------------------ per bag
@@ -595,7 +598,13 @@ class _Builder:
             new[1:] = gap | goal_change
             goal_cut[1:] = goal_change
             self.counts["episodes_cut_by_gaps"] += int(np.sum(gap & ~goal_change))
-        new |= np.isnan(c.sent[:, 0])
+        # A cycle after which the bag holds no sent command (the recorder got the shield's commands
+        # only later) has no executed action: it starts no transition (it ends its stretch: the
+        # next cycle starts a new one), and is counted. It used to start one with action 0.
+        unsent = np.isnan(c.sent[:, 0])
+        new |= unsent
+        new[1:] |= unsent[:-1]
+        self.counts["cycles_without_a_sent_command"] += int(unsent.sum())
         # executed actions and the observations (rebuilt ones need the previous executed action)
         act = np.zeros((n, m.action_dim))
         obs = c.obs.copy() if c.obs is not None else np.zeros((n, m.obs_dim))
@@ -645,10 +654,8 @@ class _Builder:
                 # puck, at once): the tracked puck's centred speed needs SPEED_WINDOW_S more of it
                 until = c.t[i + 1] + (SPEED_WINDOW_S if goal_cut[i + 1] else 0.0)
                 close(not ended and self._reached_after(c, i, until))
-                ended = False
+                ended = ended and not goal_cut[i + 1]  # a gap under the same goal does not end the drop
                 continue
-            if new[i]:
-                ended = False
             if ended:
                 self.counts["dropped_after_terminal"] += 1
                 continue

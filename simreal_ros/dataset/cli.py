@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
           f"({m.bundle_hash[:12]}), observations {m.observation_source}")
     print(f"  shield intervened in {int(t.intervened.sum())} of {len(t)} steps; policy proposals in "
           f"{int(t.has_proposal.sum())}; mean reward {float(t.rewards.mean()):.3f}; skipped cycles "
-          f"{sum(c['skipped'].values())}, dropped after a terminal {c['dropped_after_terminal']}")
+          f"{sum(c['skipped'].values())}, dropped after a terminal {c['dropped_after_terminal']}, without a sent "
+          f"command {c.get('cycles_without_a_sent_command', 0)}")
     outcomes: dict[str, int] = {}
     for bag in m.provenance["bags"]:
         for g in bag.get("goals", []):
