@@ -17,11 +17,12 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from simreal_ros import topics
 from simreal_ros.bag.metadata import MetadataError, read_metadata
 from simreal_ros.bag.recover import needs_recovery
 from simreal_ros.bag.types import typestore
 
-STAMPED_SENT_TOPIC = "/simreal/shield/sent"
+STAMPED_SENT_TOPIC = topics.STAMPED_SENT
 #: resolution of ROS stamps (integer ns), what check_limits allows the stamps as rounding
 STAMP_RESOLUTION = 1e-9
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from simreal_ros import topics
 from simreal_ros.nodes.spin import EXECUTORS
 from simreal_ros.policy.bundle import read_manifest
 from simreal_ros.policy.executor import TRIGGERS
@@ -352,7 +353,7 @@ def _randomization(value: str) -> str:
 
 
 PUSH_BASELINE = "push_baseline"
-OBJECT_TOPIC = "/simreal/object_pose"
+OBJECT_TOPIC = topics.OBJECT_POSE
 
 
 def push_flange_box() -> dict[str, Any]:

@@ -10,14 +10,15 @@ from typing import Any
 
 import numpy as np
 
+from simreal_ros import topics
 from simreal_ros.shield.config import ShieldConfig
 
-SENT_TOPIC = "/forward_position_controller/commands"
-STAMPED_SENT_TOPIC = "/simreal/shield/sent"  # the same commands, stamped with the shield's step time (JointState)
-POLICY_TOPIC = "/simreal/policy/command"
-BASELINE_TOPIC = "/simreal/baseline/command"
-INTERVENTIONS_TOPIC = "/simreal/shield/interventions"
-DIAGNOSTICS_TOPIC = "/diagnostics"
+SENT_TOPIC = topics.SENT
+STAMPED_SENT_TOPIC = topics.STAMPED_SENT  # the same commands, stamped with the shield's step time (JointState)
+POLICY_TOPIC = topics.POLICY_COMMAND
+BASELINE_TOPIC = topics.BASELINE_COMMAND
+INTERVENTIONS_TOPIC = topics.INTERVENTIONS
+DIAGNOSTICS_TOPIC = topics.DIAGNOSTICS
 
 
 def bag_directory(opts: Any) -> Path | None:

@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from simreal_ros import topics
+from simreal_ros.bag.status import RECORDER_STATUS, not_received
 from simreal_ros.bringup.background import BackgroundNode
 from simreal_ros.bringup.graph import GraphOptions, NodeSpec, shield_config
 
@@ -13,6 +15,20 @@ STARTUP_TIMEOUT_S = 60.0
 #: a recorded session runs this long after its last goal before the graph stops, so the bag holds
 #: how the last goal ended (the dataset judges a push goal on the tracked puck's speed over +-0.1 s)
 RECORD_TAIL_S = 0.5
+#: what a recorded session's bag must hold from the first goal on (the dataset and the summary read
+#: them), by the node that publishes each: the first goal is not requested until the recorder's own
+#: counts show every one arriving. Waiting only for the recorder's subscriptions to appear in the
+#: graph was not enough: a subscription can match its publisher later, and a CI bag lacked a first
+#: goal met 17 us into the session, and the shield's sent commands of the first cycles.
+SESSION_STREAMS = {topics.JOINT_STATES: "sim_bridge", topics.STATE_ESTIMATE: "state_estimator",
+                   topics.GOAL: "sim_bridge", topics.STAMPED_SENT: "safety_shield",
+                   topics.POLICY_RECORD: "policy_executor", topics.OBJECT_POSE: "sim_bridge"}
+
+
+def recorded_streams(nodes: list[NodeSpec], task: str) -> list[str]:
+    """The :data:`SESSION_STREAMS` this graph publishes (the puck pose only in the push task)."""
+    names = {n.name for n in nodes}
+    return [t for t, node in SESSION_STREAMS.items() if node in names and (t != topics.OBJECT_POSE or task == "push")]
 
 
 class _Spinner(BackgroundNode):
@@ -54,7 +70,7 @@ def run_session(nodes: list[NodeSpec], opts: GraphOptions, run_dir: Path, goals:
     from tqdm import tqdm
 
     from simreal_ros.bringup.coordinator import GoalResult
-    from simreal_ros.bringup.report import STAMPED_SENT_TOPIC, bag_directory, scan_bag
+    from simreal_ros.bringup.report import bag_directory, scan_bag
     from simreal_ros.bringup.runner import HOT_PATH, InProcessGraph, ProcessGraph
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -67,10 +83,16 @@ def run_session(nodes: list[NodeSpec], opts: GraphOptions, run_dir: Path, goals:
     coord = spinner.node
     started = time.monotonic()
     try:
-        # Up = the bridge's goal and state are here and the policy is proposing (discovery between
-        # seven participants can take seconds on a loaded machine; goal timing starts after it).
-        def recording() -> bool:  # the recorder is the only subscriber of the shield's stamped copy
-            return not opts.record or coord.count_subscribers(STAMPED_SENT_TOPIC) >= 1
+        # Up = the bridge's goal and state are here, the policy is proposing and the recorder is
+        # receiving what the bag must hold (discovery between seven participants can take seconds
+        # on a loaded machine; goal timing starts after it).
+        streams = recorded_streams(nodes, opts.task) if opts.record else []
+
+        def unrecorded() -> list[str]:
+            return not_received(coord.figures.latest.get(RECORDER_STATUS), streams)
+
+        def recording() -> bool:
+            return not unrecorded()
 
         def up() -> bool:
             return (coord.goal is not None and coord.flange is not None and coord.figures.policy_commands > 0
@@ -80,7 +102,8 @@ def run_session(nodes: list[NodeSpec], opts: GraphOptions, run_dir: Path, goals:
             failed = graph.failed() if processes else {}
             missing = [what for what, ok in (("goal", coord.goal is not None), ("joint state", coord.flange is not None),
                                              ("policy commands", coord.figures.policy_commands > 0),
-                                             ("recorder", recording())) if not ok]
+                                             (f"recorder counts for {', '.join(unrecorded())}", recording()))
+                       if not ok]
             summary["error"] = (f"the graph did not come up within {STARTUP_TIMEOUT_S:.0f} s (no {', '.join(missing)})"
                                 + (f"; exited: {failed} (see logs in {run_dir})" if failed else ""))
             return _finish(summary, coord.figures, opts, nodes)

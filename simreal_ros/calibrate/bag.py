@@ -28,15 +28,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from simreal_ros import topics
 from simreal_ros.bag.check import STAMPED_SENT_TOPIC, BagReadError, check_bag, read_topic, stamped_commands
 from simreal_ros.bag.metadata import topic_counts
 from simreal_ros.calibrate.session import Session, SessionError, SourceInfo
 
-STATE_TOPIC = "/joint_states"
+STATE_TOPIC = topics.JOINT_STATES
 #: proposal topic -> the controller it belongs to (what drove the arm, from what the bag holds)
-CONTROLLER_TOPICS = {"/simreal/excitation/command": "excitation", "/simreal/policy/command": "policy",
+CONTROLLER_TOPICS = {"/simreal/excitation/command": "excitation", topics.POLICY_COMMAND: "policy",
                      "/simreal/baseline/command": "baseline"}
-DIAGNOSTICS_TOPIC = "/diagnostics"
+DIAGNOSTICS_TOPIC = topics.DIAGNOSTICS
 #: the sent commands and the joint states are on one clock when their stamps are this close to
 #: their receive times alike (transport and latencies are milliseconds; other clocks are years apart)
 MAX_CLOCK_MISMATCH_S = 1.0

@@ -31,6 +31,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
+from simreal_ros.bag.status import not_received
 from simreal_ros.estimator.excitation import ExcitationConfig, ExcitationRun, ExcitationRunConfig
 from simreal_ros.nodes.common import JointOrder, array_msg, publish_status, run_node
 from simreal_ros.nodes.params import Param, declare_and_read
@@ -80,7 +81,7 @@ class ExcitationNode(Node):
         self.create_subscription(JointState, p["state_topic"], self._on_state, qos_profile_sensor_data)
         if p["sent_topic"]:
             self.create_subscription(Float64MultiArray, p["sent_topic"], self._on_sent, 10)
-        self._recorder_received: dict[str, int] = {}  # the recorder's own count per topic (its /diagnostics)
+        self._recorder_status: dict[str, str] = {}  # the recorder's own counts (its /diagnostics)
         if p["recorder"]:
             self.create_subscription(DiagnosticArray, "/diagnostics", self._on_recorder_status, 50)
         sim_time = self.get_parameter("use_sim_time").value
@@ -148,12 +149,7 @@ class ExcitationNode(Node):
         for st in msg.status:
             if st.name != self.params["recorder"]:
                 continue
-            for kv in st.values:
-                if kv.key.endswith(".received"):
-                    try:
-                        self._recorder_received[kv.key[: -len(".received")]] = int(kv.value)
-                    except ValueError:
-                        pass
+            self._recorder_status = {kv.key: kv.value for kv in st.values}
 
     def _not_recorded(self) -> list[str]:
         """The topics (resolved, so remapped) the recorder node does not subscribe to yet."""
@@ -164,7 +160,7 @@ class ExcitationNode(Node):
         for topic in dict.fromkeys(self.resolve_topic_name(t) for t in topics if t):
             if not any(i.node_name == p["recorder"] for i in self.get_subscriptions_info_by_topic(topic)):
                 out.append(topic)
-            elif topic != command and self._recorder_received.get(topic, 0) <= 0:
+            elif topic != command and not_received(self._recorder_status, [topic]):
                 # subscribed is not receiving: the publisher may match the recorder's subscription
                 # later (the bag then began 0.24 s into the run's states, at load 3); its own count says
                 out.append(f"{topic} (nothing received yet)")

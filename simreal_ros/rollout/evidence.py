@@ -35,12 +35,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from simreal_ros import topics
 from simreal_ros.policy.manifest_yaml import short_repr
 
-SHADOW_TOPIC = "/simreal/shield/shadow_command"
-SHADOW_IV_TOPIC = "/simreal/shield/shadow_interventions"
-BASELINE_TOPIC = "/simreal/baseline/command"
-DIAGNOSTICS_TOPIC = "/diagnostics"
+SHADOW_TOPIC = topics.SHADOW_COMMAND
+SHADOW_IV_TOPIC = topics.SHADOW_INTERVENTIONS
+BASELINE_TOPIC = topics.BASELINE_COMMAND
+DIAGNOSTICS_TOPIC = topics.DIAGNOSTICS
 POLICY_STATUS_PREFIX = "policy_executor:"
 #: the OPE keys read (section -> key -> kind); "?" marks an optional section/key
 OPE_SCHEMA: dict[str, dict[str, str]] = {
