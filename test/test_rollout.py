@@ -32,12 +32,15 @@ def bundle(tmp_path: Path, name: str = "b", seed: int = 0) -> Path:
 
 
 def ope_file(path: Path, ci_low: float = 1.0, parent_low: float | None = 0.9, violations: int = 0,
-             policy_hash_: str | None = None) -> Path:
+             policy_hash_: str | None = None, rates: tuple[float, float] = (0.0, 0.0),
+             parent_rates: tuple[float, float] | None = None) -> Path:
     data = {"policy": {"fqe": {"mean": ci_low + 0.2, "ci_low": ci_low, "ci_high": ci_low + 0.4}},
-            "replay": {"predicted_violations": violations, "intervention_rate": 0.0, "ood_rate": 0.0},
+            "replay": {"predicted_violations": violations, "intervention_rate": rates[0], "ood_rate": rates[1]},
             "extra": {"ignored": True}}
     if parent_low is not None:
         data["parent"] = {"fqe": {"mean": parent_low + 0.1, "ci_low": parent_low, "ci_high": parent_low + 0.2}}
+        if parent_rates is not None:
+            data["parent"]["replay"] = {"intervention_rate": parent_rates[0], "ood_rate": parent_rates[1]}
     if policy_hash_ is not None:
         data["policy"]["policy_hash"] = policy_hash_
     path.write_text(json.dumps(data))
@@ -250,6 +253,27 @@ def test_promote_refuses_and_records_when_a_criterion_fails(tmp_path, capsys, kw
     assert state.stage == "none" and state.history[-1]["decision"] == "refused"
     rc = simreal(["promote", str(b), "--to", "shadow", "--evidence", str(ope), "--force"])
     assert rc == 0 and "FORCED" in capsys.readouterr().out and read_stage(b).stage == "shadow"
+
+
+@pytest.mark.parametrize("parent_rates,promoted", [(None, False), ((0.186, 0.070), True), ((0.12, 0.07), False),
+                                                   ((0.19, 0.05), False)])
+def test_replay_rates_are_judged_against_the_parents_on_the_same_states(tmp_path, capsys, parent_rates, promoted):
+    """The issue-13 loop's case: the fine-tuned policy's replay rates (0.187 interventions, 0.070 OOD
+    per cycle) are above the absolute maxima (0.1, 0.05) because the logged states are off the
+    training distribution, and its parent scores alike there: judged against the parent it is
+    promoted (it was refused; the parent's 0.186 and 0.070 plus the 0.01 margin); a rate above the
+    parent's plus the margin is still refused."""
+    b = bundle(tmp_path)
+    ope = ope_file(tmp_path / "ope.json", rates=(0.187, 0.070), parent_rates=parent_rates)
+    rc = simreal(["promote", str(b), "--to", "shadow", "--evidence", str(ope)])
+    out = capsys.readouterr().out
+    assert (rc == 0) == promoted and read_stage(b).stage == ("shadow" if promoted else "none"), out
+    if promoted:
+        assert "[PASS] replay OOD rate: 0.07 (threshold <= 0.08)" in out and "the parent's" in out
+    else:
+        assert "[FAIL] replay" in out
+    crit = {c["name"]: c for c in read_stage(b).history[-1]["criteria"]}
+    assert crit["replay intervention rate"]["passed"] == (parent_rates is not None and parent_rates[0] + 0.01 >= 0.187)
 
 
 def test_promote_to_blend_refuses_a_divergent_or_foreign_shadow_session(tmp_path):

@@ -151,16 +151,19 @@ def ope_evidence(report: dict[str, Any], bundle: Path, path: Path) -> Path:
     def fqe(p: dict[str, Any]) -> dict[str, float]:
         return {"mean": p["fqe_value_mean"], "ci_low": p["fqe_value_ci95"][0], "ci_high": p["fqe_value_ci95"][1]}
 
-    r = pol["replay"]
+    def rates(p: dict[str, Any]) -> dict[str, float]:
+        r = p["replay"]
+        return {"intervention_rate": float(r["shield_interventions_per_100_commands"]) / 100.0,
+                "ood_rate": float(r["ood_excursion_rate"])}
+
     data: dict[str, Any] = {
         "policy": {"fqe": fqe(pol), "policy_hash": policy_hash(bundle)},
-        "replay": {"predicted_violations": int(r["predicted_limit_violations"]),
-                   "intervention_rate": float(r["shield_interventions_per_100_commands"]) / 100.0,
-                   "ood_rate": float(r["ood_excursion_rate"])},
+        "replay": {"predicted_violations": int(pol["replay"]["predicted_limit_violations"]), **rates(pol)},
         "source": report.get("file"),
     }
     if "against" in report["policies"]:
-        data["parent"] = {"fqe": fqe(report["policies"]["against"])}
+        parent = report["policies"]["against"]
+        data["parent"] = {"fqe": fqe(parent), "replay": rates(parent)}
     path.write_text(json.dumps(data, indent=2))
     return path
 

@@ -46,7 +46,8 @@ POLICY_STATUS_PREFIX = "policy_executor:"
 #: the OPE keys read (section -> key -> kind); "?" marks an optional section/key
 OPE_SCHEMA: dict[str, dict[str, str]] = {
     "policy": {"fqe.mean": "number", "fqe.ci_low": "number", "fqe.ci_high": "number", "policy_hash?": "string"},
-    "parent?": {"fqe.mean": "number", "fqe.ci_low": "number", "fqe.ci_high": "number"},
+    "parent?": {"fqe.mean": "number", "fqe.ci_low": "number", "fqe.ci_high": "number",
+                "replay.intervention_rate?": "fraction", "replay.ood_rate?": "fraction"},
     "replay": {"predicted_violations": "count", "intervention_rate": "fraction", "ood_rate": "fraction"},
 }
 MAX_JSON_BYTES = 16 * 1024 * 1024

@@ -6,7 +6,9 @@ to stage   evidence             criteria (thresholds: :class:`PromotionConfig`, 
 shadow     ``ope`` JSON         FQE lower bound not below the parent's (``ope_margin``; no
                                 parent in the file: not compared, noted), predicted limit
                                 violations <= ``max_predicted_violations`` (0), replay
-                                intervention rate and OOD rate under their maxima
+                                intervention rate and OOD rate under their maxima, or under
+                                the parent's on the same states (+ ``replay_parent_margin``)
+                                where that is larger
 blend      ``shadow`` bag       at least ``min_shadow_commands`` would-be commands of this
                                 policy, divergence from the baseline <= ``max_shadow_divergence``,
                                 would-be intervention rate <= ``max_shadow_intervention_rate``
@@ -51,6 +53,14 @@ class PromotionConfig:
                                                   low=0.0, high=1.0)
     max_replay_ood_rate: float = setting(0.05, "most out-of-distribution cycles per replayed cycle (OPE replay)",
                                          low=0.0, high=1.0)
+    # The replay runs on the logged states, which can themselves be off the training distribution
+    # (a hidden table): the issue-13 loop's fine-tuned push policy scored 0.187 interventions and 0.070
+    # OOD per cycle and was refused while its parent, on the same states, scored alike. With the
+    # parent's replay in the evidence a rate passes up to the larger of its maximum and the parent's
+    # plus a margin (that parent: 0.186 and 0.070; 0.01 is one cycle in a hundred).
+    replay_parent_margin: float = setting(0.01, "with the parent's replay in the OPE evidence, the replay "
+                                          "intervention and OOD rates may be up to the parent's plus this "
+                                          "(or their maxima, whichever is larger)", low=0.0, high=1.0)
     min_shadow_commands: int = setting(100, "fewest would-be policy commands a shadow session must hold", low=1,
                                        high=100000000)
     # measured (2026-12-02, simreal sim --task push --shield-mode shadow --goals 5, nominal table, load 9-13):
@@ -118,6 +128,17 @@ def _bound(ev: Evidence, current_hash: str, hashes: Sequence[str]) -> Criterion:
                      current_hash[:19] + "...", ok, "" if ok else f"{ev.path} is evidence for another policy")
 
 
+def _replay_rate(name: str, rate: float, most: float, parent: float | None, margin: float) -> Criterion:
+    """A replay rate against its maximum, or against the parent's on the same states (plus ``margin``)
+    when that is larger."""
+    if parent is None or parent + margin <= most:
+        return Criterion(name, round(rate, 6), f"<= {most:g}", rate <= most)
+    ref = parent + margin
+    return Criterion(name, round(rate, 6), f"<= {ref:g}", rate <= ref,
+                     f"the parent's on the same logged states ({parent:g}{f' + {margin:g}' if margin else ''}) "
+                     f"is above the maximum {most:g}")
+
+
 def criteria(target: str, evidence: Sequence[Evidence], config: PromotionConfig, state: RolloutState) -> list[Criterion]:
     """The criteria of moving to ``target`` with ``evidence`` (all of the needed kind are judged)."""
     kind = NEEDS[target]
@@ -141,12 +162,10 @@ def criteria(target: str, evidence: Sequence[Evidence], config: PromotionConfig,
             v = f["replay.predicted_violations"]
             out.append(Criterion(f"predicted limit violations{tag}", v, f"<= {config.max_predicted_violations}",
                                  v <= config.max_predicted_violations))
-            r = f["replay.intervention_rate"]
-            out.append(Criterion(f"replay intervention rate{tag}", round(r, 6),
-                                 f"<= {config.max_replay_intervention_rate:g}", r <= config.max_replay_intervention_rate))
-            r = f["replay.ood_rate"]
-            out.append(Criterion(f"replay OOD rate{tag}", round(r, 6), f"<= {config.max_replay_ood_rate:g}",
-                                 r <= config.max_replay_ood_rate))
+            for what, key, most in (("intervention", "intervention_rate", config.max_replay_intervention_rate),
+                                    ("OOD", "ood_rate", config.max_replay_ood_rate)):
+                out.append(_replay_rate(f"replay {what} rate{tag}", f[f"replay.{key}"], most,
+                                        f.get(f"parent.replay.{key}"), config.replay_parent_margin))
         elif kind == "shadow":
             hashes = f.get("policy_hashes") or []
             if not hashes:
