@@ -27,6 +27,21 @@ STAMPED_SENT_TOPIC = topics.STAMPED_SENT
 STAMP_RESOLUTION = 1e-9
 
 
+def joint_index(names: tuple[str, ...], robot: Any) -> list[int]:
+    """Where each of ``robot``'s joints is in a recorded message's ``names``.
+
+    Raises:
+        ValueError: the names are not exactly the robot's joints (missing, unknown or duplicate ones).
+    """
+    joints, wanted = tuple(robot.joint_names), set(robot.joint_names)
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup or set(names) != wanted:
+        why = (f"duplicate joint(s) {dup}" if dup else
+               f"missing {sorted(wanted - set(names))}, unknown {sorted(set(names) - wanted)}")
+        raise ValueError(f"joint names {list(names)} are not the joints of {robot.name} {list(joints)} ({why})")
+    return [names.index(j) for j in joints]
+
+
 class BagReadError(ValueError):
     """A bag cannot be read as asked (not closed cleanly, damaged, no such topic, foreign joints)."""
 
@@ -94,7 +109,6 @@ def stamped_commands(messages: Iterable[Any], robot: Any, command_mode: str = "p
     if command_mode not in ("position", "effort"):
         raise ValueError(f"command_mode must be 'position' or 'effort', got {command_mode!r}")
     joints = tuple(robot.joint_names)
-    wanted = set(joints)
     times, rows = [], []
     order: tuple[str, ...] | None = None
     index: list[int] = []
@@ -104,13 +118,10 @@ def stamped_commands(messages: Iterable[Any], robot: Any, command_mode: str = "p
         stamp_ns = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
         where = f"message #{k} (stamp {stamp_ns * 1e-9:.6f} s)"
         if names != order:
-            dup = sorted({n for n in names if names.count(n) > 1})
-            if dup or set(names) != wanted:
-                why = (f"duplicate joint(s) {dup}" if dup else
-                       f"missing {sorted(wanted - set(names))}, unknown {sorted(set(names) - wanted)}")
-                raise ValueError(f"{where}: joint names {list(names)} are not the joints of {robot.name} "
-                                 f"{list(joints)} ({why})")
-            order, index = names, [names.index(j) for j in joints]
+            try:
+                order, index = names, joint_index(names, robot)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
         values = list(msg.effort if command_mode == "effort" else msg.position)
         if len(values) != len(names):
             raise ValueError(f"{where}: {len(values)} {command_mode} value(s) for {len(names)} joint names")

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from simreal_ros import topics
-from simreal_ros.bag.check import STAMPED_SENT_TOPIC, BagReadError, check_bag, read_topic, stamped_commands
+from simreal_ros.bag.check import STAMPED_SENT_TOPIC, BagReadError, check_bag, joint_index, read_topic, stamped_commands
 from simreal_ros.bag.metadata import topic_counts
 from simreal_ros.calibrate.session import Session, SessionError, SourceInfo
 
@@ -111,7 +111,6 @@ def _joint_states(bag: Path, topic: str, msgs: list[tuple[int, Any]], robot: Any
         -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """(stamp ns, log ns, q, dq, tau or None) in robot order, mapped by joint name."""
     joints = tuple(robot.joint_names)
-    wanted = set(joints)
     n = len(joints)
     stamps, logs = np.empty(len(msgs), np.int64), np.empty(len(msgs), np.int64)
     q, dq, tau = np.empty((len(msgs), n)), np.empty((len(msgs), n)), np.empty((len(msgs), n))
@@ -121,13 +120,10 @@ def _joint_states(bag: Path, topic: str, msgs: list[tuple[int, Any]], robot: Any
     for k, (log, msg) in enumerate(msgs):
         names = tuple(str(x) for x in msg.name)
         if names != order:
-            dup = sorted({x for x in names if names.count(x) > 1})
-            if dup or set(names) != wanted:
-                why = (f"duplicate joint(s) {dup}" if dup else
-                       f"missing {sorted(wanted - set(names))}, unknown {sorted(set(names) - wanted)}")
-                raise BagInputError(f"{bag} {topic}: message #{k}: joint names {list(names)} are not the joints of "
-                                    f"{robot.name} {list(joints)} ({why}): recorded on another robot?")
-            order, index = names, [names.index(j) for j in joints]
+            try:
+                order, index = names, joint_index(names, robot)
+            except ValueError as exc:
+                raise BagInputError(f"{bag} {topic}: message #{k}: {exc}: recorded on another robot?") from None
         m = len(names)
         if len(msg.position) != m or len(msg.velocity) != m:
             raise BagInputError(f"{bag} {topic}: message #{k} has {len(msg.position)} positions and "

@@ -29,7 +29,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from simreal_ros.baseline import BaselineConfig, BaselineController
-from simreal_ros.nodes.common import JointOrder, array_msg, publish_status, run_node, subscribe_goal
+from simreal_ros.nodes.common import JointOrder, array_msg, finite_positions, publish_status, run_node, subscribe_goal
 from simreal_ros.nodes.params import Param, declare_and_read
 from simreal_ros.robot import load_robot
 from simreal_ros.settings import settings_of
@@ -87,14 +87,8 @@ class BaselineControllerNode(Node):
 
     # ------------------------------------------------------------------ callbacks
     def _on_state(self, msg: JointState) -> None:
-        try:
-            q, _, _ = self.order.arrays(msg)
-            if not np.all(np.isfinite(q)):
-                raise ValueError("non-finite joint positions")
-        except ValueError as exc:
-            self.counts["bad_states"] += 1
-            self.get_logger().error(f"ignoring state on {self.params['state_topic']}: {exc}",
-                                    throttle_duration_sec=2.0)
+        q = finite_positions(self, self.order, msg, self.counts, self.params["state_topic"])
+        if q is None:
             return
         self._q, self._q_time = q, self._now()
         if not self.core.started:

@@ -126,6 +126,21 @@ class JointOrder:
         return pos, pick(msg.velocity), pick(msg.effort)
 
 
+def finite_positions(node: Node, order: JointOrder, msg: JointState, counts: dict[str, int],
+                     topic: str = "") -> np.ndarray | None:
+    """``msg``'s joint positions in robot order, or None for a malformed or non-finite state: counted
+    as ``counts["bad_states"]`` and logged (throttled), never acted on."""
+    try:
+        q, _, _ = order.arrays(msg)
+        if not np.all(np.isfinite(q)):
+            raise ValueError("non-finite joint positions")
+    except ValueError as exc:
+        counts["bad_states"] += 1
+        node.get_logger().error(f"ignoring state{f' on {topic}' if topic else ''}: {exc}", throttle_duration_sec=2.0)
+        return None
+    return q
+
+
 #: QoS of the goal topic's publisher: latched (transient local), so a late subscriber gets it.
 GOAL_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 

@@ -33,7 +33,7 @@ from std_msgs.msg import Float64MultiArray
 
 from simreal_ros.bag.status import not_received
 from simreal_ros.estimator.excitation import ExcitationConfig, ExcitationRun, ExcitationRunConfig
-from simreal_ros.nodes.common import JointOrder, array_msg, publish_status, run_node
+from simreal_ros.nodes.common import JointOrder, array_msg, finite_positions, publish_status, run_node
 from simreal_ros.nodes.params import Param, declare_and_read
 from simreal_ros.robot import load_robot
 from simreal_ros.settings import from_settings, settings_of
@@ -98,16 +98,9 @@ class ExcitationNode(Node):
         return self._run_clock.now().nanoseconds * 1e-9
 
     def _on_state(self, msg: JointState) -> None:
-        try:
-            q, _, _ = self.order.arrays(msg)
-            if not np.all(np.isfinite(q)):
-                raise ValueError("non-finite joint positions")
-        except ValueError as exc:
-            self.counts["bad_states"] += 1
-            self.get_logger().error(f"ignoring state on {self.params['state_topic']}: {exc}",
-                                    throttle_duration_sec=2.0)
-            return
-        self._q = q
+        q = finite_positions(self, self.order, msg, self.counts, self.params["state_topic"])
+        if q is not None:
+            self._q = q
 
     def _on_sent(self, msg: Float64MultiArray) -> None:
         sent = np.asarray(msg.data, dtype=float)

@@ -29,6 +29,7 @@ from simreal_ros.nodes.common import (
     LATEST_STATE_QOS,
     JointOrder,
     array_msg,
+    finite_positions,
     publish_status,
     run_node,
     stamp_to_sec,
@@ -94,15 +95,9 @@ class PushBaselineNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_state(self, msg) -> None:
-        try:
-            q, _, _ = self.order.arrays(msg)
-            if not np.all(np.isfinite(q)):
-                raise ValueError("non-finite joint positions")
-        except ValueError as exc:
-            self.counts["bad_states"] += 1
-            self.get_logger().error(f"ignoring state: {exc}", throttle_duration_sec=2.0)
-            return
-        self._q = q
+        q = finite_positions(self, self.order, msg, self.counts)
+        if q is not None:
+            self._q = q
 
     def _on_object(self, msg: PoseStamped) -> None:
         p = msg.pose.position
