@@ -19,7 +19,15 @@ from simreal_ros.policy.onnx_linear import write_linear_bundle
 from simreal_ros.robot import load_robot
 from simreal_ros.rollout.evidence import EvidenceError, shadow_figures, validate_ope
 from simreal_ros.rollout.promote import PromotionConfig, PromotionError, promote
-from simreal_ros.rollout.stage import StageError, check_stage, policy_hash, read_stage, write_rollout
+from simreal_ros.rollout.stage import (
+    GateRecord,
+    StageError,
+    StageGate,
+    check_stage,
+    policy_hash,
+    read_stage,
+    write_rollout,
+)
 
 ROBOT = load_robot("panda")
 REPO = Path(__file__).resolve().parent.parent
@@ -160,6 +168,22 @@ def test_gate_rule(tmp_path, mode, shield_mode):
         with pytest.raises(StageError, match=f"stage 'shadow'; shield mode '{shield_mode}' needs stage "
                                              f"'{shield_mode}'.*simreal promote .* --to blend"):
             check_stage(b, shield_mode, mode)
+
+
+def test_a_running_gate_counts_its_refusals_and_keeps_the_latest_warning(tmp_path):
+    """GateRecord: what the shield node reports on /diagnostics (stage_refusals, ...)."""
+    b = bundle(tmp_path)
+    rec = GateRecord(StageGate(rollout_bundle=str(b), rollout_target="real"))
+    assert rec.ask("hold") == ("", "")
+    refused, warning = rec.ask("active")
+    assert refused.startswith("mode 'active' refused: ") and "simreal promote" in refused and warning == ""
+    assert rec.values() == {"rollout_bundle": str(b), "stage_refusals": "1", "last_stage_refusal": refused,
+                            "stage_warning": ""}
+    sim = GateRecord(StageGate(rollout_bundle=str(b), rollout_target="sim"), "at configure")
+    assert sim.values()["stage_warning"] == "at configure"
+    refused, warning = sim.ask("shadow")
+    assert refused == "" and "simulation only" in warning and sim.values()["stage_warning"] == warning
+    assert GateRecord(StageGate()).ask("active") == ("", "")  # no bundle: no gate
 
 
 def test_launch_graph_refuses_an_unpromoted_bundle_on_the_robot_unless_forced(tmp_path, capsys):

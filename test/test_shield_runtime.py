@@ -7,7 +7,7 @@ import numpy as np
 
 from simreal_ros.robot import load_robot
 from simreal_ros.shield import Shield, ShieldConfig, check_limits
-from simreal_ros.shield.runtime import ERROR, OK, WARN, ShieldRuntime
+from simreal_ros.shield.runtime import ERROR, OK, WARN, ShieldRuntime, StepStamps
 
 ROBOT = load_robot()
 N = ROBOT.n_joints
@@ -112,3 +112,29 @@ def test_a_rejected_state_says_why_and_an_estop_is_an_error_status():
     run.on_timer(1.03)
     level, text, values = run.status(1.03)
     assert level == ERROR and "e-stop" in text and values["estop"] == "true"
+
+
+def test_step_stamps_keep_one_offset_and_take_over_only_a_clock_step_beyond_10_ms():
+    clocks = {"step": 5_000_000_000, "ros": 1_700_000_000_000_000_000}  # the fake steady clock drifts 10 ns a read
+
+    def step_ns():
+        clocks["step"] += 10  # every reading advances the steady clock a little
+        return clocks["step"]
+
+    stamps = StepStamps(step_ns, lambda: clocks["ros"])
+    first = stamps(5.0)
+    offset = stamps.ros_minus_step
+    assert first == 5_000_000_000 + offset
+    assert stamps(5.0 + 1e-3) - first == 1_000_000  # exact step differences
+    clocks["ros"] += 5_000_000  # a 5 ms system clock step, re-read after 1 s: kept
+    assert stamps(6.5) == 6_500_000_000 + offset
+    clocks["ros"] += 20_000_000  # 25 ms in all: taken over at the next re-read
+    assert stamps(6.6) == 6_600_000_000 + offset
+    assert stamps(7.6) - 7_600_000_000 != offset and abs(stamps.ros_minus_step - offset - 25_000_000) < 1_000
+
+
+def test_rejection_names_a_wrong_label_or_a_bad_vector():
+    run = make()
+    assert run.rejection("effort", N) == "labelled 'effort', the shield takes 'position' commands"
+    assert run.rejection("", N) == "labelled '(none)', the shield takes 'position' commands"
+    assert run.rejection("position", 3) == f"non-finite, implausible or 3 values for {N} joints"

@@ -238,3 +238,16 @@ def publish_status(node: Node, pub, status, values: dict) -> None:
     msg = DiagnosticArray(status=[status])
     msg.header.stamp = node.get_clock().now().to_msg()
     pub.publish(msg)
+
+
+def destroy_entities(node: Node, entities) -> None:
+    """Destroy ``entities`` (publishers, subscriptions, services, timers) of ``node``: each with
+    the first ``destroy_*`` that takes it."""
+    for ent in entities:
+        for destroy in (node.destroy_publisher, node.destroy_subscription, node.destroy_service,
+                        node.destroy_timer):
+            try:
+                if destroy(ent):
+                    break
+            except (TypeError, AttributeError):
+                continue

@@ -60,17 +60,19 @@ from simreal_ros.nodes.common import (
     LATEST_STATE_QOS,
     JointOrder,
     array_msg,
+    destroy_entities,
     joint_state_msg,
+    publish_status,
     run_node,
     stamp_to_sec,
 )
 from simreal_ros.nodes.params import Param, ParameterError, declare_and_read, descriptor, ros_default, validate_update
 from simreal_ros.robot import RobotDescriptionError, load_robot
-from simreal_ros.rollout.stage import StageError, StageGate
+from simreal_ros.rollout.stage import GateRecord, StageGate
 from simreal_ros.settings import from_settings, settings_of
 from simreal_ros.shield import Shield
 from simreal_ros.shield.config import NODE_NAME, SHIELD_SETTINGS, ShieldConfig
-from simreal_ros.shield.runtime import ERROR, OK, WARN, ShieldRuntime
+from simreal_ros.shield.runtime import ERROR, OK, WARN, ShieldRuntime, StepStamps
 
 #: The node's parameters: every setting of the core (ShieldConfig, declared once) plus the wiring.
 SPEC = [
@@ -117,8 +119,9 @@ class ShieldNode(LifecycleNode):
         # the clock the shield steps on (not ``self._clock``: that is rclpy's ROS clock of the node,
         # which get_clock() returns and the published stamps use)
         self._step_clock = self.get_clock() if sim_time else Clock(clock_type=ClockType.STEADY_TIME)
-        self._ros_minus_step: int | None = None  # ROS time - the step clock in ns, see _ros_stamp
-        self._offset_read_at = -1  # step time (ns) the offset was last read at
+        # sent-command stamps on the ROS clock; with sim time the shield steps on it already
+        self._stamps = None if sim_time else StepStamps(lambda: self._step_clock.now().nanoseconds,
+                                                        lambda: self.get_clock().now().nanoseconds)
         if self.get_parameter("autostart").value:
             self._autostart_timer = self.create_timer(0.0, self._autostart)
 
@@ -146,8 +149,7 @@ class ShieldNode(LifecycleNode):
         except (ParameterError, RobotDescriptionError, ValueError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self.gate = gate
-        self.stage_refusals, self.last_stage_refusal, self.stage_warning = 0, "", stage_warning or ""
+        self.stages = GateRecord(gate, stage_warning)
         if stage_warning:
             self.get_logger().warning(f"mode '{p['mode']}': {stage_warning}")
         self.params, self.robot = p, robot
@@ -214,14 +216,7 @@ class ShieldNode(LifecycleNode):
             self.destroy_lifecycle_publisher(pub)
         self._lifecycle_pubs = []
         self._deactivate_deferred = False
-        for ent in self._entities:
-            for destroy in (self.destroy_publisher, self.destroy_subscription, self.destroy_service,
-                            self.destroy_timer):
-                try:
-                    if destroy(ent):
-                        break
-                except (TypeError, AttributeError):
-                    continue
+        destroy_entities(self, self._entities)
         self._entities = []
         self.shield = self.run = None
 
@@ -250,9 +245,7 @@ class ShieldNode(LifecycleNode):
         kind = msg.layout.dim[0].label if msg.layout.dim else ""
         ok, cycle = self.run.on_command(source, msg.data, kind, now)
         if not ok:
-            mode = self.shield.config.command_mode
-            why = (f"labelled '{kind or '(none)'}', the shield takes '{mode}' commands" if kind != mode else
-                   f"non-finite, implausible or {len(msg.data)} values for {len(self.order.names)} joints")
+            why = self.run.rejection(kind, len(msg.data))
             self.get_logger().error(f"rejected {source} command ({why}): holding", throttle_duration_sec=1.0)
         self._publish(cycle)
 
@@ -303,29 +296,9 @@ class ShieldNode(LifecycleNode):
             self._publish_diagnostics()
 
     def _ros_stamp(self, t: float):
-        """The stamp of shield time ``t`` on the ROS clock, the clock the driver stamps its joint
-        states with, so a bag's sent commands and measured states line up (calibration replays
-        one against the other). The shield steps on the steady clock (immune to system clock
-        steps); the offset between the two is read between two steady readings (the tightest of
-        three), kept constant (stamp differences are the shield's exact step times: a check of a
-        bag derives acceleration and jerk from them) and re-read once a second, taken over only
-        when the system clock was stepped by more than 10 ms. It is added in integer ns (float
-        seconds since 1970 resolve only 0.24 us)."""
-        ns = int(round(t * 1e9))
-        if self._step_clock is self.get_clock():
-            return Time(nanoseconds=ns).to_msg()
-        if ns - self._offset_read_at >= 1_000_000_000 or self._offset_read_at < 0:
-            self._offset_read_at = ns
-            best = None
-            for _ in range(3):
-                a = self._step_clock.now().nanoseconds
-                r = self.get_clock().now().nanoseconds
-                b = self._step_clock.now().nanoseconds
-                if best is None or b - a < best[0]:
-                    best = (b - a, r - (a + b) // 2)
-            if self._ros_minus_step is None or abs(best[1] - self._ros_minus_step) > 10_000_000:
-                self._ros_minus_step = best[1]
-        return Time(nanoseconds=ns + self._ros_minus_step).to_msg()
+        """The stamp of shield time ``t`` on the ROS clock (:class:`StepStamps`)."""
+        ns = int(round(t * 1e9)) if self._stamps is None else self._stamps(t)
+        return Time(nanoseconds=ns).to_msg()
 
     def _interventions_msg(self, interventions, stamp, source: str) -> DiagnosticArray:
         msg = DiagnosticArray()
@@ -348,16 +321,11 @@ class ShieldNode(LifecycleNode):
         if self.run is None:
             return
         level, text, values = self.run.status(self._now())
-        values.update({"rollout_bundle": self.gate.rollout_bundle, "stage_refusals": str(self.stage_refusals),
-                       "last_stage_refusal": self.last_stage_refusal, "stage_warning": self.stage_warning})
+        values.update(self.stages.values())
         if refusal and level == OK:
             level, text = WARN, refusal
-        msg = DiagnosticArray()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.status.append(DiagnosticStatus(level=DIAG_LEVEL[level], name=NODE_NAME, message=text,
-                                           hardware_id=self.robot.name,
-                                           values=[KeyValue(key=k, value=v) for k, v in values.items()]))
-        self.diag_pub.publish(msg)
+        publish_status(self, self.diag_pub, DiagnosticStatus(level=DIAG_LEVEL[level], name=NODE_NAME, message=text,
+                                                             hardware_id=self.robot.name), values)
 
     # ------------------------------------------------------------------ services, parameters
     def _srv_estop(self, req, res):
@@ -407,22 +375,16 @@ class ShieldNode(LifecycleNode):
                 return SetParametersResult(successful=False, reason=why)
         return SetParametersResult(successful=True)
 
-
     def _gate(self, mode: str) -> str:
         """'' when the rollout gate lets the shield switch to ``mode``, else the refusal (logged,
         counted and reported on /diagnostics at once)."""
-        try:
-            warning = self.gate.check(mode)
-        except StageError as exc:
-            self.stage_refusals += 1
-            self.last_stage_refusal = f"mode '{mode}' refused: {exc}"
-            self.get_logger().error(self.last_stage_refusal)
-            self._publish_status(self.last_stage_refusal)
-            return self.last_stage_refusal
-        if warning:
-            self.stage_warning = warning
+        refused, warning = self.stages.ask(mode)
+        if refused:
+            self.get_logger().error(refused)
+            self._publish_status(refused)
+        elif warning:
             self.get_logger().warning(f"mode '{mode}': {warning}")
-        return ""
+        return refused
 
 
 def main(args=None) -> int:

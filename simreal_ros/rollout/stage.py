@@ -253,3 +253,33 @@ class StageGate:
             return check_stage(self.rollout_bundle, shield_mode, self.rollout_target, self.force_stage)
         except BundleError as exc:
             raise StageError(f"shield mode '{shield_mode}' refused: the rollout bundle does not read: {exc}") from None
+
+
+class GateRecord:
+    """What a running shield's :class:`StageGate` decided, for its ``/diagnostics``: the refused
+    switches (count and the latest reason) and the latest warning (a switch let through in
+    simulation, or forced). The node only logs, answers and publishes what :meth:`ask` returns."""
+
+    def __init__(self, gate: StageGate, warning: str | None = None) -> None:
+        self.gate = gate
+        self.refusals = 0
+        self.last_refusal = ""
+        self.warning = warning or ""
+
+    def ask(self, shield_mode: str) -> tuple[str, str]:
+        """``(refusal, warning)`` for a switch to ``shield_mode``: ``refusal`` is '' when the gate
+        lets it through (counted and kept otherwise); ``warning`` is '' or this switch's warning."""
+        try:
+            warning = self.gate.check(shield_mode) or ""
+        except StageError as exc:
+            self.refusals += 1
+            self.last_refusal = f"mode '{shield_mode}' refused: {exc}"
+            return self.last_refusal, ""
+        if warning:
+            self.warning = warning
+        return "", warning
+
+    def values(self) -> dict[str, str]:
+        """The gate's ``/diagnostics`` key-values."""
+        return {"rollout_bundle": self.gate.rollout_bundle, "stage_refusals": str(self.refusals),
+                "last_stage_refusal": self.last_refusal, "stage_warning": self.warning}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -112,6 +113,13 @@ class ShieldRuntime:
         cycle = self.step(now) if self.running and source == self.driver else None
         return ok, cycle
 
+    def rejection(self, kind: str, n_values: int) -> str:
+        """Why :meth:`on_command` refused a proposal labelled ``kind`` with ``n_values`` values."""
+        mode = self.shield.config.command_mode
+        if kind != mode:
+            return f"labelled '{kind or '(none)'}', the shield takes '{mode}' commands"
+        return f"non-finite, implausible or {n_values} values for {len(self.shield.names)} joints"
+
     def on_timer(self, now: float) -> Cycle | None:
         """The watchdog timer (period ``control_period``)."""
         if not self.running:
@@ -165,3 +173,34 @@ class ShieldRuntime:
             values["command_age"] = f"{sh.command_age(drv, out.time if out else now):.4f}"
         values.update({k: str(v) for k, v in sorted(sh.counts.items())})
         return level, text, values
+
+
+class StepStamps:
+    """Stamps (integer ns on the ROS clock, the clock the driver stamps its joint states with) of
+    the shield's step times, so a bag's sent commands and measured states line up (calibration
+    replays one against the other). The shield steps on the steady clock (immune to system clock
+    steps); the offset between the two is read between two steady readings (the tightest of
+    three), kept constant (stamp differences are the shield's exact step times: a check of a bag
+    derives acceleration and jerk from them) and re-read once a second, taken over only when the
+    system clock was stepped by more than 10 ms. It is added in integer ns (float seconds since
+    1970 resolve only 0.24 us). ``step_ns``/``ros_ns``: the two clocks' readings in ns."""
+
+    def __init__(self, step_ns: Callable[[], int], ros_ns: Callable[[], int]) -> None:
+        self.step_ns, self.ros_ns = step_ns, ros_ns
+        self.ros_minus_step: int | None = None  # ROS time - the step clock, ns
+        self._read_at = -1  # step time (ns) the offset was last read at
+
+    def __call__(self, t: float) -> int:
+        ns = int(round(t * 1e9))
+        if ns - self._read_at >= 1_000_000_000 or self._read_at < 0:
+            self._read_at = ns
+            best = None
+            for _ in range(3):
+                a = self.step_ns()
+                r = self.ros_ns()
+                b = self.step_ns()
+                if best is None or b - a < best[0]:
+                    best = (b - a, r - (a + b) // 2)
+            if self.ros_minus_step is None or abs(best[1] - self.ros_minus_step) > 10_000_000:
+                self.ros_minus_step = best[1]
+        return ns + self.ros_minus_step
