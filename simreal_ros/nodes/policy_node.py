@@ -59,7 +59,7 @@ from simreal_ros.nodes.common import (
 )
 from simreal_ros.nodes.params import Param, declare_and_read
 from simreal_ros.policy.bundle import BundleError, content_hash, load_bundle
-from simreal_ros.policy.executor import SKIP_REASONS, CycleGate, ExecutorConfig, PolicyExecutor
+from simreal_ros.policy.executor import SKIP_REASONS, CycleGate, ExecutorConfig, node_executor
 from simreal_ros.policy.record import RecordBuffer, bundle_identity
 from simreal_ros.resources import ResourceNotFoundError, resource
 from simreal_ros.robot import load_robot
@@ -68,6 +68,7 @@ from simreal_ros.settings import from_settings, settings_of
 
 NODE_NAME = "policy_executor"
 DEFAULT_BUNDLE = ("policies", "reach_default")
+DIAG_LEVEL = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
 
 #: The node's parameters: its wiring, then every setting of :class:`ExecutorConfig` (default,
 #: bounds and description declared there). All are read once at start.
@@ -117,17 +118,7 @@ class PolicyExecutorNode(Node):
         m = bundle.manifest
         self.policy_hash = policy_hash(bundle.directory)  # names the policy in /diagnostics (and so in bags)
         period = 1.0 / m.control_rate_hz
-        self.policy = PolicyExecutor(bundle, self.robot,
-                                     replace(config, compute_deadline=config.deadline_fraction * period))
-        missing = missing_inputs(self.policy.inputs, p)
-        if missing:
-            raise BundleError(f"policy '{m.name}' ({path}) observes {', '.join(missing)}, which this node cannot "
-                              f"provide: {'; '.join(missing.values())}")
-        if self.policy.latent_size is not None:
-            try:
-                self.policy.set_latent(p["latent"])
-            except ValueError as exc:
-                raise BundleError(f"policy '{m.name}' ({path}): parameter 'latent' = {p['latent']}: {exc}") from None
+        self.policy = node_executor(bundle, self.robot, config, p, path)  # refuses inputs it cannot have
         self.order = JointOrder(self.robot.joint_names)
         self.cmd_pub = self.create_publisher(Float64MultiArray, p["command_topic"], 10)
         self.revert_pub = self.create_publisher(String, p["revert_topic"], 10)
@@ -241,38 +232,12 @@ class PolicyExecutorNode(Node):
         s = ex.stats()
         cycles, commands = s["cycles"] - self._last_counts[0], s["commands"] - self._last_counts[1]
         self._last_counts = (s["cycles"], s["commands"])
-        status = DiagnosticStatus(name=f"{NODE_NAME}: {ex.manifest.name}", hardware_id=self.robot.name)
-        if cycles and not commands:
-            worst = max(((r, c) for r, c in ex.skipped.items()), key=lambda rc: rc[1])[0]
-            status.level, status.message = DiagnosticStatus.ERROR, f"no commands: every cycle skipped ({worst})"
-        elif s.get("ood_sustained"):
-            status.level, status.message = DiagnosticStatus.WARN, "observation out of training distribution"
-        elif s.get("drift_sustained"):
-            status.level, status.message = DiagnosticStatus.WARN, f"drift: {ex.drift.last_reason or 'sustained'}"
-        elif commands < cycles:
-            status.level, status.message = DiagnosticStatus.WARN, f"{cycles - commands} of {cycles} cycles skipped"
-        else:
-            status.level, status.message = DiagnosticStatus.OK, "running"
+        level, message = ex.health(s, cycles, commands)
+        status = DiagnosticStatus(name=f"{NODE_NAME}: {ex.manifest.name}", hardware_id=self.robot.name,
+                                  level=DIAG_LEVEL[level], message=message)
         s["bad_state_messages"] = self.bad_states
         s["policy_hash"] = self.policy_hash
         publish_status(self, self.diag_pub, status, s)
-
-
-def missing_inputs(inputs, params) -> dict[str, str]:
-    """The bundle's inputs (:attr:`PolicyExecutor.inputs`) this node cannot provide, with why."""
-    topics = {"joint_state": "state_topic", "goal": "goal_topic", "object_pose": "object_topic"}
-    out = {}
-    for name in inputs:
-        if name == "latent":
-            if params.get("latent", -1) < 0:
-                out[name] = "parameter 'latent' is not set (-1): give the exploration policy's code, 0..N-1"
-            continue
-        key = topics.get(name)
-        if key is None:
-            out[name] = f"the policy node has no {name} subscription"
-        elif not params[key]:
-            out[name] = f"parameter '{key}' is empty"
-    return out
 
 
 NODE_CLASS = PolicyExecutorNode  # for the in-process graph runner (simreal_ros.bringup.runner)
