@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simreal_ros.sim.driver import DriverConfig, SimDriver, ranges_with_overrides
+from simreal_ros.sim.driver import KNOBS, UNSET_KNOB, DriverConfig, SimDriver, knob_error, ranges_with_overrides
 
 
 def run(driver: SimDriver, seconds: float) -> list:
@@ -165,3 +165,21 @@ def test_config_errors_name_the_setting():
         DriverConfig(publish_rate_hz=500.0, sync_period=0.003)
     with pytest.raises(ValueError, match="publish period"):
         SimDriver(DriverConfig(publish_rate_hz=300.0, measurement_period=0.002))
+
+
+def test_config_from_the_bridge_parameters_and_the_health_line():
+    from simreal_ros.settings import settings_of
+    p = {st.name: st.default for st in settings_of(DriverConfig)}
+    p.update({k: UNSET_KNOB for k in KNOBS}, randomization_profile="nominal", goal=[0.0, 0.0, 0.0])
+    p["friction"] = 0.2
+    cfg = DriverConfig.from_parameters(p)
+    assert cfg.goal is None and cfg.ranges == ranges_with_overrides("nominal", {"friction": 0.2})
+    assert DriverConfig.from_parameters({**p, "goal": [0.5, 0.0, 0.4]}).goal == (0.5, 0.0, 0.4)
+    with pytest.raises(ValueError, match="drop_probability"):
+        DriverConfig.from_parameters({**p, "drop_probability": 2.0})
+    assert knob_error(UNSET_KNOB) is None and knob_error(0.0) is None and "-1" in knob_error(-0.5)
+    drv = SimDriver(DriverConfig(timing="unpaced"))
+    d = {"real_time_factor": 0.5, "rejected_commands": 0, "sync_timeouts": 0}
+    assert drv.health(d) == ("ok", "running")  # unpaced: no real-time target
+    assert SimDriver(DriverConfig()).health(d) == ("warn", "slower than real time (RTF 0.50)")
+    assert drv.health({**d, "rejected_commands": 1})[0] == "warn"

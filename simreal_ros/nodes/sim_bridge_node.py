@@ -45,25 +45,9 @@ from simreal_ros.nodes.common import joint_state_msg, run_node, sec_to_stamp
 from simreal_ros.nodes.params import Param, ParameterError, declare_and_read
 from simreal_ros.robot import load_robot
 from simreal_ros.settings import settings_of
-from simreal_ros.sim.driver import KNOBS, DriverConfig, SimDriver, ranges_with_overrides
-from simreal_ros.sim.randomize import load_ranges
+from simreal_ros.sim.driver import KNOBS, UNSET_KNOB, DriverConfig, SimDriver, knob_error, profile_error
 
 NODE_NAME = "sim_bridge"
-UNSET = -1.0  # a knob parameter at -1 keeps the profile's range
-
-
-def _profile_check(name: str) -> str | None:
-    try:
-        load_ranges(profile=name)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
-def _knob_check(v: float) -> str | None:
-    return None if v == UNSET or v >= 0 else "must be -1 (use the profile) or >= 0"
-
-
 SPEC = [
     Param("robot", "panda", "robot description name (urdf/<robot>.urdf)", read_only=True),
     Param("joint_state_topic", "/joint_states", "sensor_msgs/JointState output (measured)", read_only=True),
@@ -83,9 +67,9 @@ SPEC = [
     # the driver's settings: type, default, bounds and description declared once in DriverConfig
     *[replace(st, read_only=True) for st in settings_of(DriverConfig)],
     Param("randomization_profile", "nominal", "profile in config/randomization.yaml (nominal, default, wide)",
-          check=_profile_check, read_only=True),
-    *[Param(k, UNSET, f"fix the {sec} knob {field} to this value (-1: the profile's range)", low=UNSET,
-            high=1000.0, check=_knob_check, read_only=True) for k, (sec, field) in KNOBS.items()],
+          check=profile_error, read_only=True),
+    *[Param(k, UNSET_KNOB, f"fix the {sec} knob {field} to this value (-1: the profile's range)", low=UNSET_KNOB,
+            high=1000.0, check=knob_error, read_only=True) for k, (sec, field) in KNOBS.items()],
     Param("goal", [0.0, 0.0, 0.0], "initial goal [x, y, z] (m, base frame); [0, 0, 0]: sample one", low=-5.0,
           high=5.0, length=3, read_only=True),
     Param("diagnostics_period", 1.0, "s between /diagnostics messages", low=0.05, high=60.0),
@@ -98,12 +82,8 @@ class SimBridgeNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         p = self.params = declare_and_read(self, SPEC)
-        knobs = {k: (None if p[k] == UNSET else p[k]) for k in KNOBS}
-        goal = None if not any(p["goal"]) else tuple(p["goal"])
         try:
-            cfg = DriverConfig(**{st.name: p[st.name] for st in settings_of(DriverConfig)},
-                               ranges=ranges_with_overrides(p["randomization_profile"], knobs), goal=goal)
-            self.driver = SimDriver(cfg, load_robot(p["robot"]))
+            self.driver = SimDriver(DriverConfig.from_parameters(p), load_robot(p["robot"]))
         except ValueError as exc:
             raise ParameterError(f"sim_bridge parameters: {exc}") from exc
         self.names = list(self.driver.robot.joint_names)
@@ -250,14 +230,10 @@ class SimBridgeNode(Node):
 
     def _on_diagnostics(self) -> None:
         d = self.driver.diagnostics(time.monotonic())
-        status = DiagnosticStatus(name=f"{NODE_NAME}: MuJoCo {self.driver.robot.name}", hardware_id="sim")
-        rtf = d["real_time_factor"]
-        if d["rejected_commands"] or d["sync_timeouts"]:
-            status.level, status.message = DiagnosticStatus.WARN, "commands rejected or lockstep timeouts"
-        elif not self.unpaced and rtf == rtf and rtf < 0.9:
-            status.level, status.message = DiagnosticStatus.WARN, f"slower than real time (RTF {rtf:.2f})"
-        else:
-            status.level, status.message = DiagnosticStatus.OK, "running"
+        level, message = self.driver.health(d)
+        status = DiagnosticStatus(name=f"{NODE_NAME}: MuJoCo {self.driver.robot.name}", hardware_id="sim",
+                                  level=DiagnosticStatus.WARN if level == "warn" else DiagnosticStatus.OK,
+                                  message=message)
         status.values = [KeyValue(key=k, value=str(v)) for k, v in d.items()]
         arr = DiagnosticArray(status=[status])
         arr.header.stamp = self._stamp(self.driver.time)

@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from simreal_ros.robot import RobotModel
-from simreal_ros.settings import setting, validate_fields
+from simreal_ros.settings import setting, settings_of, validate_fields
 from simreal_ros.sim.arm import (
     ArmSim,
     ArmSimConfig,
@@ -86,6 +86,24 @@ def ranges_with_overrides(profile: str | RandomizationRanges, overrides: Mapping
         part = replace(getattr(ranges, section), **{name: (v, v)})
         ranges = replace(ranges, **{section: part})
     return ranges
+
+
+#: a knob parameter of the bridge node at this value keeps the profile's range
+UNSET_KNOB = -1.0
+
+
+def profile_error(name: str) -> str | None:
+    """Why ``name`` is not a randomization profile (None: it is one)."""
+    try:
+        load_ranges(profile=name)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def knob_error(v: float) -> str | None:
+    """Why ``v`` is not a knob parameter's value (None: it is one)."""
+    return None if v == UNSET_KNOB or v >= 0 else "must be -1 (use the profile) or >= 0"
 
 
 @dataclass(frozen=True)
@@ -139,6 +157,16 @@ class DriverConfig:
     @property
     def period(self) -> float:
         return 1.0 / self.publish_rate_hz
+
+    @classmethod
+    def from_parameters(cls, p: Mapping[str, Any]) -> DriverConfig:
+        """The config of the bridge node's flat parameters: the settings, ``randomization_profile``,
+        one parameter per :data:`KNOBS` key (:data:`UNSET_KNOB`: the profile's range) and ``goal``
+        (``[0, 0, 0]``: sample one). Raises ValueError naming a bad value."""
+        knobs = {k: (None if p[k] == UNSET_KNOB else p[k]) for k in KNOBS}
+        goal = None if not any(p["goal"]) else tuple(p["goal"])
+        return cls(**{st.name: p[st.name] for st in settings_of(cls)},
+                   ranges=ranges_with_overrides(p["randomization_profile"], knobs), goal=goal)
 
 
 @dataclass(frozen=True)
@@ -381,3 +409,12 @@ class SimDriver:
                 "timing": self.config.timing, "episode": self.episode, **push,
                 "dropped_measurements": self._dropped_before + self.arm.dropped, **self.counters,
                 "last_rejection": self.last_rejection}
+
+    def health(self, d: Mapping[str, Any]) -> tuple[str, str]:
+        """``(level, message)`` of :meth:`diagnostics` ``d`` (level ``ok`` or ``warn``)."""
+        rtf = d["real_time_factor"]
+        if d["rejected_commands"] or d["sync_timeouts"]:
+            return "warn", "commands rejected or lockstep timeouts"
+        if self.config.timing == "paced" and rtf == rtf and rtf < 0.9:
+            return "warn", f"slower than real time (RTF {rtf:.2f})"
+        return "ok", "running"
