@@ -57,7 +57,11 @@ def test_paced_bridge_publishes_at_rate_tracks_targets_and_rejects_nan(processes
     js = got["js"][-100:]
     assert list(js[0].name) == [f"panda_joint{i}" for i in range(1, 8)]
     assert len(js[0].position) == len(js[0].velocity) == len(js[0].effort) == 7
-    assert np.allclose(np.diff([stamp(m) for m in js]), 0.002, atol=1e-6)  # one sample per 2 ms period
+    # one sample per 2 ms period, stamped on that grid: a paced bridge that stalled longer than its
+    # catch-up allowance skips the backlog (a gap of whole periods; one run at load 7.8 had one)
+    periods = np.diff([stamp(m) for m in js]) / 0.002
+    assert np.allclose(periods, np.round(periods), atol=1e-3) and np.all(periods >= 1 - 1e-3), periods
+    assert np.mean(np.round(periods) == 1) > 0.9, periods
     assert not got["clock"]  # paced mode: wall-clock ROS time, no /clock
     age = ros_node.get_clock().now().nanoseconds * 1e-9 - stamp(got["js"][-1])
     assert 0.0 <= age < 0.5, f"stamps are not on the ROS clock (age {age:.3f} s)"
