@@ -202,7 +202,18 @@ def test_cli_runs_both_commands_with_a_progress_bar_and_a_table(tmp_path, datase
     for label in ("FQE value", "95% CI", "shield interventions / 100 commands", "predicted limit violations",
                   "OOD excursion rate", "push_cli", "push_default"):
         assert label in res.stdout, (label, res.stdout)
-    assert json.loads((tmp_path / "ope.json").read_text())["policies"]["policy"]["name"] == "push_cli"
+    report = json.loads((tmp_path / "ope.json").read_text())
+    assert report["policies"]["policy"]["name"] == "push_cli"
+    # simreal promote takes what simreal ope wrote as its OPE evidence (it took only the loop's
+    # converted form: "neither an OPE result"), bound to this policy and compared with the parent
+    res = _cli("promote", str(new), "--to", "shadow", "--evidence", str(tmp_path / "ope.json"))
+    assert res.returncode in (0, 1) and "neither an OPE result" not in res.stderr, res.stderr[-2000:]
+    from simreal_ros.rollout.stage import read_stage
+
+    crit = {c["name"]: c for c in read_stage(new).history[-1]["criteria"]}
+    assert crit["ope evidence is of this policy"]["passed"] and crit["ope evidence is of this policy"]["value"] != "not stated"
+    assert crit["FQE lower bound vs the parent's"]["threshold"].startswith(">= ")
+    assert crit["FQE lower bound vs the parent's"]["value"] == round(report["policies"]["policy"]["fqe_value_ci95"][0], 6)
 
 
 def test_a_shadow_session_keeps_the_policy_proposals_beside_what_the_expert_did():

@@ -248,6 +248,7 @@ def ope(bundle: str | Path, data: list[str | Path] | Steps, *, against: str | Pa
     from simreal_ros.finetune.data import bundle_hash, load_logged
     from simreal_ros.policy.bundle import BundleError, load_bundle
     from simreal_ros.robot import load_robot
+    from simreal_ros.rollout.stage import policy_hash
     from simreal_ros.training.tasks import task_of_manifest
 
     hp = {**DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
@@ -299,6 +300,7 @@ def ope(bundle: str | Path, data: list[str | Path] | Steps, *, against: str | Pa
     for role, b, v in zip(("policy", "against"), bundles, values):
         report["policies"][role] = {
             "bundle": str(b.directory), "name": b.manifest.name, "sha256": bundle_hash(b.directory),
+            "policy_hash": policy_hash(b.directory),  # what simreal promote binds the evidence to
             "fqe_value_mean": float(v.mean()), "fqe_value_ci95": _ci(v[idx].mean(axis=1)),
             "replay": replay(b, steps, robot)}
     if len(values) > 1:

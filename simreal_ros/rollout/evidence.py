@@ -136,6 +136,33 @@ def validate_ope(data: Any, where: str = "OPE evidence") -> dict[str, Any]:
     return out
 
 
+def from_ope_report(report: Mapping[str, Any], where: str = "simreal ope report") -> dict[str, Any]:
+    """A ``simreal ope`` report (``policies.policy``, ``policies.against``) in the OPE evidence form
+    of :data:`OPE_SCHEMA`, so ``simreal promote --evidence`` takes what ``simreal ope --out`` wrote."""
+    try:
+        pols = report["policies"]
+
+        def fqe(p: Mapping[str, Any]) -> dict[str, float]:
+            lo, hi = p["fqe_value_ci95"]
+            return {"mean": p["fqe_value_mean"], "ci_low": lo, "ci_high": hi}
+
+        def rates(p: Mapping[str, Any]) -> dict[str, float]:
+            r = p["replay"]
+            return {"intervention_rate": float(r["shield_interventions_per_100_commands"]) / 100.0,
+                    "ood_rate": float(r["ood_excursion_rate"])}
+
+        pol = pols["policy"]
+        data: dict[str, Any] = {
+            "policy": {"fqe": fqe(pol), **({"policy_hash": pol["policy_hash"]} if "policy_hash" in pol else {})},
+            "replay": {"predicted_violations": pol["replay"]["predicted_limit_violations"], **rates(pol)},
+            "source": report.get("file")}
+        if "against" in pols:
+            data["parent"] = {"fqe": fqe(pols["against"]), "replay": rates(pols["against"])}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EvidenceError(f"{where}: not a complete simreal ope report ({type(exc).__name__}: {exc})") from None
+    return data
+
+
 def _read_json(path: Path) -> Any:
     try:
         size = path.stat().st_size
@@ -255,10 +282,12 @@ def read_evidence(path: str | Path) -> Evidence:
         return Evidence("shadow", path, bag_hash(path), figures, notes)
     data = _read_json(path)
     sha = file_hash(path)
+    if isinstance(data, Mapping) and isinstance(data.get("policies"), Mapping) and "policy" in data["policies"]:
+        data = from_ope_report(data, str(path))  # what simreal ope --out wrote
     if isinstance(data, Mapping) and "policy" in data and isinstance(data["policy"], Mapping) \
             and "fqe" in data["policy"]:
         return Evidence("ope", path, sha, validate_ope(data, str(path)))
     if isinstance(data, Mapping) and "shield_mode" in data and "success_rate" in data:
         return Evidence("session", path, sha, read_session_summary(data, str(path)))
-    raise EvidenceError(f"{path}: neither an OPE result ('policy.fqe', see OPE_SCHEMA), a simreal sim summary.json "
-                        "('shield_mode', 'success_rate') nor a bag directory")
+    raise EvidenceError(f"{path}: neither an OPE result (simreal ope's report, or 'policy.fqe': OPE_SCHEMA), a "
+                        "simreal sim summary.json ('shield_mode', 'success_rate') nor a bag directory")
