@@ -139,7 +139,8 @@ def test_without_a_push_nothing_is_identified_and_the_reason_is_given():
 def test_the_tracker_latency_and_noise_come_from_the_stamps_and_the_tracked_positions():
     """A still puck tracked with 3 mm noise, its poses arriving 150 ms after their stamps (the
     joint states 1 ms after theirs): both are identified, and the profile is centred on them."""
-    from simreal_ros.calibrate.contact import ContactConfig, contact_profile, fit_tracker
+    from simreal_ros.calibrate.contact import ContactConfig, contact_profile
+    from simreal_ros.calibrate.tracker import fit_tracker
 
     log = _idle_log(4.0, ContactRanges(tracker_noise_std=(0.003, 0.003), tracker_latency=(0.15, 0.15)))
     rng = np.random.default_rng(1)

@@ -29,6 +29,9 @@ API::
     result = fit_contact(logs, ContactConfig())      # ContactCalibration: estimates, paths, warnings
     result.estimates["table_friction"].value, .std   # Estimate (see simreal_ros.calibrate.fit)
 
+The tracker's latency and noise (also in ``result.estimates``) are fitted from the same logs by
+:func:`simreal_ros.calibrate.tracker.fit_tracker`.
+
 Why ``mujoco.sysid`` for the friction: the problem is exactly its shape (a parameter on an
 MjSpec, a recorded control signal, a measured sensor, rollouts); the mass is linear once the
 friction is known, so it needs no optimizer.
@@ -555,57 +558,6 @@ def _measured_force(prep: _Prepared, arm: ArmTool, cfg: ContactConfig) -> tuple[
     return 0.5 * (t[k] + t[k + 1]), arm.contact_force(q, dq, ddq, tau, tip), ok, k, k + 1
 
 
-def fit_tracker(logs: Sequence[PushLog], cfg: ContactConfig, rate_hz: float) -> dict[str, Estimate]:
-    """The object tracker's latency and noise from the bags' stamps and tracked positions (see
-    :data:`METHODS`). A tracker that stamps at publication rather than acquisition shows no latency
-    here; its latency then stays in the default profile's range."""
-    names = ", ".join(log.name for log in logs)
-    n_poses = sum(len(log.obj_t) for log in logs)
-
-    def none(name: str, unit: str, why: str) -> Estimate:
-        return Estimate(name, None, None, unit, 0.0, False, why, METHODS[name])
-
-    if n_poses < cfg.min_tracked_poses:
-        why = f"only {n_poses} tracked poses in {names} (at least {cfg.min_tracked_poses} needed)"
-        return {"tracker_latency": none("tracker_latency", "s", why), "tracker_noise_std": none("tracker_noise_std",
-                                                                                                "m", why)}
-    out: dict[str, Estimate] = {}
-    if any(log.obj_delay is None or log.state_delay is None for log in logs):
-        out["tracker_latency"] = none("tracker_latency", "s", f"no arrival times in {names}")
-    else:
-        pose_d = np.concatenate([log.obj_delay for log in logs])
-        state_d = np.concatenate([log.state_delay for log in logs])
-        lat = float(np.median(pose_d) - np.median(state_d))
-        spread = 1.4826 * float(np.median(np.abs(pose_d - np.median(pose_d))))
-        std = max(spread, cfg.latency_floor)
-        if lat < -3 * std:
-            out["tracker_latency"] = none("tracker_latency", "s", f"the tracked poses arrived {-lat * 1e3:.0f} ms "
-                                          f"before the joint states of the same stamps in {names}: the tracker's "
-                                          "stamps are not on the arm's clock")
-        else:
-            out["tracker_latency"] = Estimate("tracker_latency", max(lat, 0.0), std, "s", 0.0, True, "",
-                                              METHODS["tracker_latency"], lat)
-    d2 = []
-    for log in logs:
-        t, xy = log.obj_t, log.obj_p[:, :2]
-        if len(t) < 3:
-            continue
-        dt = np.diff(t)
-        even = (np.abs(dt[:-1] - 1.0 / rate_hz) < 0.25 / rate_hz) & (np.abs(dt[1:] - 1.0 / rate_hz) < 0.25 / rate_hz)
-        d2.append((xy[2:] - 2 * xy[1:-1] + xy[:-2])[even])
-    d2a = np.concatenate(d2) if d2 else np.zeros((0, 2))
-    if len(d2a) < cfg.min_tracked_poses // 2:
-        out["tracker_noise_std"] = none("tracker_noise_std", "m", f"only {len(d2a)} evenly spaced triples of "
-                                        f"tracked poses in {names}")
-    else:
-        sig = 1.4826 * np.median(np.abs(d2a - np.median(d2a, axis=0)), axis=0) / np.sqrt(6.0)
-        v = float(np.mean(sig))
-        std = max(float(np.abs(sig[0] - sig[1])) / 2, v / np.sqrt(len(d2a)), cfg.model_error * v, 1e-4)
-        out["tracker_noise_std"] = Estimate("tracker_noise_std", v, std, "m", 0.0, True, "",
-                                            METHODS["tracker_noise_std"], v)
-    return out
-
-
 def fit_contact(logs: Sequence[PushLog], cfg: ContactConfig | None = None, robot: Any = None,
                 task: PushTaskConfig | None = None, tool: ToolSpec | None = None,
                 physics_dt: float = 0.001) -> ContactCalibration:
@@ -614,6 +566,8 @@ def fit_contact(logs: Sequence[PushLog], cfg: ContactConfig | None = None, robot
 
     from mujoco import sysid
     from scipy.special import stdtrit
+
+    from simreal_ros.calibrate.tracker import fit_tracker  # it imports this module's types
 
     wall = _time.perf_counter()
     cfg = cfg or ContactConfig()
