@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from types import ModuleType
 
 #: subcommand -> (module with ``add_arguments(parser)`` and ``run(args) -> int``, one-line help).
 #: A subcommand whose module is not part of this install is left out of ``--help``.
@@ -49,6 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(_module=module)
         mod.add_arguments(p)
     return parser
+
+
+def standalone_main(name: str, module: ModuleType, argv: list[str] | None = None, *, keep_argv: bool = False) -> int:
+    """``main(argv)`` of the subcommand module ``module`` run on its own (``python -m ...``): a parser
+    ``simreal NAME`` described by the module docstring's first line, the module's ``add_arguments``
+    and ``run``. ``keep_argv``: the arguments (``sys.argv[1:]`` when ``argv`` is None) are also given
+    to ``run`` as ``args.argv`` (the command a provenance records)."""
+    p = argparse.ArgumentParser(prog=f"simreal {name}", description=module.__doc__.splitlines()[0])
+    module.add_arguments(p)
+    if keep_argv:
+        argv = sys.argv[1:] if argv is None else argv
+    args = p.parse_args(argv)
+    if keep_argv:
+        args.argv = argv
+    return module.run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from simreal_ros.cli import standalone_main
 from simreal_ros.finetune.data import DataError, Steps
 
 #: defaults of the fine-tuning (each a command-line option)
@@ -513,12 +514,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="simreal finetune", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    argv = sys.argv[1:] if argv is None else argv
-    args = p.parse_args(argv)
-    args.argv = argv
-    return run(args)
+    return standalone_main("finetune", sys.modules[__name__], argv, keep_argv=True)
 
 
 if __name__ == "__main__":

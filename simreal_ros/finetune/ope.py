@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from simreal_ros.cli import standalone_main
 from simreal_ros.finetune.data import DataError, Steps
 
 #: measured against Monte Carlo returns (bench/bench_ope_mc.py, README "Fine-tuning from logged
@@ -357,9 +358,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="simreal ope", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
+    return standalone_main("ope", sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from simreal_ros.cli import standalone_main
+
 MAX_EPISODES = 20
 STEPS = ("session", "dataset", "calibrate", "finetune", "ope", "promote", "evaluate")
 
@@ -504,9 +506,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="simreal loop", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
+    return standalone_main("loop", sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from simreal_ros.cli import standalone_main
+
 CONTROLLERS = ("policy", "baseline")
 #: a condition's "profile" that names a hidden real arm/table file instead of a randomization profile
 REAL_PREFIX = "real:"
@@ -360,9 +362,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="simreal evaluate", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
+    return standalone_main("evaluate", sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

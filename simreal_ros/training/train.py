@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from simreal_ros.cli import standalone_main
 from simreal_ros.training.tasks import TASK_NAMES, task
 
 ALGORITHMS = ("ppo", "sac")
@@ -352,12 +353,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="simreal train", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    argv = sys.argv[1:] if argv is None else argv
-    args = p.parse_args(argv)
-    args.argv = argv
-    return run(args)
+    return standalone_main("train", sys.modules[__name__], argv, keep_argv=True)
 
 
 if __name__ == "__main__":
