@@ -24,7 +24,8 @@ it otherwise. Each step calls the existing step's Python API:
    through the shield (:func:`simreal_ros.training.evaluate.run_episodes`).
 
 Ends with one table (before vs after: success, the policy's own success, final error,
-interventions, violations), written as ``DIR/loop.md`` and ``DIR/loop.json``, and ``DIR/loop.png``.
+interventions, violations), written as ``DIR/loop.md`` and ``DIR/loop.json``, and ``DIR/loop.png``
+(:mod:`simreal_ros.loop.report`).
 A failed step stops the loop with one line naming the step (:class:`LoopError`); the frozen
 reference (``--bundle``, default the shipped one) is hashed before and after.
 """
@@ -189,69 +190,9 @@ def evaluate_on_real(bundle: Path, real: Path, episodes: int, seed: int, workers
     return agg, eps
 
 
-def _row(label: str, a: dict[str, Any]) -> dict[str, Any]:
-    return {"": label, "success": a["success_rate"], "policy's own success": a["success_rate_policy_own"],
-            "final error median (mm)": 1e3 * a["final_distance_median_m"],
-            "interventions /100 commands": a["shield_interventions_per_100_commands"],
-            "limit violations": a["limit_violations"], "episodes reverted": a["episodes_reverted"]}
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    keys = list(rows[0])
-
-    def fmt(k: str, v: Any) -> str:
-        if isinstance(v, float) and "success" in k:
-            return f"{100 * v:.0f} %"
-        if isinstance(v, float):
-            return f"{v:.1f}" if "mm" in k else f"{v:.2f}"
-        return str(v)
-
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(fmt(k, r[k]) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def plot(report: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ev = report["evaluation"]
-    names = [k for k in ("parent", "new", "baseline") if k in ev]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    ax = axes[0]
-    x = np.arange(len(names))
-    ax.bar(x - 0.2, [100 * ev[n]["success_rate"] for n in names], 0.4, label="success (evaluate's count)")
-    ax.bar(x + 0.2, [100 * ev[n]["success_rate_policy_own"] for n in names], 0.4, label="the policy's own")
-    ax.set_xticks(x, names)
-    ax.set_ylim(0, 105)
-    ax.set_ylabel("% of episodes on the hidden table")
-    ax.legend(fontsize=8)
-    ax.set_title("success, before vs after")
-    ax = axes[1]
-    ax.boxplot([1e3 * np.asarray(ev[n]["final_distances_m"]) for n in names], tick_labels=names)
-    ax.axhline(1e3 * report.get("success_radius_m", 0.03), color="g", ls="--", lw=1, label="success radius")
-    ax.set_ylabel("final puck distance to goal (mm)")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    ax.set_title("final error")
-    ax = axes[2]
-    curve = (report.get("finetune") or {}).get("training_curve") or []
-    if curve:
-        ax.plot([c["timesteps"] for c in curve], [100 * c["success_last_50"] for c in curve])
-    ax.set_xlabel("fine-tuning environment steps")
-    ax.set_ylabel("training success, last 50 episodes (%)")
-    ax.set_title("fine-tuning in the calibrated simulator")
-    fig.suptitle(f"simreal loop: {report['real']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
-
-
 def loop(args: argparse.Namespace) -> dict[str, Any]:
     from simreal_ros.finetune.data import bundle_hash
+    from simreal_ros.loop.report import before_after_rows, print_summary, write_report
     from simreal_ros.policy.bundle import BundleError, load_bundle
     from simreal_ros.robot import load_robot
     from simreal_ros.sim.real_arm import load_real_arm
@@ -462,9 +403,7 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
     report["evaluation"] = ev
     done("evaluate", t0, episodes=args.eval_episodes, seeds=[args.eval_seed, args.eval_seed + args.eval_episodes - 1])
 
-    rows = [_row(f"before: {pm.name} (direct transfer)", ev["parent"]),
-            _row(f"after: {ft['name']} (stage {stage})", ev["new"]),
-            _row("scripted pusher (reference)", ev["baseline"])]
+    rows = before_after_rows(pm.name, ft["name"], stage, ev)
     report["table"] = rows
     after = read_manifest(new)[0]
     report["new_bundle"] = {"path": str(new), "name": after.name, "sha256": bundle_hash(new),
@@ -472,22 +411,11 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
     report["reference"]["sha256_after"] = bundle_hash(parent)
     report["reference"]["unchanged"] = report["reference"]["sha256_after"] == frozen
     report["wall_time_s"] = round(time.monotonic() - t_start, 1)
-    md = (f"# simreal loop on {real.name}\n\n{markdown_table(rows)}\n\n"
-          f"Success as `simreal evaluate` counts it (an episode the shield reverted to the baseline counts by the "
-          f"puck at its end); the policy's own success counts a reverted episode as a failure. "
-          f"{args.eval_episodes} episodes per row on the hidden table, seeds {args.eval_seed}-"
-          f"{args.eval_seed + args.eval_episodes - 1}, through the shield. Rollout stage reached: {stage}. "
-          f"Frozen reference unchanged: {report['reference']['unchanged']}. Loop wall time "
-          f"{report['wall_time_s']:.0f} s.\n")
-    (out / "loop.md").write_text(md)
-    report["files"] = {"markdown": str(out / "loop.md"), "json": str(out / "loop.json"),
-                       "plot": str(plot(report, out / "loop.png"))}
-    (out / "loop.json").write_text(json.dumps(report, indent=2, default=str))
+    write_report(report, rows, out, real.name, args.eval_episodes, args.eval_seed, stage)
     if not report["reference"]["unchanged"]:
         raise LoopError(f"the frozen reference {parent} changed during the loop (sha256 {frozen[:12]} -> "
                         f"{report['reference']['sha256_after'][:12]})")
-    print("\n" + markdown_table(rows) + "\n")
-    print(f"written: {out / 'loop.md'}, {out / 'loop.json'}, {out / 'loop.png'}")
+    print_summary(rows, out)
     return report
 
 
