@@ -115,8 +115,8 @@ def fqe_start_values(bundle, steps: Steps, *, n_steps: int, gamma: float, batch_
     from d3rlpy.dataset import InfiniteBuffer, ReplayBuffer
 
     from simreal_ros.finetune.data import episodes_for_d3rlpy, normalized
-    from simreal_ros.finetune.finetune import quiet_d3rlpy
     from simreal_ros.finetune.networks import Reference
+    from simreal_ros.finetune.td3bc import quiet_d3rlpy
 
     torch.set_num_threads(1)
     quiet_d3rlpy()
