@@ -78,8 +78,12 @@ def test_the_loop_runs_every_step_and_writes_one_table(short_loop):
     assert rep["rollout"]["stage_reached"] == "active" and prov["rollout"]["stage"] == "active"
     for name in ("s2_shadow_new", "s3_blend_new"):  # the evidence the loop produced itself
         assert Path(out, "sessions", name, "metadata.yaml").exists()
-    ev = json.loads((out / "ope_evidence.json").read_text())
-    assert ev["policy"]["fqe"]["ci_low"] <= ev["policy"]["fqe"]["ci_high"] and "parent" in ev
+    # to shadow on simreal ope's own report: bound to this policy, with the parent's figures beside it
+    ev = prov["rollout"]["history"][0]["evidence"][0]
+    assert ev["kind"] == "ope" and Path(ev["path"]) == out / "ope.json"
+    f = ev["figures"]
+    assert f["policy.fqe.ci_low"] <= f["policy.fqe.ci_high"] and "parent.fqe.ci_low" in f
+    assert "parent.replay.intervention_rate" in f and f["policy.policy_hash"] == prov["rollout"]["history"][0]["policy_hash"]
     # one table: before, after, the pusher; the policy's own success never above evaluate's count
     rows = rep["table"]
     assert [r[""].split(":")[0] for r in rows] == ["before", "after", "scripted pusher (reference)"]

@@ -145,32 +145,6 @@ def record_session(name: str, bundle: Path, shield_mode: str, real: Path, out: P
     return summary
 
 
-def ope_evidence(report: dict[str, Any], bundle: Path, path: Path) -> Path:
-    """``simreal ope``'s report as the promotion's OPE evidence (:data:`simreal_ros.rollout.evidence.OPE_SCHEMA`)."""
-    from simreal_ros.rollout.stage import policy_hash
-
-    pol = report["policies"]["policy"]
-
-    def fqe(p: dict[str, Any]) -> dict[str, float]:
-        return {"mean": p["fqe_value_mean"], "ci_low": p["fqe_value_ci95"][0], "ci_high": p["fqe_value_ci95"][1]}
-
-    def rates(p: dict[str, Any]) -> dict[str, float]:
-        r = p["replay"]
-        return {"intervention_rate": float(r["shield_interventions_per_100_commands"]) / 100.0,
-                "ood_rate": float(r["ood_excursion_rate"])}
-
-    data: dict[str, Any] = {
-        "policy": {"fqe": fqe(pol), "policy_hash": policy_hash(bundle)},
-        "replay": {"predicted_violations": int(pol["replay"]["predicted_limit_violations"]), **rates(pol)},
-        "source": report.get("file"),
-    }
-    if "against" in report["policies"]:
-        parent = report["policies"]["against"]
-        data["parent"] = {"fqe": fqe(parent), "replay": rates(parent)}
-    path.write_text(json.dumps(data, indent=2))
-    return path
-
-
 def evaluate_on_real(bundle: Path, real: Path, episodes: int, seed: int, workers: int, controller: str = "policy"
                      ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``controller``'s episodes on the hidden table through the shield, as ``simreal evaluate --real``
@@ -346,7 +320,7 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
     log.note(f"FQE {pol['fqe_value_mean']:.2f} {pol['fqe_value_ci95']} vs parent {par['fqe_value_mean']:.2f} "
              f"{par['fqe_value_ci95']}; replay: {pol['replay']['predicted_limit_violations']} predicted violations, "
              f"{pol['replay']['shield_interventions_per_100_commands']:.2f} interventions/100")
-    evidence_ope = ope_evidence(rep, new, out / "ope_evidence.json")
+    evidence_ope = out / "ope.json"  # simreal ope's report is the promotion's OPE evidence as it is
     done("ope", t0, file=str(out / "ope.json"), evidence=str(evidence_ope),
          fqe={"new": pol["fqe_value_ci95"], "parent": par["fqe_value_ci95"]},
          predicted_violations=pol["replay"]["predicted_limit_violations"])
