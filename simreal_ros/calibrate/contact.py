@@ -47,13 +47,14 @@ from typing import Any, Sequence
 import mujoco
 import numpy as np
 
+from simreal_ros import topics
 from simreal_ros.robot.mujoco_model import TABLE_HALF, TABLE_POS, PushScene, build_model
 from simreal_ros.robot.tool import ToolSpec, load_tool
 from simreal_ros.settings import setting, validate_fields
 from simreal_ros.sim.push_task import PushTaskConfig, load_push_task
 
-OBJECT_TOPIC = "/simreal/object_pose"
-STATE_TOPIC = "/joint_states"
+OBJECT_TOPIC = topics.OBJECT_POSE
+STATE_TOPIC = topics.JOINT_STATES
 GRAVITY = 9.81
 #: names of the parameters this module identifies (calibration.yaml's ``parameters`` keys)
 PARAMETERS = ("table_friction", "puck_mass", "tracker_latency", "tracker_noise_std")

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
-from diagnostic_msgs.msg import DiagnosticArray, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -228,6 +228,10 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, nam
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return code
+
+
+#: a ROS-free core's health level ("ok", "warn", "error") as a DiagnosticStatus level
+DIAG_LEVEL = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
 
 
 def publish_status(node: Node, pub, status, values: dict) -> None:

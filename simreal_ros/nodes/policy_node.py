@@ -47,6 +47,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Int32, MultiArrayDimension, String
 
 from simreal_ros.nodes.common import (
+    DIAG_LEVEL,
     GOAL_QOS,
     LATEST_STATE_QOS,
     JointOrder,
@@ -59,7 +60,8 @@ from simreal_ros.nodes.common import (
 )
 from simreal_ros.nodes.params import Param, declare_and_read
 from simreal_ros.policy.bundle import BundleError, content_hash, load_bundle
-from simreal_ros.policy.executor import SKIP_REASONS, CycleGate, ExecutorConfig, node_executor
+from simreal_ros.policy.executor import SKIP_REASONS, CycleGate, ExecutorConfig
+from simreal_ros.policy.node_inputs import node_executor
 from simreal_ros.policy.record import RecordBuffer, bundle_identity
 from simreal_ros.resources import ResourceNotFoundError, resource
 from simreal_ros.robot import load_robot
@@ -68,7 +70,6 @@ from simreal_ros.settings import from_settings, settings_of
 
 NODE_NAME = "policy_executor"
 DEFAULT_BUNDLE = ("policies", "reach_default")
-DIAG_LEVEL = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
 
 #: The node's parameters: its wiring, then every setting of :class:`ExecutorConfig` (default,
 #: bounds and description declared there). All are read once at start.

@@ -56,6 +56,7 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from simreal_ros.nodes.common import (
+    DIAG_LEVEL,
     LATEST_COMMAND_QOS,
     LATEST_STATE_QOS,
     JointOrder,
@@ -93,7 +94,6 @@ SPEC = [
     Param("autostart", False, "configure + activate at start (no lifecycle manager needed)"),
     Param("diagnostics_period", 1.0, "s between /diagnostics messages", low=0.05, high=60.0),
 ]
-DIAG_LEVEL = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
 MODE_SERVICES = ("active", "shadow", "blend", "hold")
 
 

@@ -41,7 +41,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from simreal_ros.nodes.common import joint_state_msg, run_node, sec_to_stamp
+from simreal_ros.nodes.common import DIAG_LEVEL, joint_state_msg, run_node, sec_to_stamp
 from simreal_ros.nodes.params import Param, ParameterError, declare_and_read
 from simreal_ros.robot import load_robot
 from simreal_ros.settings import settings_of
@@ -232,7 +232,7 @@ class SimBridgeNode(Node):
         d = self.driver.diagnostics(time.monotonic())
         level, message = self.driver.health(d)
         status = DiagnosticStatus(name=f"{NODE_NAME}: MuJoCo {self.driver.robot.name}", hardware_id="sim",
-                                  level=DiagnosticStatus.WARN if level == "warn" else DiagnosticStatus.OK,
+                                  level=DIAG_LEVEL[level],
                                   message=message)
         status.values = [KeyValue(key=k, value=str(v)) for k, v in d.items()]
         arr = DiagnosticArray(status=[status])

@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from simreal_ros.policy.action import action_to_command, limit_change
-from simreal_ros.policy.bundle import BundleError, PolicyBundle, check_robot
+from simreal_ros.policy.bundle import PolicyBundle, check_robot
 from simreal_ros.policy.drift import DriftMonitor, DriftReport, action_statistics
 from simreal_ros.policy.observation import ObsInputs, build_observation, one_hot, required_inputs
 from simreal_ros.policy.ood import OodMonitor, OodReport
@@ -404,7 +404,6 @@ class PolicyExecutor:
             out.update(self.drift.last.values())
         return out
 
-
     def health(self, stats: dict, cycles: int, commands: int) -> tuple[str, str]:
         """``(level, message)`` for ``/diagnostics`` (level ``ok``, ``warn`` or ``error``) over a
         window of ``cycles`` cycles of which ``commands`` commanded; ``stats``: :meth:`stats`."""
@@ -418,45 +417,3 @@ class PolicyExecutor:
         if commands < cycles:
             return "warn", f"{cycles - commands} of {cycles} cycles skipped"
         return "ok", "running"
-
-
-def missing_inputs(inputs, params) -> dict[str, str]:
-    """The bundle's inputs (:attr:`PolicyExecutor.inputs`) the policy node cannot provide with its
-    parameters ``params`` (its topics and ``latent``), with why."""
-    topics = {"joint_state": "state_topic", "goal": "goal_topic", "object_pose": "object_topic"}
-    out = {}
-    for name in inputs:
-        if name == "latent":
-            if params.get("latent", -1) < 0:
-                out[name] = "parameter 'latent' is not set (-1): give the exploration policy's code, 0..N-1"
-            continue
-        key = topics.get(name)
-        if key is None:
-            out[name] = f"the policy node has no {name} subscription"
-        elif not params[key]:
-            out[name] = f"parameter '{key}' is empty"
-    return out
-
-
-def node_executor(bundle: PolicyBundle, robot: RobotModel, config: ExecutorConfig, params, where) -> PolicyExecutor:
-    """The executor the policy node runs: ``config`` with its compute deadline as
-    ``deadline_fraction`` of the bundle's period, and the exploration code ``params['latent']``
-    (``where``: the bundle path the errors name).
-
-    Raises:
-        BundleError: the node's parameters ``params`` cannot provide an input the bundle's
-            observation needs (:func:`missing_inputs`), or its latent code is out of range.
-    """
-    m = bundle.manifest
-    period = 1.0 / m.control_rate_hz
-    ex = PolicyExecutor(bundle, robot, replace(config, compute_deadline=config.deadline_fraction * period))
-    missing = missing_inputs(ex.inputs, params)
-    if missing:
-        raise BundleError(f"policy '{m.name}' ({where}) observes {', '.join(missing)}, which this node cannot "
-                          f"provide: {'; '.join(missing.values())}")
-    if ex.latent_size is not None:
-        try:
-            ex.set_latent(params["latent"])
-        except ValueError as exc:
-            raise BundleError(f"policy '{m.name}' ({where}): parameter 'latent' = {params['latent']}: {exc}") from None
-    return ex
