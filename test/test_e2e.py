@@ -50,12 +50,12 @@ def _needs_shipped_policy():
         pytest.fail("the shipped policy bundle policies/reach_default is missing")
 
 
-def _session(tmp_path, goals, **opts):
+def _session(tmp_path, goals, compose_hot_path=False, **opts):
     from simreal_ros.bringup.session import run_session
 
     options = GraphOptions(output_dir=str(tmp_path), bag_name="run", **opts)
     return run_session(build_graph(options), options, tmp_path / "logs", goals=goals, duration=0.0,
-                       goal_timeout=12.0, processes=True, progress=False)
+                       goal_timeout=12.0, processes=True, progress=False, compose_hot_path=compose_hot_path)
 
 
 def test_full_graph_reaches_goals_without_limit_violations(tmp_path, load):
@@ -84,6 +84,26 @@ def test_full_graph_reaches_goals_without_limit_violations(tmp_path, load):
             assert {"joint", "kind", "requested", "applied"} <= set(values), values
             assert values["joint"] in {f"panda_joint{i}" for i in range(1, 8)}
     assert len(recorded) == 0 or int(shield[-1]["interventions"]) > 0
+
+
+def test_composed_hot_path_hands_messages_over_in_process_and_reaches_goals(tmp_path):
+    """simreal sim --compose-hot-path: the estimator, policy and shield in one process pass the
+    estimate and the proposals to each other in-process (nodes/intra.py); the bag, written by
+    the recorder in its own process over DDS, still holds every stream."""
+    s = _session(tmp_path, goals=2, compose_hot_path=True)
+    assert s["error"] is None, s
+    assert s["goals_reached"] == 2, s["goals"]
+    assert s["limit_violations"] == 0, s["limit_violation_examples"]
+    counts = s["bag_messages"]
+    for topic in ("/simreal/state_estimate", POLICY_TOPIC, STAMPED_SENT_TOPIC):
+        assert counts.get(topic, 0) > 50, (topic, counts)
+    log = (tmp_path / "logs" / "composed.log").read_text()
+    handed = [line for line in log.splitlines() if "handed over in-process" in line]
+    assert handed, log[-2000:]
+    n = int(handed[-1].split(":")[1].split()[0])
+    # every estimate goes to the policy and the shield, every proposal to the shield
+    assert n >= counts["/simreal/state_estimate"] + counts[POLICY_TOPIC], (handed, counts)
+    assert "/simreal/state_estimate" in handed[-1] and POLICY_TOPIC in handed[-1], handed
 
 
 def _max(values, what):

@@ -170,9 +170,11 @@ def test_bad_parameter_refuses_to_start_naming_the_key(processes):
 def test_every_sample_is_filtered_but_estimates_are_published_at_most_at_max_estimate_rate(processes, ros_node):
     """A 500 Hz stream (sample stamps 2 ms apart) with max_estimate_rate_hz 100: every sample is
     accepted by the filter (diagnostics), estimates come about every 10 ms of sample time, never
-    closer than 7.5 ms (the gate's grid and its 0.25 period tolerance)."""
+    closer than 7.5 ms (the gate's grid and its 0.25 period tolerance); the covariance comes
+    with every second one (covariance_rate_hz 50, the default)."""
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
 
     from simreal_ros.nodes.common import joint_state_msg, sec_to_stamp, stamp_to_sec
 
@@ -182,6 +184,8 @@ def test_every_sample_is_filtered_but_estimates_are_published_at_most_at_max_est
     got: list = []
     accepted: list[int] = []
     node.create_subscription(JointState, "/simreal/state_estimate", got.append, 1000)
+    cov: list = []
+    node.create_subscription(Float64MultiArray, "/simreal/state_covariance", cov.append, 1000)
     node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: accepted.extend(
         int(kv.value) for st in m.status if st.name == "state_estimator" for kv in st.values
         if kv.key == "accepted"), 10)
@@ -199,6 +203,7 @@ def test_every_sample_is_filtered_but_estimates_are_published_at_most_at_max_est
         assert node.spin_until(lambda: False, 0.02) or t < 110.0, processes.output(proc)
     node.spin_until(lambda: False, 0.3)
     got.clear()
+    cov.clear()
     before, n = accepted[-1], 500
     for k in range(n):  # 1 s of a 500 Hz stream in sample time, paced at ~1 kHz (not a measurement)
         pub.publish(sample(t + 0.002 * (k + 1)))
@@ -211,3 +216,4 @@ def test_every_sample_is_filtered_but_estimates_are_published_at_most_at_max_est
     gaps = np.diff(stamps)
     assert np.all(gaps >= 0.0075 - 1e-6), gaps.min()
     assert 95 <= len(stamps) <= 101, len(stamps)  # 1 s at 100 Hz (not 500 estimates)
+    assert 45 <= len(cov) <= 51, len(cov)  # 1 s at 50 Hz

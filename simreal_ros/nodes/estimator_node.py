@@ -11,6 +11,7 @@ acquisition) and runs :class:`~simreal_ros.estimator.StateEstimator`. Publishes:
 * ``/simreal/state_covariance`` (``std_msgs/Float64MultiArray``): an ``n x 5`` row-major
   matrix; ``layout.dim[0]`` is labelled with the joint names, ``layout.dim[1]`` with the
   columns ``var_position,cov_position_velocity,var_velocity,var_acceleration,var_effort``.
+  With an estimate, at most ``covariance_rate_hz`` per second of its time (0: with every estimate).
 * ``/simreal/belief`` (``std_msgs/Float64MultiArray``): a ``2 x (3n+1)`` row-major matrix;
   row 0 the estimates, row 1 their standard deviations. ``layout.dim[0]`` is labelled
   ``estimate,std``; ``layout.dim[1]`` lists the parameters with units: viscous friction per
@@ -42,6 +43,7 @@ from simreal_ros.estimator.estimator import (
     covariance_vector,
     estimator_settings,
 )
+from simreal_ros.nodes import intra
 from simreal_ros.nodes.common import (
     JointOrder,
     doubles,
@@ -96,7 +98,7 @@ class StateEstimatorNode(Node):
         self.names = list(self.robot.joint_names)
         self._cov_labels = (",".join(self.names), ",".join(COVARIANCE_FIELDS))
         self._belief_labels = ("estimate,std", ",".join(self.core.belief_names))
-        self.est_pub = self.create_publisher(JointState, p["estimate_topic"], 10)
+        self.est_pub = intra.publisher(self, JointState, p["estimate_topic"], 10)
         self.cov_pub = self.create_publisher(Float64MultiArray, p["covariance_topic"], 10)
         self.belief_pub = self.create_publisher(Float64MultiArray, p["belief_topic"], 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -108,6 +110,8 @@ class StateEstimatorNode(Node):
         # on the sample clock: the grid keeps the mean rate, a restarted stream restarts it
         self._estimate_gate = CycleGate(1.0 / p["max_estimate_rate_hz"]) if p["max_estimate_rate_hz"] > 0 else None
         self._belief_published: tuple[int, float] = (0, -np.inf)
+        self._cov_period = 1.0 / p["covariance_rate_hz"] if p["covariance_rate_hz"] > 0 else 0.0
+        self._cov_published = -np.inf
         self.bad_messages = 0
         self.stale_skips = 0
         self.get_logger().info(f"{p['input_topic']} -> {p['estimate_topic']}, {p['covariance_topic']}, "
@@ -152,6 +156,10 @@ class StateEstimatorNode(Node):
         effort = est.effort if self.core.kf.has_effort else None  # no effort in, none out
         self.est_pub.publish(joint_state_msg(self.names, sec_to_stamp(est.stamp), est.position, est.velocity,
                                              effort))
+        # at covariance_rate_hz of the estimates' time (a stamp before the last one is a restart)
+        if self._cov_period > 0 and 0.0 <= est.stamp - self._cov_published < self._cov_period - 1e-9:
+            return
+        self._cov_published = est.stamp
         self.cov_pub.publish(matrix_msg(covariance_vector(est).reshape(len(self.names), -1), self._cov_labels))
 
     def _maybe_publish_belief(self) -> None:

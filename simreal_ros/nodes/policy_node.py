@@ -9,7 +9,8 @@ the proposed command (``std_msgs/Float64MultiArray``, robot joint order) to the 
 makes it; a state already older than ``max_state_age`` starts no cycle (after a stall the
 inputs arrive as a burst of old samples and then the fresh ones: the cycle waits for those
 instead of skipping as stale); a timer of the same period steps when no state-triggered cycle
-ran for 1.5 periods.
+ran for 1.5 periods (it is reset by every state-triggered cycle, so it wakes the node only when
+the states stop).
 With ``trigger: timer`` a free-running timer steps. Skipped cycles publish nothing. A sustained
 out-of-distribution or drift alarm (:mod:`simreal_ros.policy.drift`) publishes its reason on the revert topic. Every cycle (skipped ones
 too) publishes what it computed on ``record_topic`` (:mod:`simreal_ros.policy.record`: stamps,
@@ -46,6 +47,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Int32, MultiArrayDimension, String
 
+from simreal_ros.nodes import intra
 from simreal_ros.nodes.common import (
     DIAG_LEVEL,
     GOAL_QOS,
@@ -121,7 +123,7 @@ class PolicyExecutorNode(Node):
         period = 1.0 / m.control_rate_hz
         self.policy = node_executor(bundle, self.robot, config, p, path)  # refuses inputs it cannot have
         self.order = JointOrder(self.robot.joint_names)
-        self.cmd_pub = self.create_publisher(Float64MultiArray, p["command_topic"], 10)
+        self.cmd_pub = intra.publisher(self, Float64MultiArray, p["command_topic"], 10)
         self.revert_pub = self.create_publisher(String, p["revert_topic"], 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.record_pub = self.record = None
@@ -135,7 +137,7 @@ class PolicyExecutorNode(Node):
             self.bundle_pub = self.create_publisher(String, p["bundle_topic"], GOAL_QOS)  # latched
             self.bundle_pub.publish(String(data=bundle_identity(m, bundle.directory, content_hash(bundle),
                                                                 self.robot.name, SKIP_REASONS)))
-        self.create_subscription(JointState, p["state_topic"], self._on_state, LATEST_STATE_QOS)
+        intra.subscription(self, JointState, p["state_topic"], self._on_state, LATEST_STATE_QOS)
         goal_type = PoseStamped if p["goal_type"] == "pose" else PointStamped
         subscribe_goal(self, goal_type, p["goal_topic"], self._on_goal)  # latched or plain publishers
         if "object_pose" in self.policy.inputs:
@@ -180,6 +182,7 @@ class PolicyExecutorNode(Node):
             # skip) when none comes
             if self.gate.due(now) and self.policy.state_fresh(now):
                 self._cycle(now)
+                self.timer.reset()  # the watchdog fires only when no cycle follows: one wake-up less per cycle
 
     def _on_object(self, msg: PoseStamped) -> None:
         pt = msg.pose.position
@@ -214,13 +217,13 @@ class PolicyExecutorNode(Node):
         res = self.policy.step(now)
         if self.gate is not None:
             self.gate.ran(now)
+        if res.command is not None:  # first: the shield waits for it, the record only goes to the bag
+            self.cmd_pub.publish(array_msg(res.command, label=res.command_type))
         if self.record_pub is not None:
             ex = self.policy
             self.record_msg.data = doubles(self.record.fill(res, ex.state_stamp, ex.object_stamp))
             self.record_pub.publish(self.record_msg)
-        if res.command is not None:
-            self.cmd_pub.publish(array_msg(res.command, label=res.command_type))
-        elif res.skipped in ("stale_state", "deadline_missed", "non_finite_action"):
+        if res.command is None and res.skipped in ("stale_state", "deadline_missed", "non_finite_action"):
             age = "n/a" if res.state_age is None else f"{1e3 * res.state_age:.1f} ms"
             self.get_logger().warn(f"cycle skipped: {res.skipped} (state age {age}, compute "
                                    f"{1e3 * res.compute_time:.2f} ms)", throttle_duration_sec=2.0)

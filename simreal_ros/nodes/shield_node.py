@@ -55,6 +55,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
+from simreal_ros.nodes import intra
 from simreal_ros.nodes.common import (
     DIAG_LEVEL,
     LATEST_COMMAND_QOS,
@@ -167,17 +168,18 @@ class ShieldNode(LifecycleNode):
         if p["sent_state_topic"]:
             self.sent_pub = self.create_lifecycle_publisher(JointState, p["sent_state_topic"], 50)
             lp.append(self.sent_pub)
-        e.append(self.create_subscription(JointState, p["state_topic"], self._on_state, LATEST_STATE_QOS))
-        e.append(self.create_subscription(Float64MultiArray, p["policy_topic"],
-                                          lambda m: self._on_command("policy", m), LATEST_COMMAND_QOS))
-        e.append(self.create_subscription(Float64MultiArray, p["baseline_topic"],
-                                          lambda m: self._on_command("baseline", m), LATEST_COMMAND_QOS))
+        e.append(intra.subscription(self, JointState, p["state_topic"], self._on_state, LATEST_STATE_QOS))
+        e.append(intra.subscription(self, Float64MultiArray, p["policy_topic"],
+                                    lambda m: self._on_command("policy", m), LATEST_COMMAND_QOS))
+        e.append(intra.subscription(self, Float64MultiArray, p["baseline_topic"],
+                                    lambda m: self._on_command("baseline", m), LATEST_COMMAND_QOS))
         e.append(self.create_subscription(String, p["revert_topic"], self._on_revert, 10))
         e.append(self.create_service(Trigger, "~/estop", self._srv_estop))
         e.append(self.create_service(Trigger, "~/reset", self._srv_reset))
         for m in MODE_SERVICES:
             e.append(self.create_service(Trigger, f"~/mode_{m}", lambda req, res, m=m: self._srv_mode(m, res)))
-        e.append(self.create_timer(p["control_period"], self._on_timer, clock=self._step_clock))
+        self._watchdog = self.create_timer(p["control_period"], self._on_timer, clock=self._step_clock)
+        e.append(self._watchdog)
         e.append(self.create_timer(p["diagnostics_period"], self._publish_diagnostics, clock=self._step_clock))
         self.get_logger().info(
             f"configured: {p['command_mode']} mode, {p['mode']}; {p['policy_topic']} + {p['baseline_topic']} + "
@@ -247,6 +249,8 @@ class ShieldNode(LifecycleNode):
         if not ok:
             why = self.run.rejection(kind, len(msg.data))
             self.get_logger().error(f"rejected {source} command ({why}): holding", throttle_duration_sec=1.0)
+        if cycle is not None:  # stepped on arrival: the watchdog fires only when no proposal follows in time
+            self._watchdog.reset()
         self._publish(cycle)
 
     def _on_revert(self, msg: String) -> None:
