@@ -289,13 +289,38 @@ def test_estop_brakes_then_holds_and_needs_reset_with_fresh_state():
 def test_shadow_mode_never_forwards_the_policy():
     loop = Loop(mode="shadow")
     policy, baseline = far_target(), READY.copy()
+    clipped = []
     for _ in range(100):
         out = loop.cycle(policy=policy, baseline=baseline)
         assert out.source == "baseline"
         assert out.shadow_command is not None
+        clipped.append(bool(out.shadow_interventions))
     assert np.allclose(loop.sent[-1], baseline)
-    assert out.shadow_interventions  # what the far policy target would have needed
+    assert any(clipped)  # what the far policy target would have needed
     assert not np.allclose(out.shadow_command, loop.sent[-1])
+
+
+def test_shadow_would_be_commands_are_judged_against_the_policys_own_trajectory():
+    """A policy holding one reachable target while the baseline holds the arm elsewhere: the
+    would-be command is clipped while its own trajectory gets there, then never again. Judged
+    against the baseline's held command and the arm it holds (before), every cycle was a
+    would-be intervention for as long as the two disagreed."""
+    loop = Loop(mode="shadow")
+    target = READY.copy()
+    target[0] += 0.3
+    target[3] += 0.2
+    clipped = []
+    for _ in range(300):
+        out = loop.cycle(policy=target, baseline=READY)
+        clipped.append(bool(out.shadow_interventions))
+    assert any(clipped[:20])  # the approach from the sent command
+    assert not any(clipped[-150:]), np.flatnonzero(clipped)
+    np.testing.assert_allclose(out.shadow_command, target, atol=1e-9)
+    assert np.allclose(loop.sent[-1], READY)  # the baseline still drives
+    # the would-be trajectory restarts from the sent one when the policy's commands stop and resume
+    loop.cycle(baseline=READY, n=int(0.5 / DT))
+    out = loop.cycle(policy=target, baseline=READY)
+    assert out.shadow_interventions
 
 
 def test_blend_mode_and_bumpless_switches():

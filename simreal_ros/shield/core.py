@@ -64,7 +64,11 @@ class ShieldOutput:
             motion limits; the motion limits were kept and the torque met as closely as
             they allow (position mode).
         shadow_command/shadow_interventions: in shadow mode, what the policy's command
-            would have become (None without a fresh policy command).
+            would have become had the policy been driving (None without a fresh policy
+            command): filtered from the policy's own would-be command trajectory, which starts
+            at the sent one when the policy's commands (re)start, for an arm that follows those
+            commands (the measured arm follows the baseline's: its tracking and torque limits
+            would judge the policy by how far it is from the baseline).
     """
 
     time: float
@@ -112,6 +116,10 @@ class Shield:
         self._q = self._dq = None
         self.state_stamp = -math.inf
         self._motion: MotionState | None = None
+        # shadow mode: the trajectory the policy's filtered commands would have made (None: restart
+        # from the sent one); the rate limits of a would-be command are judged against the
+        # policy's previous would-be command, not against the baseline that drives
+        self._shadow_motion: MotionState | None = None
         self._last: ShieldOutput | None = None
         self.fault: str | None = None
         self.estop_reason: str | None = None
@@ -324,6 +332,7 @@ class Shield:
             self._restart = False
             if st is not None and now - st.t > cfg.max_step_gap:
                 self._motion = st = None
+                self._shadow_motion = None
         if st is not None and not (now - st.t >= cfg.min_step):
             if now < st.t:
                 self.counts["clock_backwards"] += 1
@@ -402,8 +411,14 @@ class Shield:
 
         shadow_cmd, shadow_iv = None, []
         if modes.mode == "shadow" and self._cmd["policy"] is not None and self._cmd_fresh["policy"].fresh(now):
-            sres = self._filter(st, self._cmd["policy"], now, meas)
+            sst = self._shadow_motion if self._shadow_motion is not None else st
+            position = self.config.command_mode == "position"
+            would_be_arm = (sst.q, sst.v) if position and meas is not None and sst is not st else meas
+            sres = self._filter(sst, self._cmd["policy"], now, would_be_arm)
+            self._shadow_motion = sres.state
             shadow_cmd, shadow_iv = sres.command, self._interventions(self._cmd["policy"], sres)
+        else:
+            self._shadow_motion = None
 
         self._motion = res.state
         self._last = ShieldOutput(now, res.command, interventions, modes.mode, source, alpha, self.fault,
