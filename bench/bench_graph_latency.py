@@ -7,11 +7,8 @@ R is not sustainable, in two variants (:data:`VARIANTS`): ``timer`` (the policy 
 free-running timer, rclpy's SingleThreadedExecutor in every node: the graph before issue 10)
 and ``event`` (the policy steps on each new estimate when a cycle is due, the EventsExecutor:
 the default graph), each as separate processes (:class:`ProcessGraph`) and composed on one
-executor (:class:`InProcessGraph`, which hands the hot path's messages over in-process:
-``simreal_ros/nodes/intra.py``), and ``event_dds``, the event-driven graph composed with every
-message through DDS (``intra_process: false``; composed only); all five are interleaved per
-rate so they see the same machine load, and the summary gives the ratios timer / event and
-event_dds / event. First, the estimator alone is
+executor (:class:`InProcessGraph`); all four are interleaved per rate so they see the same
+machine load, and the summary gives the ratios timer / event. First, the estimator alone is
 measured on a ``--estimator-rate`` (1 kHz) joint-state stream in both variants: the share of
 the samples it filtered and its CPU per sample. This process is the arm's driver: a thread publishes ``sensor_msgs/JointState``
 on ``/joint_states`` (robot joint names, a slow 0.5 Hz sinusoid of 0.5 mrad around the ready
@@ -80,7 +77,7 @@ Run (as root; DDS in a loopback-only network namespace)::
 
     unshare -n sh -c 'ip link set lo up && exec python bench/bench_graph_latency.py'
 
-Options: ``--rates 100 200 500 1000 --warmup 2 --window 4 --variants timer event event_dds --modes proc
+Options: ``--rates 100 200 500 1000 --warmup 2 --window 4 --variants timer event --modes proc
 inproc --estimator-rate 1000``. Prints one row per
 configuration (and its full figures as JSON) and, as the LAST line, one JSON object with
 unit-suffixed keys. About 10 s per configuration, ~4-6 min in all.
@@ -318,13 +315,7 @@ class Probe:
 #: the graph's cycle settings compared in every run: today's free-running policy timer on rclpy's
 #: SingleThreadedExecutor, and the policy stepping on each new estimate on the EventsExecutor
 VARIANTS = {"timer": {"trigger": "timer", "executor": "single_threaded"},
-            "event": {"trigger": "estimate", "executor": "events"},
-            "event_dds": {"trigger": "estimate", "executor": "events"}}
-#: node parameters of a variant beyond the graph options: ``event_dds`` is the event-driven graph
-#: composed without the in-process handover (``nodes.intra``), every message through DDS
-VARIANT_PARAMS = {"event_dds": {"intra_process": False}}
-#: variants that differ only when composed (measured in ``inproc`` mode only)
-INPROC_ONLY = ("event_dds",)
+            "event": {"trigger": "estimate", "executor": "events"}}
 
 
 def bench_specs(rate: float, bundle: Path, variant: str = "event") -> list:
@@ -345,9 +336,7 @@ def bench_specs(rate: float, bundle: Path, variant: str = "event") -> list:
     specs = build_graph(opts)
     # every variant at the niceness of the old graph (0): what is compared is the software, not the
     # scheduling priority the default graph also asks for (graph.URGENT_NICE)
-    extra = VARIANT_PARAMS.get(variant, {})
-    return [replace(s, parameters={**s.parameters, **keep[s.name], **extra, "nice": 0}) for s in specs
-            if s.name in keep]
+    return [replace(s, parameters={**s.parameters, **keep[s.name], "nice": 0}) for s in specs if s.name in keep]
 
 
 class InProcessHost:
@@ -605,12 +594,6 @@ def summary(results: dict, base_rate: float) -> dict:
     for variant in VARIANTS:
         a, b = (results.get((variant, m, base_rate), {}).get("e2e_p99_ms") for m in ("proc", "inproc"))
         out[f"ratio_{variant}_proc_vs_inproc_{base}_e2e_p99"] = ratio(a, b)
-    dds, intra = results.get(("event_dds", "inproc", base_rate), {}), results.get(("event", "inproc", base_rate), {})
-    for q in ("p50", "p99"):  # what the in-process handover bought, composed
-        out[f"ratio_dds_vs_intra_inproc_{base}_e2e_{q}"] = ratio(dds.get(f"e2e_{q}_ms"), intra.get(f"e2e_{q}_ms"))
-    out[f"ratio_dds_vs_intra_inproc_{base}_cpu_per_cycle"] = ratio(
-        sum(v for n, v in dds.get("cpu_ms_per_cycle", {}).items() if n != "probe"),
-        sum(v for n, v in intra.get("cpu_ms_per_cycle", {}).items() if n != "probe"))
     return out
 
 
@@ -687,14 +670,14 @@ def main(argv=None) -> int:
 
     robot = load_robot()
     results: dict[tuple[str, str, float], dict] = {}
-    configs = [(v, m) for v in args.variants for m in args.modes if m == "inproc" or v not in INPROC_ONLY]
+    configs = [(v, m) for v in args.variants for m in args.modes]
     alive = dict.fromkeys(configs, True)
     t_start, load0 = time.monotonic(), round(os.getloadavg()[0], 2)
     print(f"{'config':>19} {'e2e p50':>7} {'p99':>6} | {'st>est':>6} {'est>pol':>7} {'pol>sent':>8} "
           f"{'deliv':>6} {'fixed':>6} (p50 ms) | {'sent Hz':>7} {'skip%':>5} {'match%':>6} sustainable", flush=True)
     est: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench_graph_") as tmpdir:
-        runs = [(v, 0.0) for v in args.variants if v not in INPROC_ONLY] + ([("event", 250.0)] if "event" in args.variants else [])
+        runs = [(v, 0.0) for v in args.variants] + ([("event", 250.0)] if "event" in args.variants else [])
         for variant, max_rate in (runs if args.estimator_rate > 0 else ()):
             name = variant + (f"_estimates_at_most_{max_rate:g}hz" if max_rate else "")
             try:

@@ -61,14 +61,6 @@ def composed_args(nodes: list[NodeSpec], overrides: Path) -> list[str]:
     return args
 
 
-def intra_process(group: list[dict]) -> bool:
-    """Whether composed nodes with these parameters hand messages over in-process
-    (``nodes.intra``): only when every one of them keeps its ``intra_process`` setting on."""
-    from simreal_ros.nodes.spin import SpinConfig
-
-    return all(bool(p.get("intra_process", SpinConfig.intra_process)) for p in group)
-
-
 def executor_kind(nodes: list[NodeSpec]) -> str:
     """The one executor the composed ``nodes`` ask for (their ``executor`` parameter)."""
     kinds = {spec.parameters.get("executor", "events") for spec in nodes}
@@ -79,19 +71,17 @@ def executor_kind(nodes: list[NodeSpec]) -> str:
 
 class InProcessGraph:
     """All nodes in this process on one executor (the nodes' ``executor`` parameter; spun in a
-    background thread), handing messages over in-process (:func:`intra_process`)."""
+    background thread)."""
 
     def __init__(self, nodes: list[NodeSpec], run_dir: Path) -> None:
         import rclpy
 
-        from simreal_ros.nodes import intra
         from simreal_ros.nodes.common import make_executor
 
         overrides = write_overrides(nodes, run_dir)
         args = ["simreal", *composed_args(nodes, overrides)]
         self.context = rclpy.Context()
         rclpy.init(args=args, context=self.context)
-        self.bus = intra.enable(self.context) if intra_process([s.parameters for s in nodes]) else None
         self.executor = make_executor(executor_kind(nodes), context=self.context)
         self.nodes = []
         for spec in nodes:
@@ -123,9 +113,6 @@ class InProcessGraph:
             node.destroy_node()
         self.executor.shutdown()
         rclpy.try_shutdown(context=self.context)
-        from simreal_ros.nodes import intra
-
-        intra.disable(self.context)
 
 
 class ProcessGraph:
@@ -179,7 +166,6 @@ def run_composed(argv: list[str]) -> int:
     import yaml
     from rclpy.signals import SignalHandlerOptions
 
-    from simreal_ros.nodes import intra
     from simreal_ros.nodes.common import make_executor
     from simreal_ros.nodes.spin import apply_niceness
 
@@ -194,7 +180,6 @@ def run_composed(argv: list[str]) -> int:
         print(f"[composed] {why}", file=sys.stderr, flush=True)
     stop: list[int] = []
     rclpy.init(args=["composed", *argv[split:]], signal_handler_options=SignalHandlerOptions.NO)
-    bus = intra.enable(rclpy.get_default_context()) if intra_process(group) else None
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda s, _f: stop.append(s))
     nodes = []
@@ -213,9 +198,6 @@ def run_composed(argv: list[str]) -> int:
         for n in reversed(nodes):
             n.destroy_node()
         rclpy.try_shutdown()
-        if bus is not None:
-            print(f"[composed] handed over in-process: {bus.delivered} messages on "
-                  f"{sorted(k[0] for k in bus.publishers if bus.subscriptions.get(k))}", file=sys.stderr, flush=True)
     return code
 
 

@@ -63,9 +63,8 @@ class EstimatorConfig:
     belief_rate_hz: float = setting(10.0, "belief publications per second of sample time (the prior too); 0 = at "
                                     "every belief update", unit="Hz", low=0.0, high=10000.0)
     covariance_rate_hz: float = setting(50.0, "covariance publications per second of sample time, each with an "
-                                        "estimate (the covariance changes slowly and only bags read it; a message "
-                                        "per estimate cost about a quarter of the node's CPU); 0 = with every "
-                                        "estimate", unit="Hz", low=0.0, high=10000.0)
+                                        "estimate (the covariance changes slowly and only bags read it); 0 = with "
+                                        "every estimate", unit="Hz", low=0.0, high=10000.0)
 
     def __post_init__(self) -> None:
         validate_fields(self)

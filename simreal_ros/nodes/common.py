@@ -246,11 +246,8 @@ def publish_status(node: Node, pub, status, values: dict) -> None:
 
 def destroy_entities(node: Node, entities) -> None:
     """Destroy ``entities`` (publishers, subscriptions, services, timers) of ``node``: each with
-    the first ``destroy_*`` that takes it (an ``intra`` publisher or subscription: its own ``destroy``)."""
+    the first ``destroy_*`` that takes it."""
     for ent in entities:
-        if hasattr(ent, "destroy") and hasattr(ent, "bus"):
-            ent.destroy()
-            continue
         for destroy in (node.destroy_publisher, node.destroy_subscription, node.destroy_service,
                         node.destroy_timer):
             try:

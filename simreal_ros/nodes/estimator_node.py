@@ -43,7 +43,6 @@ from simreal_ros.estimator.estimator import (
     covariance_vector,
     estimator_settings,
 )
-from simreal_ros.nodes import intra
 from simreal_ros.nodes.common import (
     JointOrder,
     doubles,
@@ -98,7 +97,7 @@ class StateEstimatorNode(Node):
         self.names = list(self.robot.joint_names)
         self._cov_labels = (",".join(self.names), ",".join(COVARIANCE_FIELDS))
         self._belief_labels = ("estimate,std", ",".join(self.core.belief_names))
-        self.est_pub = intra.publisher(self, JointState, p["estimate_topic"], 10)
+        self.est_pub = self.create_publisher(JointState, p["estimate_topic"], 10)
         self.cov_pub = self.create_publisher(Float64MultiArray, p["covariance_topic"], 10)
         self.belief_pub = self.create_publisher(Float64MultiArray, p["belief_topic"], 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)

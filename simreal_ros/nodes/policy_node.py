@@ -47,7 +47,6 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Int32, MultiArrayDimension, String
 
-from simreal_ros.nodes import intra
 from simreal_ros.nodes.common import (
     DIAG_LEVEL,
     GOAL_QOS,
@@ -123,7 +122,7 @@ class PolicyExecutorNode(Node):
         period = 1.0 / m.control_rate_hz
         self.policy = node_executor(bundle, self.robot, config, p, path)  # refuses inputs it cannot have
         self.order = JointOrder(self.robot.joint_names)
-        self.cmd_pub = intra.publisher(self, Float64MultiArray, p["command_topic"], 10)
+        self.cmd_pub = self.create_publisher(Float64MultiArray, p["command_topic"], 10)
         self.revert_pub = self.create_publisher(String, p["revert_topic"], 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.record_pub = self.record = None
@@ -137,7 +136,7 @@ class PolicyExecutorNode(Node):
             self.bundle_pub = self.create_publisher(String, p["bundle_topic"], GOAL_QOS)  # latched
             self.bundle_pub.publish(String(data=bundle_identity(m, bundle.directory, content_hash(bundle),
                                                                 self.robot.name, SKIP_REASONS)))
-        intra.subscription(self, JointState, p["state_topic"], self._on_state, LATEST_STATE_QOS)
+        self.create_subscription(JointState, p["state_topic"], self._on_state, LATEST_STATE_QOS)
         goal_type = PoseStamped if p["goal_type"] == "pose" else PointStamped
         subscribe_goal(self, goal_type, p["goal_topic"], self._on_goal)  # latched or plain publishers
         if "object_pose" in self.policy.inputs:

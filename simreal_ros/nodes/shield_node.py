@@ -55,7 +55,6 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from simreal_ros.nodes import intra
 from simreal_ros.nodes.common import (
     DIAG_LEVEL,
     LATEST_COMMAND_QOS,
@@ -168,11 +167,11 @@ class ShieldNode(LifecycleNode):
         if p["sent_state_topic"]:
             self.sent_pub = self.create_lifecycle_publisher(JointState, p["sent_state_topic"], 50)
             lp.append(self.sent_pub)
-        e.append(intra.subscription(self, JointState, p["state_topic"], self._on_state, LATEST_STATE_QOS))
-        e.append(intra.subscription(self, Float64MultiArray, p["policy_topic"],
-                                    lambda m: self._on_command("policy", m), LATEST_COMMAND_QOS))
-        e.append(intra.subscription(self, Float64MultiArray, p["baseline_topic"],
-                                    lambda m: self._on_command("baseline", m), LATEST_COMMAND_QOS))
+        e.append(self.create_subscription(JointState, p["state_topic"], self._on_state, LATEST_STATE_QOS))
+        e.append(self.create_subscription(Float64MultiArray, p["policy_topic"],
+                                          lambda m: self._on_command("policy", m), LATEST_COMMAND_QOS))
+        e.append(self.create_subscription(Float64MultiArray, p["baseline_topic"],
+                                          lambda m: self._on_command("baseline", m), LATEST_COMMAND_QOS))
         e.append(self.create_subscription(String, p["revert_topic"], self._on_revert, 10))
         e.append(self.create_service(Trigger, "~/estop", self._srv_estop))
         e.append(self.create_service(Trigger, "~/reset", self._srv_reset))

@@ -26,11 +26,6 @@ class SpinConfig:
                         "refused: a warning, the process keeps its niceness). The graph gives the nodes between a "
                         "measurement and the arm's command a negative value, so a loaded machine delays them "
                         "last", low=-20, high=19, read_only=True)
-    intra_process: bool = setting(True, "composed with other nodes in one process: hand the hot path's messages "
-                                  "(estimate, proposals) to the process's own subscribers directly, after writing "
-                                  "them to DDS (simreal_ros/nodes/intra.py); a subscription then hears only its "
-                                  "process's publisher of the topic. No effect in a process of its own",
-                                  read_only=True)
 
     def __post_init__(self) -> None:
         validate_fields(self)
