@@ -77,6 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--method ppo: reward lost per cycle the shield changed")
     p.add_argument("--revert-penalty", type=float, default=None, help="--method ppo: reward lost at a shield revert")
     p.add_argument("--fqe-steps", type=int, default=None, help="OPE: FQE steps (ope's default)")
+    p.add_argument("--target-success", type=float, default=0.9,
+                   help="success the report measures the new bundle against, saying how far it got and why when "
+                        "short (%(default)s: issue 13's acceptance)")
     p.add_argument("--eval-episodes", type=int, default=30, help="evaluation episodes per bundle (%(default)s)")
     p.add_argument("--eval-seed", type=int, default=10_000, help="first evaluation seed (%(default)s)")
     p.add_argument("--workers", type=int, default=2, help="evaluation worker processes (%(default)s)")
@@ -385,11 +388,13 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
     report["reference"]["sha256_after"] = bundle_hash(parent)
     report["reference"]["unchanged"] = report["reference"]["sha256_after"] == frozen
     report["wall_time_s"] = round(time.monotonic() - t_start, 1)
-    write_report(report, rows, out, real.name, args.eval_episodes, args.eval_seed, stage)
+    write_report(report, rows, out, real.name, args.eval_episodes, args.eval_seed, stage, args.target_success)
     if not report["reference"]["unchanged"]:
         raise LoopError(f"the frozen reference {parent} changed during the loop (sha256 {frozen[:12]} -> "
                         f"{report['reference']['sha256_after'][:12]})")
     print_summary(rows, out)
+    for line in report["target"]["lines"]:
+        print(f"  {line}")
     return report
 
 
