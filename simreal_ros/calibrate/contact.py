@@ -537,6 +537,14 @@ def _correlation_factor(r: np.ndarray) -> float:
     return float(np.sqrt(tau))
 
 
+def origin_slope(a: np.ndarray, b: np.ndarray) -> float:
+    """Slope k of ``b ~ k a`` (a line through the origin) when both are noisy: the reduced major
+    axis, the geometric mean of the least-squares slope of b on a and the inverse of a on b
+    (least squares of one on the other tilts towards the noisier side's axis)."""
+    ab = float(a @ b)
+    return float(np.sign(ab) * np.sqrt(float(b @ b) / float(a @ a)))
+
+
 def _masked_mean(f: np.ndarray, use: np.ndarray, kern: np.ndarray, count: np.ndarray) -> np.ndarray:
     return np.stack([np.convolve(np.where(use, f[:, i], 0.0), kern, mode="same") / np.maximum(count, 1.0)
                      for i in range(f.shape[1])], axis=1)
@@ -761,9 +769,8 @@ def fit_contact(logs: Sequence[PushLog], cfg: ContactConfig | None = None, robot
         if use.sum() < 10 or ss <= 0:
             est_m = not_identified("puck_mass", "kg", prior_m, "the replay's tool never pushed the puck")
         else:
-            ab = float(a @ b)
-            scale = float(np.sign(ab) * np.sqrt(float(b @ b) / ss))  # both noisy: the reduced major axis
-            stats["mass_least_squares_kg"] = ab / ss * prior_m  # measured on replayed (tilted towards 0)
+            scale = origin_slope(a, b)  # both forces noisy: the reduced major axis
+            stats["mass_least_squares_kg"] = float(a @ b) / ss * prior_m  # measured on replayed (tilted to 0)
             r = b - scale * a
             s2 = float(r @ r) / max(1, r.size - 1)
             corr_m = _correlation_factor(r[0::2])
@@ -774,7 +781,7 @@ def fit_contact(logs: Sequence[PushLog], cfg: ContactConfig | None = None, robot
                 u = np.linalg.norm(fs_i, axis=1) > 1e-4
                 ai, bi = fs_i[u].ravel(), fm_i[u].ravel()
                 if ai.size >= 4 and ai @ ai > 0:
-                    per.append(float(np.sign(ai @ bi) * np.sqrt(float(bi @ bi) / float(ai @ ai))) * prior_m)
+                    per.append(origin_slope(ai, bi) * prior_m)
             stats["mass_std_noise_kg"] = m_std
             if len(per) >= 3:
                 spread_m = float(np.std(per, ddof=1) / np.sqrt(len(per)))
