@@ -246,7 +246,7 @@ def test_ppo_finetune_starts_from_the_parent_learns_in_the_simulator_and_leaves_
     shutil.copytree(PUSH, parent)
     before = bundle_hash(parent)
     res = finetune(parent, [dataset], tmp_path / "new", method="ppo", randomization="default", timesteps=128,
-                   value_warmup=64, n_envs=1, progress=False, command="test")
+                   value_warmup=64, n_envs=1, learning_rate=3e-5, progress=False, command="test")
     assert bundle_hash(parent) == before
     assert [p.name for p in tmp.iterdir() if p.name.startswith("SB3-")] == []
     b = load_bundle(tmp_path / "new", load_robot())
@@ -260,7 +260,10 @@ def test_ppo_finetune_starts_from_the_parent_learns_in_the_simulator_and_leaves_
     assert ft["algorithm"] == "PPO" and ft["library"].startswith("stable-baselines3")
     assert "read from its ONNX graph" in ft["initialization"] and ft["wall_time_s"] > 0
     hp = ft["hyperparameters"]
+    from simreal_ros.finetune.ppo import PPO_FT_DEFAULTS
+
     assert hp["timesteps"] == 128 and hp["value_warmup"] == 64 and hp["learning_rate"] == 3e-5
+    assert hp["ref_weight"] == PPO_FT_DEFAULTS["ref_weight"]  # what was not given: the declared defaults
     assert ft["phases"]["value_warmup"]["timesteps"] == 64 and ft["phases"]["ppo"]["timesteps"] == 64
     assert np.isfinite(ft["phases"]["ppo"]["reference_loss_last"])
     assert "action_statistics" in prov  # for the drift monitor, as simreal train records them

@@ -67,18 +67,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ref-weight", type=float, default=None,
                    help=f"weight of the squared distance to the frozen original's actions ({DEFAULTS['ref_weight']})")
     p.add_argument("--gamma", type=float, default=None, help=f"discount ({DEFAULTS['gamma']})")
-    g = p.add_argument_group("--method ppo (defaults: simreal_ros.finetune.ppo.PPO_FT_DEFAULTS; --ref-weight and "
-                             "--gamma apply too, --ref-weight's default is then 0.1)")
-    g.add_argument("--timesteps", type=int, default=None, help="environment steps in all (40000)")
+    from simreal_ros.finetune.ppo import PPO_FT_DEFAULTS as PPO
+
+    g = p.add_argument_group(f"--method ppo (defaults: simreal_ros.finetune.ppo.PPO_FT_DEFAULTS; --ref-weight and "
+                             f"--gamma apply too, --ref-weight's default is then {PPO['ref_weight']})")
+    g.add_argument("--timesteps", type=int, default=None, help=f"environment steps in all ({PPO['timesteps']})")
     g.add_argument("--value-warmup", type=int, default=None,
-                   help="first environment steps that train only the value net, the actor frozen (8000)")
-    g.add_argument("--learning-rate", type=float, default=None, help="PPO's learning rate (3e-5)")
-    g.add_argument("--n-envs", type=int, default=None, help="parallel environments (4)")
-    g.add_argument("--log-std-init", type=float, default=None, help="log std of the exploration noise (-1.6)")
+                   help=f"first environment steps that train only the value net, the actor frozen "
+                        f"({PPO['value_warmup']})")
+    g.add_argument("--learning-rate", type=float, default=None, help=f"PPO's learning rate ({PPO['learning_rate']})")
+    g.add_argument("--n-envs", type=int, default=None, help=f"parallel environments ({PPO['n_envs']})")
+    g.add_argument("--log-std-init", type=float, default=None,
+                   help=f"log std of the exploration noise ({PPO['log_std_init']})")
     g.add_argument("--intervention-penalty", type=float, default=None,
-                   help="reward lost per cycle the shield changed the command (0.5)")
+                   help=f"reward lost per cycle the shield changed the command ({PPO['intervention_penalty']})")
     g.add_argument("--revert-penalty", type=float, default=None,
-                   help="reward lost when the shield reverts to the baseline, which ends the episode (5.0)")
+                   help=f"reward lost when the shield reverts to the baseline, which ends the episode "
+                        f"({PPO['revert_penalty']})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     from simreal_ros.finetune import explore  # --from-exploration (issue 14): SAC from the exploration data
