@@ -77,7 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--method ppo: reward lost per cycle the shield changed")
     p.add_argument("--revert-penalty", type=float, default=None, help="--method ppo: reward lost at a shield revert")
     p.add_argument("--fqe-steps", type=int, default=None, help="OPE: FQE steps (ope's default)")
-    p.add_argument("--target-success", type=float, default=0.9,
+    from simreal_ros.loop.report import TARGET_SUCCESS
+
+    p.add_argument("--target-success", type=float, default=TARGET_SUCCESS,
                    help="success the report measures the new bundle against, saying how far it got and why when "
                         "short (%(default)s: issue 13's acceptance)")
     p.add_argument("--eval-episodes", type=int, default=30, help="evaluation episodes per bundle (%(default)s)")
