@@ -63,8 +63,7 @@ class PromotionConfig:
                                           "(or their maxima, whichever is larger)", low=0.0, high=1.0)
     min_shadow_commands: int = setting(100, "fewest would-be policy commands a shadow session must hold", low=1,
                                        high=100000000)
-    # measured: config/promotion.yaml and README "Gated stages" (shipped push policy 0.055-0.076 rad over
-    # 8 sessions, the same network reversed 0.098-0.112 over 7)
+    # the measurements behind the shadow thresholds: config/promotion.yaml and README "Gated stages"
     max_shadow_divergence: float = setting(0.085, "most mean divergence (largest joint difference per cycle) of the "
                                            "policy's would-be command from the baseline's in the shadow session",
                                            unit="rad", low=0.0, high=10.0)
