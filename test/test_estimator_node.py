@@ -154,7 +154,11 @@ def test_timer_mode_predicts_to_the_node_clock_and_stops_when_input_stops(proces
     assert np.median(np.diff(inputs)) < 0.5 / rate  # (the input really was faster)
     last_input = inputs[-1]
     assert np.all(stamps <= last_input + max_gap + 1e-3), stamps[-5:] - last_input  # never past max_gap
-    assert stamps[-1] > last_input + 0.05  # ... but predicted beyond the last sample until then
+    # ... but predicted beyond the last sample (stamps of the node's clock, not of the samples):
+    # how many periods depends on how much CPU the estimator got in those 0.2 s (CI measured only
+    # 2 periods, 39.7 ms, on a loaded machine), so the check is that it happened, not for how long
+    after = stamps[stamps > last_input]
+    assert after.size >= 1 and after[-1] > last_input + 0.5 / rate, stamps[-5:] - last_input
     vel = np.array([m.velocity[0] for m in got[10:n_running]])
     assert np.all(np.abs(vel - 0.5) < 0.05), vel
 
