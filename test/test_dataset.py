@@ -602,3 +602,21 @@ def test_a_stall_after_a_goal_was_met_starts_no_second_episode_of_it(tmp_path):
     assert outcomes == ["terminal", "terminal", "met before a transition", "timeout"], outcomes
     assert int(t.terminals.sum()) == int(plain.terminals.sum()) == 2
     assert len(t) == len(plain)  # the stall fell among the dropped cycles
+
+
+def test_a_goal_met_across_a_stall_ends_one_terminal_episode_only(tmp_path):
+    """A goal the tracked puck reaches while the policy stalls (between the cycle before the stall
+    and the one after it) ends its episode terminal at the stall's cut; the cycles after the stall
+    under that goal are dropped like any after a success. The builder closed the episode terminal
+    but went on under the goal: the puck still at the goal, the next stretch's first row ended a
+    second, one-row terminal episode of it (a CI session's dataset had 3 terminals for 2 goals)."""
+    from simreal_ros.dataset.build import build
+
+    plain = build([_synthetic_push_bag(tmp_path / "plain")])
+    met_b = float(plain.stamps[np.flatnonzero(plain.terminals)[1]]) - T0  # B is met after this cycle
+    t = build([_synthetic_push_bag(tmp_path / "stalled", stall=(met_b + 0.001, met_b + 0.25))])
+    outcomes = [g["outcome"] for g in t.meta.provenance["bags"][0]["goals"]]
+    assert outcomes == ["terminal", "terminal", "met before a transition", "timeout"], outcomes
+    assert int(t.terminals.sum()) == 2, t.stamps[t.terminals] - T0
+    # the stall removed B's met cycle and nothing before it: B's episode ends at the same row
+    assert float(t.stamps[np.flatnonzero(t.terminals)[1]]) - T0 == pytest.approx(met_b - PERIOD, abs=1e-6)

@@ -653,8 +653,11 @@ class _Builder:
                 # at a goal change the session moved on as the puck came to rest (judged on the true
                 # puck, at once): the tracked puck's centred speed needs SPEED_WINDOW_S more of it
                 until = c.t[i + 1] + (SPEED_WINDOW_S if goal_cut[i + 1] else 0.0)
-                close(not ended and self._reached_after(c, i, until))
-                ended = ended and not goal_cut[i + 1]  # a gap under the same goal does not end the drop
+                met = not ended and self._reached_after(c, i, until)
+                close(met)
+                # a gap under the same goal does not end the drop, and a goal met across the gap
+                # starts it: its later cycles are dropped as after any success
+                ended = (ended or met) and not goal_cut[i + 1]
                 continue
             if ended:
                 self.counts["dropped_after_terminal"] += 1
