@@ -28,7 +28,7 @@ def family(tmp_path_factory):
     SAC steps (2 episodes), the diversity reward on after the first."""
     out = tmp_path_factory.mktemp("explore") / "family"
     assert main(["--task", "push", "--explore", str(N), "--timesteps", "240", "--n-envs", "1", "--net", "32,32",
-                 "--pretrain-steps", "300", "--dagger-iterations", "1",
+                 "--pretrain-steps", "300", "--dagger-iterations", "1", "--stats-episodes", str(N),
                  "--seed", "3", "--out", str(out), "--no-progress", "--explore-diversity-threshold", "-1000000",
                  "--explore-threshold-episodes", "1", "--explore-discriminator-every", "20",
                  "--explore-discriminator-batch", "32"]) == 0

@@ -47,14 +47,15 @@ def test_tiny_ppo_run_exports_a_bundle_that_loads_and_matches_the_trained_policy
 
 
 def test_sac_and_dagger_warm_start_also_export_valid_bundles(tmp_path):
-    assert main(["--algo", "sac", "--timesteps", "200", "--n-envs", "1", "--net", "16,16",
+    assert main(["--algo", "sac", "--timesteps", "200", "--n-envs", "1", "--net", "16,16", "--stats-episodes", "1",
                  "--out", str(tmp_path / "sac"), "--no-progress"]) == 0
     sac = load_bundle(tmp_path / "sac", load_robot())
     x = np.random.default_rng(1).normal(size=(8, 30)).astype(np.float32) * 5
     assert np.all(np.abs(sac.infer(x)) <= 1.0)  # tanh squashing is in the graph
 
     assert main(["--timesteps", "128", "--n-envs", "2", "--net", "16,16", "--pretrain-steps", "300",
-                 "--dagger-iterations", "2", "--out", str(tmp_path / "dagger"), "--no-progress"]) == 0
+                 "--dagger-iterations", "2", "--stats-episodes", "1", "--out", str(tmp_path / "dagger"),
+                 "--no-progress"]) == 0
     prov = load_bundle(tmp_path / "dagger", load_robot()).manifest.provenance
     iters = prov["training"]["pretraining"]["iterations"]
     assert len(iters) == 2 and iters[-1]["samples"] == 300
@@ -70,8 +71,8 @@ def test_training_leaves_no_sb3_logger_directory_in_the_temporary_directory(tmp_
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     assert tempfile.gettempdir() == str(tmp)
     for algo, steps in (("ppo", 64), ("sac", 100)):
-        assert main(["--algo", algo, "--timesteps", str(steps), "--n-envs", "1", "--net", "8,8",
-                     "--out", str(tmp_path / algo), "--no-progress"]) == 0
+        assert main(["--algo", algo, "--timesteps", str(steps), "--n-envs", "1", "--net", "8,8", "--stats-episodes",
+                     "1", "--out", str(tmp_path / algo), "--no-progress"]) == 0
     assert (tmp_path / "ppo" / "manifest.yaml").is_file() and (tmp_path / "sac" / "manifest.yaml").is_file()
     assert sorted(p.name for p in tmp.iterdir() if p.name.startswith("SB3-")) == []
 
@@ -80,6 +81,7 @@ def test_training_leaves_no_sb3_logger_directory_in_the_temporary_directory(tmp_
     (["--algo", "sac", "--pretrain-steps", "10"], "--pretrain-steps needs --algo ppo"),
     (["--randomization", "nosuchprofile"], "nosuchprofile"),
     (["--timesteps", "0"], "--timesteps"),
+    (["--stats-episodes", "0"], "--stats-episodes"),
     (["--ray", "--subproc"], "--ray and --subproc"),
 ])
 def test_bad_arguments_are_refused_with_a_clear_message(tmp_path, capsys, argv, match):
@@ -104,7 +106,8 @@ def test_push_training_with_the_pusher_warm_start_exports_a_planar_bundle_the_ex
     def agreement(pretrain_steps: int) -> tuple[float, object]:
         out = tmp_path / f"push{pretrain_steps}"
         assert main(["--task", "push", "--timesteps", "256", "--n-envs", "2", "--net", "64,64", "--seed", "1",
-                     "--pretrain-steps", str(pretrain_steps), "--dagger-iterations", "2", "--out", str(out),
+                     "--pretrain-steps", str(pretrain_steps), "--dagger-iterations", "2", "--stats-episodes", "2",
+                     "--out", str(out),
                      "--no-progress"]) == 0
         bundle = load_bundle(out, env.robot)
         ex = PolicyExecutor(bundle, env.robot, ExecutorConfig(compute_deadline=1e9, ood_revert=False))
@@ -131,11 +134,12 @@ def test_push_training_with_the_pusher_warm_start_exports_a_planar_bundle_the_ex
         assert len(cosines) > 30
         return float(np.mean(cosines)), bundle
 
-    warm, bundle = agreement(6000)
+    warm, bundle = agreement(2500)
     m = bundle.manifest
     assert m.action_type == "tool_planar_delta" and m.action_dim == 2 and m.term_names == list(PUSH_TERMS)
     assert m.action_planar == env.action_planar and m.control_rate_hz == env.task.control_rate_hz
     assert m.provenance["training"]["env"]["id"] == "SimReal/Push-v0"
+    assert m.provenance["action_statistics"]["episodes"] == 2  # --stats-episodes (the drift monitor's)
     assert "scripted pusher" in m.provenance["training"]["pretraining"]["method"]
     cold, _ = agreement(0)
     assert warm > 0.25 and warm > cold + 0.2, (warm, cold)

@@ -199,7 +199,7 @@ def finetune_from_exploration(family: str | Path, data: list[str | Path], out: s
     }
     bundle = export_bundle(model, venv, out, name or f"{m.name}_task", provenance, action_scale, rate,
                            spec.obs_terms, **fields)
-    record_action_statistics(bundle, episodes=10, profile=profile, seed=seed + 20_000)  # the drift monitor's
+    record_action_statistics(bundle, profile=profile, seed=seed + 20_000)  # the drift monitor's
     if bundle_hash(family_dir) != parent_hash:
         raise RuntimeError(f"the family bundle {family_dir} changed during fine-tuning")
     return {"out": str(bundle), "name": name or f"{m.name}_task", "family": m.name, "real_transitions": len(steps),

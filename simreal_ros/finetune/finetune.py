@@ -222,7 +222,7 @@ def _finetune_ppo(bundle: str | Path, data: list[str | Path] | Steps, out: str |
                              lambda path: export_onnx(DeterministicPolicy.make(policy), m.obs_dim, path))
     from simreal_ros.training.action_stats import record_action_statistics
 
-    record_action_statistics(out, episodes=10, profile=str(randomization), seed=seed + 20_000)  # drift monitor
+    record_action_statistics(out, profile=str(randomization), seed=seed + 20_000)  # drift monitor
     from simreal_ros.finetune.data import bundle_hash
 
     if bundle_hash(bundle_dir) != parent_hash:

@@ -20,9 +20,11 @@ import numpy as np
 
 #: the std of a dimension that never moved is floored here (the monitor divides by it)
 MIN_STD = 1e-3
+#: shielded episodes the statistics come from when a bundle is written (train, finetune, explore)
+EPISODES = 10
 
 
-def action_statistics_of(bundle: str | Path, episodes: int = 10, profile: str = "default",
+def action_statistics_of(bundle: str | Path, episodes: int = EPISODES, profile: str = "default",
                          seed: int = 20_000) -> dict[str, Any]:
     """``{mean, std, samples, episodes, profile, seed}`` of the policy's clipped actions."""
     from simreal_ros.training.episodes import run_episode
@@ -45,7 +47,7 @@ def action_statistics_of(bundle: str | Path, episodes: int = 10, profile: str = 
             "source": "simreal_ros.training.action_stats (executor core, shielded episodes)"}
 
 
-def record_action_statistics(bundle: str | Path, episodes: int = 10, profile: str = "default",
+def record_action_statistics(bundle: str | Path, episodes: int = EPISODES, profile: str = "default",
                              seed: int = 20_000) -> dict[str, Any]:
     """Compute (:func:`action_statistics_of`) and store them in ``provenance.action_statistics``."""
     import yaml
@@ -63,7 +65,7 @@ def record_action_statistics(bundle: str | Path, episodes: int = 10, profile: st
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m simreal_ros.training.action_stats", description=__doc__.split("\n")[0])
     p.add_argument("bundle")
-    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--episodes", type=int, default=EPISODES)
     p.add_argument("--profile", default="default")
     p.add_argument("--seed", type=int, default=20_000)
     args = p.parse_args(argv)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from simreal_ros.cli import standalone_main
+from simreal_ros.training.action_stats import EPISODES as STATS_EPISODES
 from simreal_ros.training.tasks import TASK_NAMES, task
 
 ALGORITHMS = ("ppo", "sac")
@@ -58,6 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dagger-iterations", type=int, default=4, help="DAgger iterations (default: %(default)s)")
     p.add_argument("--eval-episodes", type=int, default=0,
                    help="after training, evaluate this many episodes per condition and record them")
+    p.add_argument("--stats-episodes", type=int, default=STATS_EPISODES,
+                   help="shielded episodes of the trained policy whose action statistics the bundle carries for "
+                        "the drift monitor (default: %(default)s)")
     p.add_argument("--workdir", default=None, help="keep the SB3 model and VecNormalize stats here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     from simreal_ros.scale import add_ray_argument
@@ -234,6 +238,8 @@ def train(args: argparse.Namespace) -> Path:
     args.name = args.name or f"{args.task}_default"
     if args.timesteps < 1:
         raise ValueError(f"--timesteps must be >= 1, got {args.timesteps}")
+    if args.stats_episodes < 1:
+        raise ValueError(f"--stats-episodes must be >= 1, got {args.stats_episodes}")
     if args.n_envs < 1:
         raise ValueError(f"--n-envs must be >= 1, got {args.n_envs}")
     net = [int(x) for x in str(args.net).split(",") if x.strip()]
@@ -330,7 +336,8 @@ def train(args: argparse.Namespace) -> Path:
     out = export_bundle(model, venv, Path(args.out), args.name, provenance, action_scale, rate, terms, **fields)
     from simreal_ros.training.action_stats import record_action_statistics
 
-    record_action_statistics(out, episodes=10, profile=args.randomization, seed=args.seed + 20_000)  # drift monitor
+    record_action_statistics(out, episodes=args.stats_episodes, profile=args.randomization,
+                             seed=args.seed + 20_000)  # the drift monitor's
     print(f"trained {args.timesteps} steps in {wall:.0f} s; bundle written to {out}")
     if args.eval_episodes > 0:
         from simreal_ros.training.evaluate import record_in_manifest
