@@ -131,7 +131,7 @@ def test_train_on_ray_gives_the_same_policy_as_locally(ray_cluster, tmp_path):
     from simreal_ros.robot import load_robot
     from simreal_ros.training.train import main
 
-    argv = ["--timesteps", "192", "--n-envs", "3", "--net", "16,16", "--seed", "5", "--no-progress"]
+    argv = ["--timesteps", "192", "--n-envs", "3", "--net", "16,16", "--seed", "5", "--stats-episodes", "1", "--no-progress"]
     assert main([*argv, "--out", str(tmp_path / "local")]) == 0
     assert main([*argv, "--ray", "--out", str(tmp_path / "ray")]) == 0
     wl, wr = _weights(tmp_path / "local"), _weights(tmp_path / "ray")
