@@ -15,12 +15,14 @@ from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
 from simreal_ros.nodes.spin import EXECUTORS, SPIN_SETTINGS, SpinConfig, apply_niceness
+from simreal_ros.nodes.wire import JointStateDecoder, RawJointState, WireFormatError
 
 #: Latest-only inputs (the state a policy or the shield acts on, a proposal the shield steps on):
 #: keep-last 1, so a consumer that fell behind takes the newest message instead of working through
@@ -45,9 +47,30 @@ def stamp_to_sec(stamp) -> float:
     return float(stamp.sec) + 1e-9 * float(stamp.nanosec)
 
 
-def sec_to_stamp(t: float) -> TimeMsg:
+def sec_nsec(t: float) -> tuple[int, int]:
+    """A time in seconds as a ROS stamp's (sec, nanosec)."""
     ns = int(round(t * 1e9))
-    return TimeMsg(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+    return ns // 1_000_000_000, ns % 1_000_000_000
+
+
+def sec_to_stamp(t: float) -> TimeMsg:
+    sec, nanosec = sec_nsec(t)
+    return TimeMsg(sec=sec, nanosec=nanosec)
+
+
+def take_joint_state(decoder: JointStateDecoder, buf: bytes) -> RawJointState:
+    """A raw subscription's ``sensor_msgs/JointState`` (:mod:`simreal_ros.nodes.wire`); what the
+    codec does not read (another encapsulation) goes through rclpy's deserializer instead. A buffer
+    neither can read raises ValueError."""
+    try:
+        return decoder.decode(buf)
+    except WireFormatError as exc:
+        try:
+            msg = deserialize_message(buf, JointState)
+        except Exception as exc2:  # rclpy raises its own error types for a malformed buffer
+            raise ValueError(f"unreadable JointState ({exc}; rclpy: {exc2})") from exc2
+    return RawJointState(stamp_to_sec(msg.header.stamp), msg.header.frame_id, tuple(msg.name),
+                         as_floats(msg.position), as_floats(msg.velocity), as_floats(msg.effort))
 
 
 def doubles(values) -> array.array:

@@ -45,21 +45,21 @@ from geometry_msgs.msg import PointStamped, PoseStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray, Int32, MultiArrayDimension, String
+from std_msgs.msg import Float64MultiArray, Int32, String
 
 from simreal_ros.nodes.common import (
     DIAG_LEVEL,
     GOAL_QOS,
     LATEST_STATE_QOS,
     JointOrder,
-    array_msg,
-    doubles,
     publish_status,
     run_node,
     stamp_to_sec,
     subscribe_goal,
+    take_joint_state,
 )
 from simreal_ros.nodes.params import Param, declare_and_read
+from simreal_ros.nodes.wire import Float64ArrayEncoder, JointStateDecoder
 from simreal_ros.policy.bundle import BundleError, content_hash, load_bundle
 from simreal_ros.policy.executor import SKIP_REASONS, CycleGate, ExecutorConfig
 from simreal_ros.policy.node_inputs import node_executor
@@ -122,21 +122,23 @@ class PolicyExecutorNode(Node):
         period = 1.0 / m.control_rate_hz
         self.policy = node_executor(bundle, self.robot, config, p, path)  # refuses inputs it cannot have
         self.order = JointOrder(self.robot.joint_names)
+        # the state is read from its CDR bytes and the command and record written as such (nodes.wire):
+        # rclpy's message objects cost more CPU than the cycle's own work
+        self._decoder = JointStateDecoder()
+        self._cmd_encoder = Float64ArrayEncoder([(self.policy.command_type, self.robot.n_joints, self.robot.n_joints)])
         self.cmd_pub = self.create_publisher(Float64MultiArray, p["command_topic"], 10)
         self.revert_pub = self.create_publisher(String, p["revert_topic"], 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.record_pub = self.record = None
-        if p["record_topic"]:  # one preallocated record and message, refilled every cycle
+        if p["record_topic"]:  # one preallocated record, refilled every cycle, and its fixed layout
             self.record = RecordBuffer(m.obs_dim, m.action_dim, SKIP_REASONS)
-            self.record_msg = Float64MultiArray()
-            self.record_msg.layout.dim = [MultiArrayDimension(label=n, size=k, stride=o) for n, k, o in
-                                          self.record.fields]
+            self._record_encoder = Float64ArrayEncoder(self.record.fields)
             self.record_pub = self.create_publisher(Float64MultiArray, p["record_topic"], 50)
         if p["bundle_topic"]:
             self.bundle_pub = self.create_publisher(String, p["bundle_topic"], GOAL_QOS)  # latched
             self.bundle_pub.publish(String(data=bundle_identity(m, bundle.directory, content_hash(bundle),
                                                                 self.robot.name, SKIP_REASONS)))
-        self.create_subscription(JointState, p["state_topic"], self._on_state, LATEST_STATE_QOS)
+        self.create_subscription(JointState, p["state_topic"], self._on_state, LATEST_STATE_QOS, raw=True)
         goal_type = PoseStamped if p["goal_type"] == "pose" else PointStamped
         subscribe_goal(self, goal_type, p["goal_topic"], self._on_goal)  # latched or plain publishers
         if "object_pose" in self.policy.inputs:
@@ -157,8 +159,9 @@ class PolicyExecutorNode(Node):
             f"{p['command_topic']}")
 
     # ------------------------------------------------------------------ callbacks
-    def _on_state(self, msg: JointState) -> None:
+    def _on_state(self, buf: bytes) -> None:
         try:
+            msg = take_joint_state(self._decoder, buf)
             q, dq, _ = self.order.arrays(msg)
             if dq is None:
                 raise ValueError(f"JointState has {len(msg.velocity)} velocities for {len(msg.name)} names; the "
@@ -168,7 +171,7 @@ class PolicyExecutorNode(Node):
             self.get_logger().error(f"ignoring state on {self.params['state_topic']}: {exc}",
                                     throttle_duration_sec=2.0)
             return
-        stamp = stamp_to_sec(msg.header.stamp)
+        stamp = msg.stamp
         if stamp == 0.0:  # unstamped publisher: the receipt time is the best we have
             stamp = self.get_clock().now().nanoseconds * 1e-9
         if not self.policy.update_state(q, dq, stamp):
@@ -217,11 +220,10 @@ class PolicyExecutorNode(Node):
         if self.gate is not None:
             self.gate.ran(now)
         if res.command is not None:  # first: the shield waits for it, the record only goes to the bag
-            self.cmd_pub.publish(array_msg(res.command, label=res.command_type))
+            self.cmd_pub.publish(self._cmd_encoder.encode(res.command))
         if self.record_pub is not None:
             ex = self.policy
-            self.record_msg.data = doubles(self.record.fill(res, ex.state_stamp, ex.object_stamp))
-            self.record_pub.publish(self.record_msg)
+            self.record_pub.publish(self._record_encoder.encode(self.record.fill(res, ex.state_stamp, ex.object_stamp)))
         if res.command is None and res.skipped in ("stale_state", "deadline_missed", "non_finite_action"):
             age = "n/a" if res.state_age is None else f"{1e3 * res.state_age:.1f} ms"
             self.get_logger().warn(f"cycle skipped: {res.skipped} (state age {age}, compute "
