@@ -122,6 +122,7 @@ class JointKalmanFilter:
         self._has_tau = False
         self._rejects = np.zeros(self.n, int)
         self._since_symmetrized = 0
+        self._last_dt = math.nan  # predict()'s transition cache (NaN: none yet)
 
     @property
     def initialized(self) -> bool:
@@ -139,7 +140,7 @@ class JointKalmanFilter:
         arr = np.asarray(values, dtype=float)
         if arr.shape != (self.n,):
             raise ValueError(f"{what} must have {self.n} values, got shape {arr.shape}")
-        if not np.all(np.isfinite(arr)):
+        if not math.isfinite(arr.sum()) and not np.all(np.isfinite(arr)):  # one reduction in the common case
             raise ValueError(f"{what} contains non-finite values: {arr}")
         return arr
 
@@ -176,9 +177,11 @@ class JointKalmanFilter:
         dt = max(0.0, float(t) - self.t)
         if dt == 0.0:
             return self.x.copy(), self.P.copy(), self.tau.copy(), self.tau_var.copy()
-        F, Q = _transition(dt)
-        x = self.x @ F.T
-        P = F @ self.P @ F.T + self.config.jerk_psd * Q
+        if dt != self._last_dt:  # a driver's samples come at one period: F and Q are reused
+            F, Q = _transition(dt)
+            self._last_dt, self._FT, self._F, self._jQ = dt, F.T.copy(), F, self.config.jerk_psd * Q
+        x = self.x @ self._FT
+        P = self._F @ self.P @ self._FT + self._jQ
         return x, P, self.tau.copy(), self.tau_var + self.config.effort_rate_psd * dt
 
     def update(self, t: float, q: Any, dq: Any = None, tau: Any = None) -> UpdateResult:

@@ -34,7 +34,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+from std_msgs.msg import Float64MultiArray
 
 from simreal_ros.estimator.estimator import (
     COVARIANCE_FIELDS,
@@ -45,7 +45,6 @@ from simreal_ros.estimator.estimator import (
 )
 from simreal_ros.nodes.common import (
     JointOrder,
-    doubles,
     publish_status,
     run_node,
     sec_nsec,
@@ -73,15 +72,10 @@ SPEC = [replace(s, read_only=True) for s in (
 _CORE_KEYS = tuple(s.name for s in estimator_settings())
 
 
-def matrix_msg(values: np.ndarray, labels: tuple[str, str]) -> Float64MultiArray:
-    """A row-major 2-D Float64MultiArray with labelled dimensions."""
-    values = np.asarray(values, dtype=float)
-    rows, cols = values.shape
-    msg = Float64MultiArray()
-    msg.layout.dim = [MultiArrayDimension(label=labels[0], size=rows, stride=rows * cols),
-                      MultiArrayDimension(label=labels[1], size=cols, stride=cols)]
-    msg.data = doubles(values)
-    return msg
+def matrix_encoder(shape: tuple[int, int], labels: tuple[str, str]) -> Float64ArrayEncoder:
+    """A row-major 2-D Float64MultiArray of this shape with labelled dimensions, as CDR bytes."""
+    rows, cols = shape
+    return Float64ArrayEncoder([(labels[0], rows, rows * cols), (labels[1], cols, cols)])
 
 
 class StateEstimatorNode(Node):
@@ -106,6 +100,7 @@ class StateEstimatorNode(Node):
         self._decoder = JointStateDecoder()
         self._est_encoder = JointStateEncoder(self.names)
         self._cov_encoder: Float64ArrayEncoder | None = None
+        self._belief_encoder: Float64ArrayEncoder | None = None
         self.create_subscription(JointState, p["input_topic"], self._on_joint_state, qos_profile_sensor_data, raw=True)
         if p["publish_rate_hz"] > 0:
             self.create_timer(1.0 / p["publish_rate_hz"], self._on_timer)
@@ -165,10 +160,8 @@ class StateEstimatorNode(Node):
             return
         self._cov_published = est.stamp
         cov = covariance_vector(est).reshape(len(self.names), -1)
-        if self._cov_encoder is None:  # the layout of matrix_msg, fixed once the shape is known
-            rows, cols = cov.shape
-            self._cov_encoder = Float64ArrayEncoder([(self._cov_labels[0], rows, rows * cols),
-                                                     (self._cov_labels[1], cols, cols)])
+        if self._cov_encoder is None:
+            self._cov_encoder = matrix_encoder(cov.shape, self._cov_labels)
         self.cov_pub.publish(self._cov_encoder.encode(cov))
 
     def _maybe_publish_belief(self) -> None:
@@ -182,7 +175,10 @@ class StateEstimatorNode(Node):
         if belief is None or (self._belief_period <= 0 and belief.updates == last_updates):
             return
         self._belief_published = (belief.updates, stamp)
-        self.belief_pub.publish(matrix_msg(np.stack([belief.values, belief.std]), self._belief_labels))
+        values = np.stack([belief.values, belief.std])
+        if self._belief_encoder is None:
+            self._belief_encoder = matrix_encoder(values.shape, self._belief_labels)
+        self.belief_pub.publish(self._belief_encoder.encode(values))
 
     def _on_diagnostics(self) -> None:
         status = DiagnosticStatus(name=NODE_NAME, hardware_id=self.robot.name)
