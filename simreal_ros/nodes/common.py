@@ -22,7 +22,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
 from simreal_ros.nodes.spin import EXECUTORS, SPIN_SETTINGS, SpinConfig, apply_niceness
-from simreal_ros.nodes.wire import JointStateDecoder, RawJointState, WireFormatError, decode_float64_array
+from simreal_ros.nodes.wire import JointStateDecoder, RawJointState, WireFormatError
 
 #: Latest-only inputs (the state a policy or the shield acts on, a proposal the shield steps on):
 #: keep-last 1, so a consumer that fell behind takes the newest message instead of working through
@@ -71,20 +71,6 @@ def take_joint_state(decoder: JointStateDecoder, buf: bytes) -> RawJointState:
             raise ValueError(f"unreadable JointState ({exc}; rclpy: {exc2})") from exc2
     return RawJointState(stamp_to_sec(msg.header.stamp), msg.header.frame_id, tuple(msg.name),
                          as_floats(msg.position), as_floats(msg.velocity), as_floats(msg.effort))
-
-
-def take_float64_array(buf: bytes) -> tuple[str, np.ndarray]:
-    """A raw subscription's ``std_msgs/Float64MultiArray`` as (its first dimension's label, or '';
-    the data), as :func:`take_joint_state` reads a JointState."""
-    try:
-        dims, data = decode_float64_array(buf)
-        return (dims[0][0] if dims else ""), data
-    except WireFormatError as exc:
-        try:
-            msg = deserialize_message(buf, Float64MultiArray)
-        except Exception as exc2:  # rclpy raises its own error types for a malformed buffer
-            raise ValueError(f"unreadable Float64MultiArray ({exc}; rclpy: {exc2})") from exc2
-    return (msg.layout.dim[0].label if msg.layout.dim else ""), as_floats(msg.data)
 
 
 def doubles(values) -> array.array:

@@ -45,12 +45,12 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
+from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
@@ -60,14 +60,14 @@ from simreal_ros.nodes.common import (
     LATEST_COMMAND_QOS,
     LATEST_STATE_QOS,
     JointOrder,
+    array_msg,
     destroy_entities,
+    joint_state_msg,
     publish_status,
     run_node,
-    take_float64_array,
-    take_joint_state,
+    stamp_to_sec,
 )
 from simreal_ros.nodes.params import Param, ParameterError, declare_and_read, descriptor, ros_default, validate_update
-from simreal_ros.nodes.wire import Float64ArrayEncoder, JointStateDecoder, JointStateEncoder
 from simreal_ros.robot import RobotDescriptionError, load_robot
 from simreal_ros.rollout.stage import GateRecord, StageGate
 from simreal_ros.settings import from_settings, settings_of
@@ -167,15 +167,11 @@ class ShieldNode(LifecycleNode):
         if p["sent_state_topic"]:
             self.sent_pub = self.create_lifecycle_publisher(JointState, p["sent_state_topic"], 50)
             lp.append(self.sent_pub)
-        # raw: the hot path's messages are read and written as CDR bytes (nodes.wire)
-        self._decoder = JointStateDecoder()
-        self._cmd_encoder = Float64ArrayEncoder()
-        self._sent_encoder = JointStateEncoder(self.order.names)
-        e.append(self.create_subscription(JointState, p["state_topic"], self._on_state, LATEST_STATE_QOS, raw=True))
+        e.append(self.create_subscription(JointState, p["state_topic"], self._on_state, LATEST_STATE_QOS))
         e.append(self.create_subscription(Float64MultiArray, p["policy_topic"],
-                                          lambda m: self._on_command("policy", m), LATEST_COMMAND_QOS, raw=True))
+                                          lambda m: self._on_command("policy", m), LATEST_COMMAND_QOS))
         e.append(self.create_subscription(Float64MultiArray, p["baseline_topic"],
-                                          lambda m: self._on_command("baseline", m), LATEST_COMMAND_QOS, raw=True))
+                                          lambda m: self._on_command("baseline", m), LATEST_COMMAND_QOS))
         e.append(self.create_subscription(String, p["revert_topic"], self._on_revert, 10))
         e.append(self.create_service(Trigger, "~/estop", self._srv_estop))
         e.append(self.create_service(Trigger, "~/reset", self._srv_reset))
@@ -229,10 +225,9 @@ class ShieldNode(LifecycleNode):
     def _now(self) -> float:
         return self._step_clock.now().nanoseconds * 1e-9
 
-    def _on_state(self, buf: bytes) -> None:
+    def _on_state(self, msg: JointState) -> None:
         now = self._now()
         try:
-            msg = take_joint_state(self._decoder, buf)
             q, dq, _ = self.order.arrays(msg)
         except ValueError as exc:
             self.run.bad_states += 1
@@ -242,20 +237,16 @@ class ShieldNode(LifecycleNode):
         if dq is None and not self._warned_no_velocity:
             self.get_logger().warning("joint state without velocities: the torque check assumes 0")
             self._warned_no_velocity = True
-        why = self.run.on_state(q, dq, msg.stamp or now, now)
+        why = self.run.on_state(q, dq, stamp_to_sec(msg.header.stamp) or now, now)
         if why:
             self.get_logger().warning(f"rejected joint state: {why}", throttle_duration_sec=2.0)
 
-    def _on_command(self, source: str, buf: bytes) -> None:
+    def _on_command(self, source: str, msg: Float64MultiArray) -> None:
         now = self._now()
-        try:
-            kind, data = take_float64_array(buf)
-        except ValueError as exc:
-            self.get_logger().error(f"rejected {source} command ({exc}): holding", throttle_duration_sec=1.0)
-            kind, data = "", np.full(0, np.nan)  # refused by the shield like any malformed proposal
-        ok, cycle = self.run.on_command(source, data, kind, now)
+        kind = msg.layout.dim[0].label if msg.layout.dim else ""
+        ok, cycle = self.run.on_command(source, msg.data, kind, now)
         if not ok:
-            why = self.run.rejection(kind, len(data))
+            why = self.run.rejection(kind, len(msg.data))
             self.get_logger().error(f"rejected {source} command ({why}): holding", throttle_duration_sec=1.0)
         if cycle is not None:  # stepped on arrival: the watchdog fires only when no proposal follows in time
             self._watchdog.reset()
@@ -290,27 +281,27 @@ class ShieldNode(LifecycleNode):
         if not cycle.publish:
             return
         out = cycle.output
-        self.cmd_pub.publish(self._cmd_encoder.encode(out.command))
+        self.cmd_pub.publish(array_msg(out.command))
         if self.sent_pub is not None:  # the same command, stamped with the time the shield used
             effort = self.shield.config.command_mode == "effort"
-            self.sent_pub.publish(self._sent_encoder.encode(*self._ros_stamp(out.time),
-                                                            position=None if effort else out.command,
-                                                            effort=out.command if effort else None))
+            self.sent_pub.publish(joint_state_msg(self.order.names, self._ros_stamp(out.time),
+                                                  position=None if effort else out.command,
+                                                  effort=out.command if effort else None))
         stamp = self.get_clock().now().to_msg()
         if out.interventions:
             self.iv_pub.publish(self._interventions_msg(out.interventions, stamp, out.source))
         if out.shadow_command is not None:
-            self.shadow_pub.publish(self._cmd_encoder.encode(out.shadow_command))
+            self.shadow_pub.publish(array_msg(out.shadow_command))
             if out.shadow_interventions:
                 self.shadow_iv_pub.publish(self._interventions_msg(out.shadow_interventions, stamp, "policy"))
         if cycle.status_changed:
             self._sync_mode_parameter()
             self._publish_diagnostics()
 
-    def _ros_stamp(self, t: float) -> tuple[int, int]:
-        """The stamp (sec, nanosec) of shield time ``t`` on the ROS clock (:class:`StepStamps`)."""
+    def _ros_stamp(self, t: float):
+        """The stamp of shield time ``t`` on the ROS clock (:class:`StepStamps`)."""
         ns = int(round(t * 1e9)) if self._stamps is None else self._stamps(t)
-        return divmod(ns, 1_000_000_000)
+        return Time(nanoseconds=ns).to_msg()
 
     def _interventions_msg(self, interventions, stamp, source: str) -> DiagnosticArray:
         msg = DiagnosticArray()
