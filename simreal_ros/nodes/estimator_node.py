@@ -99,8 +99,8 @@ class StateEstimatorNode(Node):
         # message objects were the larger part of this node's CPU per sample
         self._decoder = JointStateDecoder()
         self._est_encoder = JointStateEncoder(self.names)
-        self._cov_encoder: Float64ArrayEncoder | None = None
-        self._belief_encoder: Float64ArrayEncoder | None = None
+        self._cov_encoder = matrix_encoder((len(self.names), len(COVARIANCE_FIELDS)), self._cov_labels)
+        self._belief_encoder = matrix_encoder((2, len(self.core.belief_names)), self._belief_labels)
         self.create_subscription(JointState, p["input_topic"], self._on_joint_state, qos_profile_sensor_data, raw=True)
         if p["publish_rate_hz"] > 0:
             self.create_timer(1.0 / p["publish_rate_hz"], self._on_timer)
@@ -159,10 +159,7 @@ class StateEstimatorNode(Node):
         if self._cov_period > 0 and 0.0 <= est.stamp - self._cov_published < self._cov_period - 1e-9:
             return
         self._cov_published = est.stamp
-        cov = covariance_vector(est).reshape(len(self.names), -1)
-        if self._cov_encoder is None:
-            self._cov_encoder = matrix_encoder(cov.shape, self._cov_labels)
-        self.cov_pub.publish(self._cov_encoder.encode(cov))
+        self.cov_pub.publish(self._cov_encoder.encode(covariance_vector(est)))
 
     def _maybe_publish_belief(self) -> None:
         """At ``belief_rate_hz`` of sample time (the prior too, so consumers never wait for
@@ -175,10 +172,7 @@ class StateEstimatorNode(Node):
         if belief is None or (self._belief_period <= 0 and belief.updates == last_updates):
             return
         self._belief_published = (belief.updates, stamp)
-        values = np.stack([belief.values, belief.std])
-        if self._belief_encoder is None:
-            self._belief_encoder = matrix_encoder(values.shape, self._belief_labels)
-        self.belief_pub.publish(self._belief_encoder.encode(values))
+        self.belief_pub.publish(self._belief_encoder.encode(np.stack([belief.values, belief.std])))
 
     def _on_diagnostics(self) -> None:
         status = DiagnosticStatus(name=NODE_NAME, hardware_id=self.robot.name)

@@ -122,9 +122,7 @@ class PolicyExecutorNode(Node):
         period = 1.0 / m.control_rate_hz
         self.policy = node_executor(bundle, self.robot, config, p, path)  # refuses inputs it cannot have
         self.order = JointOrder(self.robot.joint_names)
-        # the state is read from its CDR bytes and the command and record written as such (nodes.wire):
-        # rclpy's message objects cost more CPU than the cycle's own work
-        self._decoder = JointStateDecoder()
+        self._decoder = JointStateDecoder()  # the hot path as CDR bytes (nodes.wire)
         self._cmd_encoder = Float64ArrayEncoder([(self.policy.command_type, self.robot.n_joints, self.robot.n_joints)])
         self.cmd_pub = self.create_publisher(Float64MultiArray, p["command_topic"], 10)
         self.revert_pub = self.create_publisher(String, p["revert_topic"], 10)

@@ -49,9 +49,9 @@ class _Reader:
     def __init__(self, buf: bytes) -> None:
         if len(buf) < 4:
             raise WireFormatError(f"{len(buf)} bytes: shorter than a CDR encapsulation header")
-        e = _ENDIAN.get(bytes(buf[:2]))
+        e = _ENDIAN.get(buf[:2])
         if e is None:
-            raise WireFormatError(f"encapsulation {bytes(buf[:2]).hex()}: not plain CDR (XCDR1)")
+            raise WireFormatError(f"encapsulation {buf[:2].hex()}: not plain CDR (XCDR1)")
         self.buf, self.pos, self.e = buf, 0, e
 
     def u32(self) -> int:
@@ -73,7 +73,7 @@ class _Reader:
         if n < 1 or start + n > len(self.buf):
             raise WireFormatError(f"string of {n} bytes at byte {start} in a {len(self.buf)}-byte buffer")
         self.pos += n
-        return bytes(self.buf[start:start + n - 1]).decode()
+        return self.buf[start:start + n - 1].decode()
 
     def doubles(self) -> np.ndarray:
         n = self.u32()
@@ -114,17 +114,9 @@ class JointStateDecoder:
         else:
             frame_id = r.string()
             names = tuple(r.string() for _ in range(r.u32()))
-            self._names_bytes = bytes(buf[12:4 + r.pos])
+            self._names_bytes = buf[12:4 + r.pos]
             self._names = (r.e, frame_id, names, r.pos)
         return RawJointState(sec + 1e-9 * nanosec, frame_id, names, r.doubles(), r.doubles(), r.doubles())
-
-
-def decode_float64_array(buf: bytes) -> tuple[list[tuple[str, int, int]], np.ndarray]:
-    """``std_msgs/Float64MultiArray`` CDR bytes -> (layout dims as (label, size, stride), data)."""
-    r = _Reader(buf)
-    dims = [(r.string(), r.u32(), r.u32()) for _ in range(r.u32())]
-    r.u32()  # data_offset
-    return dims, r.doubles()
 
 
 class JointStateEncoder:
