@@ -63,6 +63,7 @@ def test_the_family_bundle_declares_the_latent_and_the_latent_changes_the_action
     bundle = load_bundle(family, env.robot)  # ONNX Runtime, shapes checked against the manifest
     m = bundle.manifest
     assert m.obs_terms[-1] == ("latent", N) and m.term_names[:-1] == list(PUSH_TERMS)
+    assert m.name == "push_family"  # not the task policy's push_default (sessions and datasets name it)
     assert m.action_type == "tool_planar_delta" and m.action_planar == env.action_planar
     assert m.action_max_change == env.task.action_max_change  # the push task's declared filter
     t = m.provenance["training"]

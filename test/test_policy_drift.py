@@ -174,3 +174,24 @@ def test_shipped_bundles_carry_their_action_statistics_and_the_action_drift_term
     # and the training actions themselves do not
     ex.drift.reset()
     assert not any(ex.drift.update(np.asarray(m.obs_mean), mean).raised for _ in range(ex.config.drift_window + 40))
+
+
+def test_an_exploration_family_is_not_reverted_for_lack_of_progress(tmp_path):
+    """A family's codes explore (issue 14): the same policy that never moves, declared as a family,
+    runs on with its code; before, its first 80 cycles away from the goal latched the session
+    onto the baseline (`simreal explore` then recorded the baseline, not the family)."""
+    from simreal_ros.policy.observation import DEFAULT_TERMS
+
+    robot = load_robot()
+    bundle = load_bundle(write_linear_bundle(tmp_path / "f", robot, gain=0.0, terms=(*DEFAULT_TERMS, ("latent", 2))),
+                         robot)
+    ex = PolicyExecutor(bundle, robot, ExecutorConfig(compute_deadline=1e9, progress_window=30, ood_revert=False))
+    ex.set_latent(1)
+    q = robot.ready_pose.copy()
+    ex.set_goal(robot.fk(q)[:3, 3] + [0.2, 0.0, 0.0])
+    for k in range(100):
+        ex.update_state(q, np.zeros(7), 0.05 * k)
+        res = ex.step(0.05 * k)
+        assert res.command is not None and not res.revert_reason
+    s = ex.stats()
+    assert s["commands"] == 100 and s["drift_progress_stalled"] == 0 and s["revert_requests"] == 0

@@ -49,6 +49,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(simreal explore + simreal dataset): learn the task policy with SB3 SAC, online in the "
                         "simulator, every batch mixing the real transitions in (simreal_ros.finetune.explore)")
     p.add_argument("--net", default="256,256", help="--from-exploration: hidden layer sizes (default: %(default)s)")
+    p.add_argument("--pretrain-steps", type=int, default=0,
+                   help="--from-exploration: first fit SAC's squashed mean by DAgger from the task's scripted expert "
+                        "over this many simulator steps (the family's own warm start; 0: SAC from scratch, as the "
+                        "paper; default: %(default)s)")
+    p.add_argument("--dagger-iterations", type=int, default=4, help="--pretrain-steps: DAgger iterations "
+                   "(default: %(default)s)")
+    p.add_argument("--actor-warmup", type=int, default=0,
+                   help="--from-exploration: first simulator steps in which only the critics learn, the actor "
+                        "frozen (keeps a warm start from an untrained critic's gradients; default: %(default)s)")
 
 
 def make_mixed_buffer_class():
@@ -93,6 +102,32 @@ def make_mixed_buffer_class():
     return MixedReplayBuffer
 
 
+def actor_warmup_callback(steps: int):
+    """SB3 callback (lazy import): SAC's actor frozen (no gradient) for the first ``steps`` steps,
+    the critics and the entropy coefficient learning; then the actor learns as usual."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Callback(BaseCallback):
+        def _set(self, on: bool) -> None:
+            for p in self.model.actor.parameters():
+                p.requires_grad_(on)
+
+        def _on_training_start(self) -> None:
+            self.frozen = steps > 0
+            self._set(not self.frozen)
+
+        def _on_step(self) -> bool:
+            if self.frozen and self.num_timesteps >= steps:
+                self.frozen = False
+                self._set(True)
+            return True
+
+        def _on_training_end(self) -> None:
+            self._set(True)
+
+    return Callback()
+
+
 def real_transitions(steps, latent_slice: slice) -> dict[str, np.ndarray]:
     """The datasets' transitions for the task policy: the latent columns dropped; ``dones`` only
     where the task ended (a timeout or a cut episode bootstraps)."""
@@ -106,6 +141,7 @@ def real_transitions(steps, latent_slice: slice) -> dict[str, np.ndarray]:
 def finetune_from_exploration(family: str | Path, data: list[str | Path], out: str | Path, *,
                               randomization: str | None = None, timesteps: int = 20_000, sim_ratio: float = 0.5,
                               batch_size: int = 256, net: str = "256,256", seed: int = 0, name: str | None = None,
+                              pretrain_steps: int = 0, dagger_iterations: int = 4, actor_warmup: int = 0,
                               progress: bool = True, command: str = "") -> dict[str, Any]:
     """Learn the push task policy from the family's datasets and the simulator; write the bundle."""
     import torch
@@ -129,6 +165,9 @@ def finetune_from_exploration(family: str | Path, data: list[str | Path], out: s
     check_out(out, family_dir)
     if timesteps < 1:
         raise ValueError(f"--timesteps must be >= 1, got {timesteps}")
+    if pretrain_steps < 0 or actor_warmup < 0 or dagger_iterations < 1:
+        raise ValueError(f"--pretrain-steps ({pretrain_steps}) and --actor-warmup ({actor_warmup}) must be >= 0, "
+                         f"--dagger-iterations ({dagger_iterations}) >= 1")
     if not 0.0 <= sim_ratio < 1.0:
         raise ValueError(f"--sim-ratio must be in [0, 1) with --from-exploration (some real data in every batch), "
                          f"got {sim_ratio}")
@@ -172,7 +211,17 @@ def finetune_from_exploration(family: str | Path, data: list[str | Path], out: s
                 replay_buffer_kwargs={"real": real, "real_ratio": 1.0 - sim_ratio}, **hp)
     quiet_logger(model)
     t0 = time.monotonic()
-    model.learn(total_timesteps=timesteps, callback=_Progress.make(timesteps, progress))
+    pretrain = None
+    if pretrain_steps:  # the family's warm start (simreal train --pretrain-steps); its obs statistics seed VecNormalize
+        from simreal_ros.training.train import _pretrain
+
+        pretrain = _pretrain(model, venv, argparse.Namespace(
+            task=task_name, randomization=ranges, pretrain_steps=pretrain_steps,
+            dagger_iterations=dagger_iterations, seed=seed, no_progress=not progress))
+    callbacks = [_Progress.make(timesteps, progress)]
+    if actor_warmup:
+        callbacks.append(actor_warmup_callback(actor_warmup))
+    model.learn(total_timesteps=timesteps, callback=callbacks)
     wall = time.monotonic() - t0
     venv.close()
     episodes = len(steps.episode_bounds)
@@ -182,7 +231,8 @@ def finetune_from_exploration(family: str | Path, data: list[str | Path], out: s
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "seed": seed,
         "training": {"library": "stable-baselines3", "algorithm": "SAC", "timesteps": timesteps, "n_envs": 1,
-                     "net_arch": net_arch, "hyperparameters": hp, "wall_time_s": round(wall, 1), "torch_threads": 1,
+                     "net_arch": net_arch, "hyperparameters": hp, "actor_warmup": actor_warmup,
+                     "wall_time_s": round(wall, 1), "torch_threads": 1,
                      "env": {"id": spec.env_id, "action_scale": action_scale, "control_rate_hz": rate}},
         "randomization": {"profile": profile},
         "from_exploration": {
@@ -197,6 +247,8 @@ def finetune_from_exploration(family: str | Path, data: list[str | Path], out: s
             "sim_ratio": sim_ratio,
         },
     }
+    if pretrain is not None:
+        provenance["training"]["pretraining"] = pretrain
     bundle = export_bundle(model, venv, out, name or f"{m.name}_task", provenance, action_scale, rate,
                            spec.obs_terms, **fields)
     record_action_statistics(bundle, profile=profile, seed=seed + 20_000)  # the drift monitor's
@@ -218,6 +270,8 @@ def run(args: argparse.Namespace, command: str) -> int:
                                         timesteps=args.timesteps if args.timesteps is not None
                                         else DEFAULT_TIMESTEPS, sim_ratio=args.sim_ratio,
                                         batch_size=args.batch_size, net=args.net, seed=args.seed, name=args.name,
+                                        pretrain_steps=args.pretrain_steps, dagger_iterations=args.dagger_iterations,
+                                        actor_warmup=args.actor_warmup,
                                         progress=not args.no_progress, command=command)
     except (DataError, BundleError, ValueError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

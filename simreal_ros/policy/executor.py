@@ -194,11 +194,16 @@ class PolicyExecutor:
         self.ood = OodMonitor(m.term_slices(), m.obs_mean, monitor_std, self.config.ood_threshold,
                               self.config.ood_window, self.config.ood_min_count)
         c = self.config
+        # an exploration family's codes are there to visit states, not to get closer to the goal
+        # (Wagenmaker et al.): its progress monitor is off, or the first code that pushes "the
+        # wrong way" reverts and latches the session onto the baseline; the distribution monitors
+        # and every shield limit stay
+        self.progress_window = 0 if "latent" in m.term_names else c.progress_window
         self.drift = DriftMonitor(m.term_slices(), m.obs_mean, monitor_std,
                                   action_statistics(m.provenance, m.action_dim),
                                   window=c.drift_window, obs_threshold=c.drift_obs_threshold,
                                   action_threshold=c.drift_action_threshold, min_count=c.drift_min_count,
-                                  progress_window=c.progress_window, progress_min_decrease=c.progress_min_decrease,
+                                  progress_window=self.progress_window, progress_min_decrease=c.progress_min_decrease,
                                   progress_tolerance=c.progress_tolerance)
         #: when a list, every commanded cycle's clipped action is appended (action statistics at export)
         self.action_log: list[np.ndarray] | None = None

@@ -41,7 +41,7 @@ SAC_DEFAULTS: dict[str, Any] = {"learning_rate": 3e-4, "buffer_size": 300_000, "
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=TASK_NAMES, default="reach", help="task to train (default: %(default)s)")
     p.add_argument("--out", default=None, help="bundle directory to write (default: <task>_policy)")
-    p.add_argument("--name", default=None, help="policy name in the manifest (default: <task>_default)")
+    p.add_argument("--name", default=None, help="policy name in the manifest (default: <task>_default; with --explore <task>_family)")
     p.add_argument("--algo", choices=ALGORITHMS, default=None,
                    help="SB3 algorithm (default: ppo; sac with --explore, which needs it)")
     p.add_argument("--timesteps", type=int, default=1_000_000, help="environment steps (default: %(default)s)")
@@ -235,7 +235,7 @@ def train(args: argparse.Namespace) -> Path:
             raise ValueError(f"--explore N needs 2 <= N <= 64 latent codes, got {n_latent}")
     args.algo = args.algo or ("sac" if n_latent else "ppo")
     args.out = args.out or f"{args.task}_policy"
-    args.name = args.name or f"{args.task}_default"
+    args.name = args.name or (f"{args.task}_family" if n_latent else f"{args.task}_default")
     if args.timesteps < 1:
         raise ValueError(f"--timesteps must be >= 1, got {args.timesteps}")
     if args.stats_episodes < 1:
