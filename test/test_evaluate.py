@@ -163,3 +163,17 @@ def test_an_episode_does_not_depend_on_the_machine_load(monkeypatch):
     loaded = evaluation._run_chunk(job)
     assert loaded == normal
     assert normal[0]["reverts"] == 0 and normal[0]["success"]
+
+
+def test_an_episode_finished_by_the_baseline_after_a_revert_is_not_the_policys_own_success(tmp_path, capsys):
+    """`simreal evaluate` counts success by the arm at the end (the baseline finishes a reverted
+    episode); its `success_rate_own` (printed "of it before any revert") counts only the policy's."""
+    from simreal_ros.cli import main
+    from simreal_ros.policy.onnx_linear import write_linear_bundle
+
+    still = write_linear_bundle(tmp_path / "still", load_robot(), gain=0.0)  # never moves: no progress, reverted
+    assert main(["evaluate", str(still), "--episodes", "2", "--workers", "1", "--no-render", "--seed", "10000",
+                 "--out", str(tmp_path / "eval")]) == 0
+    pol = json.loads((tmp_path / "eval" / "evaluation.json").read_text())["conditions"]["nominal"]["policy"]
+    assert pol["episodes_reverted"] == 2 and pol["success_rate"] == 1.0 and pol["success_rate_own"] == 0.0
+    assert "of it before any revert" in capsys.readouterr().out

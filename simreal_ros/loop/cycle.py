@@ -40,8 +40,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from simreal_ros.cli import standalone_main
 
 MAX_EPISODES = 20
@@ -161,8 +159,7 @@ def evaluate_on_real(bundle: Path, real: Path, episodes: int, seed: int, workers
     eps = run_episodes(bundle, f"{REAL_PREFIX}{real.resolve()}", controller, list(range(seed, seed + episodes)),
                        workers)
     agg = aggregate(eps)
-    own = [bool(e["success"]) and e["reverted"] is None for e in eps]
-    agg["success_rate_policy_own"] = float(np.mean(own)) if controller == "policy" else agg["success_rate"]
+    agg["success_rate_policy_own"] = agg["success_rate_own"] if controller == "policy" else agg["success_rate"]
     agg["final_distances_m"] = [float(e["final_distance"]) for e in eps]
     for e in eps:
         e.pop("distances", None)

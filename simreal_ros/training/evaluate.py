@@ -140,6 +140,9 @@ def aggregate(episodes: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "episodes": len(episodes),
         "success_rate": float(succ.mean()) if len(succ) else math.nan,
+        # an episode the shield reverted to the baseline is the policy's failure, whatever the baseline did
+        "success_rate_own": (float(np.mean([bool(e["success"]) and e["reverted"] is None for e in episodes]))
+                             if episodes else math.nan),
         "final_distance_mean_m": float(fd.mean()),
         "final_distance_median_m": float(np.median(fd)),
         "final_distance_p95_m": float(np.percentile(fd, 95)),
@@ -289,7 +292,8 @@ def record_in_manifest(bundle: str | Path, episodes: int = 100, seed: int = 10_0
 
 
 def _print_table(report: dict[str, Any]) -> None:
-    rows = [("success rate", "success_rate", "{:.1%}"), ("final dist median (mm)", "final_distance_median_m", "mm"),
+    rows = [("success rate", "success_rate", "{:.1%}"), ("  of it before any revert", "success_rate_own", "{:.1%}"),
+            ("final dist median (mm)", "final_distance_median_m", "mm"),
             ("time to target median (s)", "time_to_target_median_s", "{:.2f}"),
             ("command jerk RMS (rad/s^3)", "command_jerk_rms_mean", "{:.1f}"),
             ("shield interventions/episode", "shield_interventions_per_episode", "{:.2f}"),
