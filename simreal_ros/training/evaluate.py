@@ -305,7 +305,7 @@ def _print_table(report: dict[str, Any]) -> None:
         for label, key, fmt in rows:
             vals = []
             for ctl in CONTROLLERS:
-                v = cond[ctl][key]
+                v = cond[ctl].get(key)  # None: a report written before the row existed
                 vals.append("-" if v is None else (f"{v * 1e3:.1f}" if fmt == "mm" else fmt.format(v)))
             print(f"  {label:30s}{vals[0]:>12s}{vals[1]:>12s}")
     pred = report.get("prediction")
