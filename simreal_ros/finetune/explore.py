@@ -213,9 +213,9 @@ def finetune_from_exploration(family: str | Path, data: list[str | Path], out: s
     t0 = time.monotonic()
     pretrain = None
     if pretrain_steps:  # the family's warm start (simreal train --pretrain-steps); its obs statistics seed VecNormalize
-        from simreal_ros.training.train import _pretrain
+        from simreal_ros.training.train import pretrain_warm_start
 
-        pretrain = _pretrain(model, venv, argparse.Namespace(
+        pretrain = pretrain_warm_start(model, venv, argparse.Namespace(
             task=task_name, randomization=ranges, pretrain_steps=pretrain_steps,
             dagger_iterations=dagger_iterations, seed=seed, no_progress=not progress))
     callbacks = [_Progress.make(timesteps, progress)]

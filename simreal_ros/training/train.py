@@ -179,7 +179,7 @@ def _argv(args: argparse.Namespace) -> list[str]:
     return list(argv)
 
 
-def _pretrain(model, venv, args: argparse.Namespace, wrap=None) -> dict[str, Any]:
+def pretrain_warm_start(model, venv, args: argparse.Namespace, wrap=None) -> dict[str, Any]:
     """DAgger warm start (see :mod:`simreal_ros.training.imitation`); seeds VecNormalize's obs statistics.
     ``wrap``: the envs' wrapper (the exploration family's latent), whose inner env the expert labels."""
     from tqdm import tqdm
@@ -297,7 +297,7 @@ def train(args: argparse.Namespace) -> Path:
         if args.algo != "ppo" and not n_latent:
             raise ValueError("--pretrain-steps needs --algo ppo (the warm start fits PPO's Gaussian mean) or --explore "
                              "(SAC's squashed mean)")
-        pretrain = _pretrain(model, venv, args, wrap)
+        pretrain = pretrain_warm_start(model, venv, args, wrap)
     wd = Path(args.workdir) if args.workdir else None
     if wd is not None:
         wd.mkdir(parents=True, exist_ok=True)
