@@ -69,6 +69,19 @@ def test_the_task_policy_learned_from_exploration_data_is_a_normal_push_bundle(f
     assert a.shape == (2,) and np.all(np.isfinite(a))
 
 
+def test_the_task_policy_can_learn_from_the_first_real_episodes_only(family_and_data):
+    """For success against the real episodes used: `--real-episodes K` takes the first K recorded."""
+    from simreal_ros.finetune.explore import finetune_from_exploration
+
+    family, ds, steps, tmp = family_and_data
+    (a, b), _ = steps.episode_bounds
+    res = finetune_from_exploration(family, [ds], tmp / "task_first", timesteps=50, batch_size=32, net="16",
+                                    seed=1, progress=False, randomization="nominal", real_episodes=1)
+    fx = load_bundle(res["out"], PushEnv().robot).manifest.provenance["from_exploration"]
+    assert (fx["real_episodes"], fx["recorded_episodes"], fx["real_transitions"]) == (1, 2, b - a)
+    assert fx["real_episode_latents"] == [0] and res["real_transitions"] == b - a < len(steps)
+
+
 def test_every_batch_mixes_in_the_real_transitions_at_the_ratio():
     import gymnasium as gym
 
@@ -99,7 +112,8 @@ def test_a_bundle_without_a_latent_or_data_of_another_policy_is_refused_with_one
     shipped = str(resource("policies", "push_default"))
     cases = [([shipped, "--data", str(ds)], "has no 'latent' observation term"),
              ([str(family), "--data", str(tmp / "nothing")], "nothing"),
-             ([str(family), "--data", str(ds), "--sim-ratio", "1.0"], "--sim-ratio must be in [0, 1)")]
+             ([str(family), "--data", str(ds), "--sim-ratio", "1.0"], "--sim-ratio must be in [0, 1)"),
+             ([str(family), "--data", str(ds), "--real-episodes", "3"], "3 real episodes asked for, the data hold 2")]
     for argv, match in cases:
         out = tmp / "refused"
         assert main(["finetune", *argv, "--from-exploration", "--out", str(out), "--timesteps", "10",

@@ -53,6 +53,14 @@ class Steps:
         ends = np.concatenate([starts[1:], [len(self)]])
         return [(int(a), int(b)) for a, b in zip(starts, ends)]
 
+    def first_episodes(self, k: int) -> Steps:
+        """The first ``k`` episodes in recording order (the sources' order, each in time order)."""
+        bounds = self.episode_bounds
+        if not 1 <= k <= len(bounds):
+            raise DataError(f"{k} real episodes asked for, the data hold {len(bounds)}")
+        end = bounds[k - 1][1]
+        return Steps(**{f.name: getattr(self, f.name)[:end] for f in fields(self)})
+
     @classmethod
     def from_transitions(cls, t: Any) -> Steps:
         """From a :class:`simreal_ros.dataset.Transitions` (or anything with its arrays)."""

@@ -55,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "paper; default: %(default)s)")
     p.add_argument("--dagger-iterations", type=int, default=4, help="--pretrain-steps: DAgger iterations "
                    "(default: %(default)s)")
+    p.add_argument("--real-episodes", type=int, default=None,
+                   help="--from-exploration: learn from the first K recorded episodes only (the datasets' order), "
+                        "for success against the real episodes used (default: all)")
     p.add_argument("--actor-warmup", type=int, default=0,
                    help="--from-exploration: first simulator steps in which only the critics learn, the actor "
                         "frozen (keeps a warm start from an untrained critic's gradients; default: %(default)s)")
@@ -142,7 +145,7 @@ def finetune_from_exploration(family: str | Path, data: list[str | Path], out: s
                               randomization: str | None = None, timesteps: int = 20_000, sim_ratio: float = 0.5,
                               batch_size: int = 256, net: str = "256,256", seed: int = 0, name: str | None = None,
                               pretrain_steps: int = 0, dagger_iterations: int = 4, actor_warmup: int = 0,
-                              progress: bool = True, command: str = "") -> dict[str, Any]:
+                              real_episodes: int | None = None, progress: bool = True, command: str = "") -> dict[str, Any]:
     """Learn the push task policy from the family's datasets and the simulator; write the bundle."""
     import torch
     from gymnasium.wrappers import RecordEpisodeStatistics
@@ -185,6 +188,9 @@ def finetune_from_exploration(family: str | Path, data: list[str | Path], out: s
                         f"{[*spec.obs_terms, 'latent']}")
     parent_hash = bundle_hash(family_dir)
     steps, info = load_logged(data, m, task_name)  # refused: another task, robot, terms or actions
+    recorded_episodes = len(steps.episode_bounds)
+    if real_episodes is not None:
+        steps = steps.first_episodes(real_episodes)
     real = real_transitions(steps, m.term_slices()["latent"])
     profile = randomization or ((m.provenance.get("randomization") or {}).get("profile") or "default")
     ranges = load_ranges(profile=profile)
@@ -242,6 +248,7 @@ def finetune_from_exploration(family: str | Path, data: list[str | Path], out: s
             "family": {"name": m.name, "sha256": parent_hash, "path": str(family_dir.resolve()),
                        "latent_size": int(n_latent)},
             "datasets": info, "real_transitions": len(steps), "real_episodes": episodes,
+            "recorded_episodes": recorded_episodes,
             "real_episode_latents": sorted({int(np.argmax(steps.observations[a, m.term_slices()["latent"]]))
                                             for a, _ in steps.episode_bounds}),
             "sim_ratio": sim_ratio,
@@ -271,7 +278,7 @@ def run(args: argparse.Namespace, command: str) -> int:
                                         else DEFAULT_TIMESTEPS, sim_ratio=args.sim_ratio,
                                         batch_size=args.batch_size, net=args.net, seed=args.seed, name=args.name,
                                         pretrain_steps=args.pretrain_steps, dagger_iterations=args.dagger_iterations,
-                                        actor_warmup=args.actor_warmup,
+                                        actor_warmup=args.actor_warmup, real_episodes=args.real_episodes,
                                         progress=not args.no_progress, command=command)
     except (DataError, BundleError, ValueError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
