@@ -35,7 +35,8 @@ from mcap_ros2._dynamic import serialize_dynamic
 
 from simreal_ros.bag import BagWriter
 from simreal_ros.bag.types import message_definition
-from simreal_ros.calibrate.contact import ContactInputError, PushLog, fit_contact, read_push_bag
+from simreal_ros.calibrate.contact import fit_contact
+from simreal_ros.calibrate.contact_log import ContactInputError, PushLog, read_push_bag
 from simreal_ros.robot import load_robot
 from simreal_ros.robot.mujoco_model import PushScene
 from simreal_ros.robot.tool import load_tool
@@ -163,7 +164,8 @@ def test_without_a_push_nothing_is_identified_and_the_reason_is_given():
 def test_the_tracker_latency_and_noise_come_from_the_stamps_and_the_tracked_positions():
     """A still puck tracked with 3 mm noise, its poses arriving 150 ms after their stamps (the
     joint states 1 ms after theirs): both are identified, and the profile is centred on them."""
-    from simreal_ros.calibrate.contact import ContactConfig, contact_profile
+    from simreal_ros.calibrate.contact import ContactConfig
+    from simreal_ros.calibrate.outputs import contact_profile
     from simreal_ros.calibrate.tracker import fit_tracker
 
     log = _idle_log(4.0, ContactRanges(tracker_noise_std=(0.003, 0.003), tracker_latency=(0.15, 0.15)))

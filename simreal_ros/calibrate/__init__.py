@@ -44,11 +44,11 @@ API (what ``simreal calibrate fit BAG... --out DIR`` calls)::
   wall time, objective and whether it converged (``stats["converged"]``: the last one did).
 
 Push sessions (tracked puck poses on ``/simreal/object_pose``) also give the contact:
-:mod:`simreal_ros.calibrate.contact` (``read_push_bag``, ``fit_contact`` -> ``ContactCalibration``:
-puck-table friction by replaying the measured tool path against a MuJoCo puck with
-``mujoco.sysid``, puck mass from the arm's torques), written by ``write_outputs(cal, out,
-contact=...)`` into ``calibration.contact`` and the profile's ``contact`` section (``cal`` may be
-``None``: contact only).
+:mod:`simreal_ros.calibrate.contact` (``fit_contact`` -> ``ContactCalibration`` on the logs of
+:func:`~simreal_ros.calibrate.contact_log.read_push_bag`: puck-table friction by replaying the
+measured tool path against a MuJoCo puck with ``mujoco.sysid``, puck mass from the arm's
+torques), written by ``write_outputs(cal, out, contact=...)`` into ``calibration.contact`` and the
+profile's ``contact`` section (``cal`` may be ``None``: contact only).
 
 Parameter names: ``friction/<joint>``, ``damping/<joint>``, ``armature/<joint>``,
 ``stiffness_scale/<joint>``, ``damping_scale/<joint>``, ``payload_mass``, ``payload_com``,

@@ -175,7 +175,7 @@ def _print_sessions(rows: list[dict[str, Any]]) -> None:
 def _contact_logs(args: argparse.Namespace) -> list:
     """The push logs of the bags (``--contact``); ContactInputError names a bag that has none
     when they are required."""
-    from simreal_ros.calibrate.contact import OBJECT_TOPIC, ContactInputError, read_push_bag
+    from simreal_ros.calibrate.contact_log import OBJECT_TOPIC, ContactInputError, read_push_bag
 
     mode = getattr(args, "contact", "auto")
     if mode == "off":
@@ -210,7 +210,7 @@ def _print_contact(cc: Any) -> None:
 
 def fit(args: argparse.Namespace) -> int:
     from simreal_ros.calibrate.bag import ReadOptions, read_bags, sessions_of
-    from simreal_ros.calibrate.contact import ContactInputError
+    from simreal_ros.calibrate.contact_log import ContactInputError
     from simreal_ros.calibrate.session import SessionError
     from simreal_ros.scale import RayUnavailableError
 

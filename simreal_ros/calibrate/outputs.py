@@ -25,13 +25,17 @@ import datetime
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
 
 from simreal_ros.calibrate.fit import Calibration
+from simreal_ros.sim.push_task import load_push_task
 from simreal_ros.sim.randomize import load_ranges
+
+if TYPE_CHECKING:
+    from simreal_ros.calibrate.contact import ContactCalibration
 
 
 def _range(v: float, s: float, w: float, low: float | None = 0.0) -> list[float]:
@@ -91,6 +95,56 @@ def _rmse(cal: Calibration) -> dict[str, Any]:
     return out
 
 
+# ---------------------------------------------------------------------------------- contact
+def _as_plain(v: Any) -> Any:
+    if isinstance(v, (tuple, list)):
+        return [_as_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _as_plain(x) for k, x in v.items()}
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    return v
+
+
+def contact_document(cc: ContactCalibration) -> dict[str, Any]:
+    """calibration.yaml's ``calibration.contact`` section."""
+    return {
+        "sources": _as_plain(cc.sources),
+        "parameters": {k: {**e.as_dict(), "provenance": [s["name"] for s in cc.sources]}
+                       for k, e in cc.estimates.items()},
+        "pushes": len(cc.segments),
+        "contact_s": cc.stats.get("contact_s"), "free_slide_s": cc.stats.get("free_slide_s"),
+        "replay": {"puck_path_rmse_m": {"before": cc.rmse_before, "after": cc.rmse_after},
+                   "note": "tracked vs replayed puck position over every push window; before: the task's "
+                           "friction, after: the estimate (the puck path does not depend on the mass)"},
+        "fit": _as_plain({k: v for k, v in cc.stats.items() if k != "friction_scan"}),
+        "config": _as_plain({k: getattr(cc.config, k) for k in cc.config.__dataclass_fields__}),
+        "warnings": list(cc.warnings),
+    }
+
+
+def contact_profile(cc: ContactCalibration | None, widening: float | None = None) -> dict[str, Any]:
+    """The randomization profile's ``contact`` section: the ``default`` profile's, with the
+    friction and mass scales centred on the estimates (estimate +- widening x std, over the
+    task's values) where they were identified."""
+    out = _as_plain(asdict(load_ranges(profile="default").contact))
+    if cc is None:
+        return out
+    w = cc.config.widening if widening is None else widening
+    task = cc.task or load_push_task()
+    for name, key, nominal in (("table_friction", "table_friction_scale", task.table_friction),
+                               ("puck_mass", "puck_mass_scale", task.puck_mass)):
+        e = cc.estimates.get(name)
+        if e is not None and e.identified:
+            lo, hi = max(e.value - w * e.std, 1e-3 * e.value), e.value + w * e.std
+            out[key] = [float(lo / nominal), float(hi / nominal)]
+    for name in ("tracker_latency", "tracker_noise_std"):  # absolute ranges
+        e = cc.estimates.get(name)
+        if e is not None and e.identified:
+            out[name] = [float(max(e.value - w * e.std, 0.0)), float(e.value + w * e.std)]
+    return out
+
+
 def calibration_document(cal: Calibration | None, contact: Any = None) -> dict[str, Any]:
     """``calibration.yaml`` as plain data; ``contact`` (a
     :class:`~simreal_ros.calibrate.contact.ContactCalibration`) adds ``calibration.contact`` and
@@ -100,8 +154,6 @@ def calibration_document(cal: Calibration | None, contact: Any = None) -> dict[s
         return _contact_only_document(contact)
     doc = _arm_document(cal)
     if contact is not None:
-        from simreal_ros.calibrate.contact import contact_document, contact_profile
-
         doc["calibration"]["contact"] = contact_document(contact)
         doc["randomization"]["contact"] = contact_profile(contact)
     return doc
@@ -109,7 +161,6 @@ def calibration_document(cal: Calibration | None, contact: Any = None) -> dict[s
 
 def _contact_only_document(contact: Any) -> dict[str, Any]:
     from simreal_ros import __version__
-    from simreal_ros.calibrate.contact import _as_plain, contact_document, contact_profile
 
     default = load_ranges(profile="default")
     return {"calibration": {"package_version": __version__,
@@ -160,7 +211,7 @@ def write_outputs(cal: Calibration | None, out_dir: str | Path, report: bool = T
         from simreal_ros.calibrate.report import write_report
         paths.update(write_report(cal, out, doc))
     if report and contact is not None:
-        from simreal_ros.calibrate.contact import write_contact_report
+        from simreal_ros.calibrate.report import write_contact_report
         paths.update(write_contact_report(contact, out))
     return paths
 

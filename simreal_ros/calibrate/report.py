@@ -3,18 +3,22 @@
 The figure: measured vs simulated joint positions and efforts on held-out data with the prior
 (nominal) and the calibrated model, the RMSE per joint before/after, and the friction, damping
 and payload estimates with their intervals next to the prior and the state estimator's online
-belief from the same sessions.
+belief from the same sessions. A contact fit (push sessions) adds ``report_contact.png``: the
+tracked vs replayed puck paths of the longest pushes and the contact estimates.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from simreal_ros.calibrate.fit import Calibration
+
+if TYPE_CHECKING:
+    from simreal_ros.calibrate.contact import ContactCalibration
 
 
 def write_report(cal: Calibration, out: Path, doc: dict[str, Any]) -> dict[str, Path]:
@@ -108,3 +112,45 @@ def _txt(e, scale: float = 1.0, unit: str | None = None) -> str:
     if not e.identified:
         return f"not identified ({e.reason[:60]})"
     return f"{e.value * scale:.4g} +- {e.std * scale:.2g} {unit} (prior {e.prior * scale:.3g})"
+
+
+def write_contact_report(cc: ContactCalibration, out: Path) -> dict[str, Path]:
+    """``report_contact.png``: tracked vs replayed puck paths (prior friction, calibrated) for
+    the longest pushes, and the estimates."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(out) / "report_contact.png"
+    shown = sorted(cc.paths, key=lambda p: -len(p["tracked"]))[:3]
+    fig, axes = plt.subplots(1, len(shown) + 1, figsize=(4.2 * (len(shown) + 1), 4.2))
+    axes = np.atleast_1d(axes)
+    for ax, p in zip(axes, shown):
+        tr, pr, ca, tl = (np.asarray(p[k]) for k in ("tracked", "prior", "calibrated", "tool"))
+        ax.plot(tl[:, 0], tl[:, 1], color="0.7", lw=1, label="tool (measured arm)")
+        ax.plot(tr[:, 0], tr[:, 1], "k.", ms=3, label="tracked puck")
+        ax.plot(pr[:, 0], pr[:, 1], "r-", lw=1, label="replay, prior")
+        ax.plot(ca[:, 0], ca[:, 1], "b--", lw=1.2, label="replay, calibrated")
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_title(f"{p['log']} t={p['t0']:.1f} s", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("x (m)", fontsize=8)
+    if shown:
+        axes[0].legend(fontsize=7)
+    ax = axes[-1]
+    ax.axis("off")
+    lines = [f"pushes {len(cc.segments)}, contact {cc.stats.get('contact_s', 0):.1f} s, "
+             f"free sliding {cc.stats.get('free_slide_s', 0):.1f} s",
+             f"puck path RMSE: prior {cc.rmse_before * 1e3:.1f} mm -> calibrated {cc.rmse_after * 1e3:.1f} mm"]
+    for e in cc.estimates.values():
+        if e.identified:
+            lines.append(f"{e.name}: {e.value:.4g} +- {e.std:.2g} {e.unit} (prior {e.prior:.3g})")
+        else:
+            lines.append(f"{e.name}: not identified")
+            lines += ["  " + e.reason[i:i + 52] for i in range(0, min(len(e.reason), 208), 52)]
+    ax.text(0, 1, "\n".join(lines), va="top", fontsize=8, family="monospace")
+    fig.suptitle("simreal calibrate: contact (tracked vs replayed puck)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return {"report_contact_png": path}

@@ -2,7 +2,7 @@
 acquisition stamps against their arrival at the recorder, and the scatter of the tracked positions.
 
 The parameters are reported beside the contact fit's (:func:`simreal_ros.calibrate.contact.fit_contact`
-calls :func:`fit_tracker` on the same :class:`~simreal_ros.calibrate.contact.PushLog` objects); how
+calls :func:`fit_tracker` on the same :class:`~simreal_ros.calibrate.contact_log.PushLog` objects); how
 each is identified is in :data:`simreal_ros.calibrate.contact.METHODS`.
 """
 
@@ -12,7 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from simreal_ros.calibrate.contact import METHODS, ContactConfig, Estimate, PushLog
+from simreal_ros.calibrate.contact import METHODS, ContactConfig, Estimate
+from simreal_ros.calibrate.contact_log import PushLog
 
 
 def fit_tracker(logs: Sequence[PushLog], cfg: ContactConfig, rate_hz: float) -> dict[str, Estimate]:

@@ -104,7 +104,7 @@ class _Log:
 
 def _guard(step: str, fn: Callable[[], Any]) -> Any:
     """Run one step; its own refusals become one :class:`LoopError` line naming the step."""
-    from simreal_ros.calibrate.contact import ContactInputError
+    from simreal_ros.calibrate.contact_log import ContactInputError
     from simreal_ros.dataset import DatasetError
     from simreal_ros.finetune.data import DataError
     from simreal_ros.policy.bundle import BundleError
@@ -264,7 +264,8 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
     log.step(3, "calibrate", f"contact (friction, puck mass, tracker latency and noise) from {bag.name}")
 
     def calibrate() -> Any:
-        from simreal_ros.calibrate.contact import fit_contact, read_push_bag
+        from simreal_ros.calibrate.contact import fit_contact
+        from simreal_ros.calibrate.contact_log import read_push_bag
         from simreal_ros.calibrate.outputs import write_outputs
 
         cc = fit_contact([read_push_bag(bag, robot)])
