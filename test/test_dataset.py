@@ -285,7 +285,7 @@ def test_shadow_push_session_becomes_a_minari_dataset_matching_the_bag(push_sess
         assert np.allclose(rec["observation"][sl["object_xy"]], [pose.pose.position.x, pose.pose.position.y])
     # the builder counts every cycle it kept (its state in the bag), also those that start no
     # transition (no sent command yet): count the same set here
-    from simreal_ros.dataset.build import STAMP_MATCH_S
+    from simreal_ros.dataset.cycles import STAMP_MATCH_S
 
     kept = [r for r in recs if np.min(np.abs(state_t - r["state_stamp"][0])) <= STAMP_MATCH_S]
     lacking = sum(int(np.min(np.abs(pose_t - r["object_stamp"][0])) > STAMP_MATCH_S) for r in kept)
@@ -314,7 +314,8 @@ def test_shadow_push_session_becomes_a_minari_dataset_matching_the_bag(push_sess
 @pytest.mark.ros
 def test_baseline_only_session_rebuilds_observations_with_the_given_bundle(push_session, tmp_path):
     push_session, session_goals = push_session
-    from simreal_ros.dataset.build import BuildOptions, DatasetInputError, build
+    from simreal_ros.dataset.build import BuildOptions, build
+    from simreal_ros.dataset.cycles import DatasetInputError
     from simreal_ros.resources import resource
 
     bag = _copy_bag(push_session, tmp_path / "baseline_only", drop=("/simreal/policy/record", "/simreal/policy/bundle",
