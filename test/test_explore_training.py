@@ -151,9 +151,39 @@ def test_the_latent_wrapper_appends_the_code_and_adds_the_diversity_reward_once_
     (["--task", "push", "--explore", "1"], "2 <= N <= 64"),
     (["--task", "push", "--explore", "3", "--subproc"], "drop --subproc/--ray"),
     (["--task", "push", "--explore", "3", "--explore-diversity-weight", "-1"], "diversity_weight"),
+    (["--task", "push", "--explore", "3", "--actor-warmup", "-1"], "--actor-warmup must be >= 0"),
+    (["--task", "push", "--actor-warmup", "100"], "needs SAC"),
 ])
 def test_bad_exploration_arguments_are_refused_with_one_line(tmp_path, capsys, argv, match):
     assert main([*argv, "--timesteps", "10", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("simreal train: error: ") and match in err[0], err
     assert not (tmp_path / "x").exists()
+
+
+def test_the_actor_warmup_keeps_the_families_warm_start(tmp_path):
+    """The defect of the 2026-12-04 families: SAC's untrained critic pulled the DAgger warm start
+    apart (99 % rollout success to a task return of -30; the diversity reward never came on).
+    With `--actor-warmup` the family still pushes where the pusher does (mean cosine between its
+    actions and the expert's 0.95 when written); the same run without it does not (0.08)."""
+    from simreal_ros.training.tasks import task
+
+    env, spec, n = PushEnv(), task("push"), 2
+
+    def train(out, *extra) -> float:
+        assert main(["--task", "push", "--explore", str(n), "--timesteps", "600", "--n-envs", "1", "--net", "64,64",
+                     "--pretrain-steps", "3000", "--dagger-iterations", "2", "--stats-episodes", "2", "--seed", "2",
+                     "--randomization", "nominal", "--out", str(out), "--no-progress", *extra]) == 0
+        b = load_bundle(out, env.robot)
+        cos = []
+        for seed in range(8):
+            obs, _ = env.reset(seed=100 + seed)
+            e = spec.expert(env, np.zeros(2))
+            for z in range(n):
+                a = b.backend(b.manifest.normalize(np.concatenate([obs, np.eye(n)[z]])))
+                cos.append(float(a @ e / (np.linalg.norm(a) * np.linalg.norm(e) + 1e-9)))
+        return float(np.mean(cos))
+
+    warm = train(tmp_path / "warm", "--actor-warmup", "600")
+    assert load_bundle(tmp_path / "warm", env.robot).manifest.provenance["training"]["actor_warmup"] == 600
+    assert warm > 0.8 > train(tmp_path / "pulled_apart")

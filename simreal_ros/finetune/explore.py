@@ -105,32 +105,6 @@ def make_mixed_buffer_class():
     return MixedReplayBuffer
 
 
-def actor_warmup_callback(steps: int):
-    """SB3 callback (lazy import): SAC's actor frozen (no gradient) for the first ``steps`` steps,
-    the critics and the entropy coefficient learning; then the actor learns as usual."""
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    class Callback(BaseCallback):
-        def _set(self, on: bool) -> None:
-            for p in self.model.actor.parameters():
-                p.requires_grad_(on)
-
-        def _on_training_start(self) -> None:
-            self.frozen = steps > 0
-            self._set(not self.frozen)
-
-        def _on_step(self) -> bool:
-            if self.frozen and self.num_timesteps >= steps:
-                self.frozen = False
-                self._set(True)
-            return True
-
-        def _on_training_end(self) -> None:
-            self._set(True)
-
-    return Callback()
-
-
 def real_transitions(steps, latent_slice: slice) -> dict[str, np.ndarray]:
     """The datasets' transitions for the task policy: the latent columns dropped; ``dones`` only
     where the task ended (a timeout or a cut episode bootstraps)."""
@@ -226,6 +200,8 @@ def finetune_from_exploration(family: str | Path, data: list[str | Path], out: s
             dagger_iterations=dagger_iterations, seed=seed, no_progress=not progress))
     callbacks = [_Progress.make(timesteps, progress)]
     if actor_warmup:
+        from simreal_ros.training.imitation import actor_warmup_callback
+
         callbacks.append(actor_warmup_callback(actor_warmup))
     model.learn(total_timesteps=timesteps, callback=callbacks)
     wall = time.monotonic() - t0

@@ -57,6 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="PPO (and --explore's SAC): DAgger warm start from the analytic expert for this many env "
                         "steps (0: off)")
     p.add_argument("--dagger-iterations", type=int, default=4, help="DAgger iterations (default: %(default)s)")
+    p.add_argument("--actor-warmup", type=int, default=0,
+                   help="SAC (--explore): first env steps (all envs) in which only the critics learn, the actor "
+                        "frozen, so an untrained critic does not pull a --pretrain-steps warm start apart "
+                        "(default: %(default)s)")
     p.add_argument("--eval-episodes", type=int, default=0,
                    help="after training, evaluate this many episodes per condition and record them")
     p.add_argument("--stats-episodes", type=int, default=STATS_EPISODES,
@@ -242,6 +246,10 @@ def train(args: argparse.Namespace) -> Path:
         raise ValueError(f"--stats-episodes must be >= 1, got {args.stats_episodes}")
     if args.n_envs < 1:
         raise ValueError(f"--n-envs must be >= 1, got {args.n_envs}")
+    actor_warmup = int(getattr(args, "actor_warmup", 0) or 0)
+    if actor_warmup < 0 or (actor_warmup and args.algo != "sac"):
+        raise ValueError(f"--actor-warmup must be >= 0 and needs SAC (--algo sac or --explore), got {actor_warmup} "
+                         f"with {args.algo}")
     net = [int(x) for x in str(args.net).split(",") if x.strip()]
     ranges = load_ranges(profile=args.randomization)  # fails early, naming the profile
     probe = spec.make_env(randomization=ranges)
@@ -307,6 +315,10 @@ def train(args: argparse.Namespace) -> Path:
         obs_dim = int(venv.observation_space.shape[0]) - n_latent
         disc_cb = explore.DiscriminatorCallback.make(disc, obs_dim, args.seed)
         callback = [callback, disc_cb]
+    if actor_warmup:
+        from simreal_ros.training.imitation import actor_warmup_callback
+
+        callback = [*(callback if isinstance(callback, list) else [callback]), actor_warmup_callback(actor_warmup)]
     model.learn(total_timesteps=args.timesteps, callback=callback)
     wall = time.monotonic() - t0
     if wd is not None:
@@ -328,6 +340,8 @@ def train(args: argparse.Namespace) -> Path:
     }
     if pretrain is not None:
         provenance["training"]["pretraining"] = pretrain
+    if actor_warmup:
+        provenance["training"]["actor_warmup"] = actor_warmup
     terms: tuple = spec.obs_terms
     if disc is not None:  # the family: the latent is the last observation term
         acc, held = explore.holdout_accuracy(disc, model.replay_buffer, obs_dim, explore_cfg.holdout)
