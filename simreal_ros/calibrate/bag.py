@@ -177,23 +177,29 @@ def _controller(bag: Path, topics: dict[str, tuple[str, int]]) -> str:
     return present[0] if len(present) == 1 else "unknown"
 
 
+def open_checked(bag: str | Path, robot: Any, error: type[Exception]) -> tuple[Any, Path, Any, dict[str, tuple[str, int]]]:
+    """``(robot, bag, metadata, topic counts)`` of a bag the calibration reads: ``robot`` defaults to the
+    package's; a bag that cannot be read raises ``error`` with the reader's one-line reason."""
+    if robot is None:
+        from simreal_ros.robot import load_robot
+
+        robot = load_robot()
+    bag = Path(bag)
+    try:
+        meta = check_bag(bag)
+    except BagReadError as exc:
+        raise error(str(exc)) from None
+    return robot, bag, meta, topic_counts(meta)
+
+
 def read_bag(bag: str | Path, robot: Any = None, options: ReadOptions | None = None) -> BagSessions:
     """Every continuous session of ``bag`` (see the module docstring).
 
     Raises:
         BagInputError: the bag gives no usable session; the message says why.
     """
-    if robot is None:
-        from simreal_ros.robot import load_robot
-
-        robot = load_robot()
+    robot, bag, meta, topics = open_checked(bag, robot, BagInputError)
     opts = options or ReadOptions()
-    bag = Path(bag)
-    try:
-        meta = check_bag(bag)
-    except BagReadError as exc:
-        raise BagInputError(str(exc)) from None
-    topics = topic_counts(meta)
     if not sum(n for _, n in topics.values()):
         raise BagInputError(f"{bag}: empty bag (no messages on any of its {len(topics)} topics)")
     state_topic = _state_topic(bag, topics, opts.state_topic)

@@ -67,20 +67,10 @@ def read_push_bag(bag: str | Path, robot: Any = None) -> PushLog:
         ContactInputError: not a readable bag, no tracked object poses, no joint states, joints
             of another robot (one line naming the bag and the topic).
     """
-    from simreal_ros.bag.check import BagReadError, check_bag, read_topic
-    from simreal_ros.bag.metadata import topic_counts
-    from simreal_ros.calibrate.bag import BagInputError, _joint_states, content_hash
+    from simreal_ros.bag.check import BagReadError, read_topic
+    from simreal_ros.calibrate.bag import BagInputError, _joint_states, content_hash, open_checked
 
-    if robot is None:
-        from simreal_ros.robot import load_robot
-
-        robot = load_robot()
-    bag = Path(bag)
-    try:
-        meta = check_bag(bag)
-    except BagReadError as exc:
-        raise ContactInputError(str(exc)) from None
-    topics = topic_counts(meta)
+    robot, bag, meta, topics = open_checked(bag, robot, ContactInputError)
     if topics.get(OBJECT_TOPIC, ("", 0))[1] == 0:
         raise ContactInputError(f"{bag}: no tracked object poses on {OBJECT_TOPIC} (contact calibration needs a push "
                                 "session: simreal sim --task push --record true, or the robot's object tracker)")
