@@ -187,3 +187,26 @@ def test_the_actor_warmup_keeps_the_families_warm_start(tmp_path):
     warm = train(tmp_path / "warm", "--actor-warmup", "600")
     assert load_bundle(tmp_path / "warm", env.robot).manifest.provenance["training"]["actor_warmup"] == 600
     assert warm > 0.8 > train(tmp_path / "pulled_apart")
+
+
+def test_a_warm_started_family_explores_near_the_expert_not_with_the_untrained_noise(tmp_path):
+    """The second defect of the 2026-12-04 families: the warm start fit SAC's mean only, so its
+    exploration noise came from the untrained log-std head (std about 1 before the tanh) and the
+    family's own training episodes were nearly random (10 % success while the mean succeeded 99 %),
+    keeping the task return below the diversity threshold. After the warm start the noise is now a
+    constant `--log-std-init` (SAC's default -1.6): with the actor frozen, the training episodes
+    return -23 against -53 with a std of 1 (the old noise's size), after 600 steps."""
+    import yaml
+
+    def task_return(out, *extra) -> float:
+        assert main(["--task", "push", "--explore", "2", "--timesteps", "600", "--n-envs", "1", "--net", "64,64",
+                     "--pretrain-steps", "3000", "--dagger-iterations", "2", "--stats-episodes", "2", "--seed", "2",
+                     "--randomization", "nominal", "--out", str(out), "--no-progress", "--actor-warmup", "600",
+                     *extra]) == 0
+        return yaml.safe_load((out / "manifest.yaml").read_text())["provenance"]["exploration"][
+            "task_return_last_episodes"]
+
+    small = task_return(tmp_path / "default")
+    pre = yaml.safe_load((tmp_path / "default" / "manifest.yaml").read_text())["provenance"]["training"]["pretraining"]
+    assert pre["log_std_init"] == -1.6
+    assert small > task_return(tmp_path / "std1", "--log-std-init", "0") + 15

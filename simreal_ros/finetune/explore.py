@@ -119,7 +119,8 @@ def finetune_from_exploration(family: str | Path, data: list[str | Path], out: s
                               randomization: str | None = None, timesteps: int = 20_000, sim_ratio: float = 0.5,
                               batch_size: int = 256, net: str = "256,256", seed: int = 0, name: str | None = None,
                               pretrain_steps: int = 0, dagger_iterations: int = 4, actor_warmup: int = 0,
-                              real_episodes: int | None = None, progress: bool = True, command: str = "") -> dict[str, Any]:
+                              real_episodes: int | None = None, log_std_init: float | None = None,
+                              progress: bool = True, command: str = "") -> dict[str, Any]:
     """Learn the push task policy from the family's datasets and the simulator; write the bundle."""
     import torch
     from gymnasium.wrappers import RecordEpisodeStatistics
@@ -198,6 +199,10 @@ def finetune_from_exploration(family: str | Path, data: list[str | Path], out: s
         pretrain = pretrain_warm_start(model, venv, argparse.Namespace(
             task=task_name, randomization=ranges, pretrain_steps=pretrain_steps,
             dagger_iterations=dagger_iterations, seed=seed, no_progress=not progress))
+        from simreal_ros.finetune.ppo import PPO_FT_DEFAULTS as PPO
+        from simreal_ros.training.imitation import warm_log_std
+
+        pretrain["log_std_init"] = warm_log_std(model, PPO["log_std_init"] if log_std_init is None else log_std_init)
     callbacks = [_Progress.make(timesteps, progress)]
     if actor_warmup:
         from simreal_ros.training.imitation import actor_warmup_callback
@@ -255,6 +260,7 @@ def run(args: argparse.Namespace, command: str) -> int:
                                         batch_size=args.batch_size, net=args.net, seed=args.seed, name=args.name,
                                         pretrain_steps=args.pretrain_steps, dagger_iterations=args.dagger_iterations,
                                         actor_warmup=args.actor_warmup, real_episodes=args.real_episodes,
+                                        log_std_init=args.log_std_init,
                                         progress=not args.no_progress, command=command)
     except (DataError, BundleError, ValueError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

@@ -78,7 +78,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--learning-rate", type=float, default=None, help=f"PPO's learning rate ({PPO['learning_rate']})")
     g.add_argument("--n-envs", type=int, default=None, help=f"parallel environments ({PPO['n_envs']})")
     g.add_argument("--log-std-init", type=float, default=None,
-                   help=f"log std of the exploration noise ({PPO['log_std_init']})")
+                   help="log std of the exploration noise: --method ppo's, and --from-exploration's after "
+                        f"--pretrain-steps ({PPO['log_std_init']})")
     g.add_argument("--intervention-penalty", type=float, default=None,
                    help=f"reward lost per cycle the shield changed the command ({PPO['intervention_penalty']})")
     g.add_argument("--revert-penalty", type=float, default=None,
